@@ -1,0 +1,153 @@
+//! The config file as written: TOML in, serde structs out. Nothing here is
+//! validated beyond its shape; [`super::compile`] turns it into policies.
+//!
+//! Parts whose errors need a line number are wrapped in [`Spanned`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Key-store settings.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Named policies.
+    #[serde(default)]
+    pub policies: BTreeMap<String, Spanned<PolicySection>>,
+    /// Server-side tier assignments.
+    #[serde(default)]
+    pub assignments: AssignmentsSection,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Most keys tracked at once; the idlest are evicted past this.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: Spanned<u64>,
+}
+
+fn default_max_keys() -> Spanned<u64> {
+    Spanned::new(0..0, 1_000_000)
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            max_keys: default_max_keys(),
+        }
+    }
+}
+
+/// A request attribute that can form part of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAttr {
+    /// The authenticated user.
+    User,
+    /// The client IP address.
+    Ip,
+    /// The API token.
+    Token,
+    /// The endpoint, such as `GET /orders`.
+    Endpoint,
+}
+
+impl KeyAttr {
+    /// Every attribute, in key order.
+    pub const ALL: [KeyAttr; 4] = [KeyAttr::User, KeyAttr::Ip, KeyAttr::Token, KeyAttr::Endpoint];
+
+    /// The attribute's name in config and requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyAttr::User => "user",
+            KeyAttr::Ip => "ip",
+            KeyAttr::Token => "token",
+            KeyAttr::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// `[policies.NAME]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Attributes that together form the key.
+    pub key: Spanned<Vec<KeyAttr>>,
+    /// The tier used when neither the request nor an assignment names one.
+    pub default_tier: Spanned<String>,
+    /// Limits per tier.
+    pub tiers: BTreeMap<String, Spanned<TierSection>>,
+    /// Per-endpoint costs and limits.
+    #[serde(default)]
+    pub endpoints: Vec<Spanned<EndpointSection>>,
+}
+
+/// `[policies.NAME.tiers.TIER]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSection {
+    /// No limits at all for this tier.
+    #[serde(default)]
+    pub unlimited: bool,
+    /// All must have room for a request to pass.
+    #[serde(default)]
+    pub limits: Vec<Spanned<LimitSpec>>,
+}
+
+/// One limit as written in config or in an inline check.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    /// Shown in headers and decisions; defaults to the rate string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Which algorithm.
+    pub algorithm: AlgorithmName,
+    /// A rate string such as `"100/minute"`.
+    pub rate: String,
+    /// Token bucket only: capacity; defaults to the rate's count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// The algorithms a limit can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmName {
+    /// Rate plus burst.
+    TokenBucket,
+    /// Count per window.
+    SlidingWindow,
+}
+
+/// `[[policies.NAME.endpoints]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// The endpoint as sent in the request key, such as `POST /orders`.
+    pub endpoint: String,
+    /// Units a request to this endpoint costs, unless the request says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u32>,
+    /// Limits for this endpoint, per tier, counted apart from the policy's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, Spanned<TierSection>>,
+}
+
+/// `[assignments]`: API tokens and users mapped to tiers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentsSection {
+    /// Token to tier.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, Spanned<String>>,
+    /// User to tier.
+    #[serde(default)]
+    pub users: BTreeMap<String, Spanned<String>>,
+}

@@ -1,0 +1,251 @@
+//! The configuration: TOML text in, validated [`Config`] out.
+//!
+//! A config names the policies (see [`crate::policy`]), the key-store size
+//! and server-side tier assignments. It is parsed and checked as a whole;
+//! every problem is reported with its line and column, so `weir check-config`
+//! can print them all at once. A [`Config`] is immutable: a change builds a
+//! new one and the engine swaps it in atomically.
+
+mod compile;
+pub mod file;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::ops::Range;
+
+use compact_str::CompactString;
+
+pub use compile::MAX_KEYS_LIMIT;
+use file::ConfigFile;
+
+use crate::policy::Policy;
+
+/// The built-in configuration, used when no file is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// Largest config accepted, in bytes.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The TOML text it was built from.
+    pub source: String,
+    /// The file as parsed, for display.
+    pub file: ConfigFile,
+    /// Compiled policies by name.
+    pub policies: HashMap<String, Policy>,
+    /// Tier assignments declared in the file.
+    pub assignments: Assignments,
+    /// Most keys to track.
+    pub max_keys: u64,
+    /// A stable hash of the source, to tell configs apart.
+    pub fingerprint: u64,
+}
+
+/// Token and user to tier, as declared in the config file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Assignments {
+    /// API token to tier.
+    pub tokens: HashMap<String, CompactString>,
+    /// User to tier.
+    pub users: HashMap<String, CompactString>,
+}
+
+/// One thing wrong with a config, and where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    fn at(source: &str, span: Range<usize>, message: String) -> Self {
+        let before = &source[..span.start.min(source.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        Self {
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// Why a config was rejected: every problem found, in source order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// What is wrong, and where.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.problems.iter().map(Problem::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl Config {
+    /// Parses and validates a config.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem with its line: TOML syntax,
+    /// unknown fields, bad rates, unknown tiers, values out of range.
+    pub fn parse(source: &str) -> Result<Config, ConfigError> {
+        let fail = |problems| Err(ConfigError { problems });
+        if source.len() > MAX_CONFIG_BYTES {
+            let message = format!("config is {} bytes; the most is {MAX_CONFIG_BYTES}", source.len());
+            return fail(vec![Problem::at(source, 0..0, message)]);
+        }
+        let file: ConfigFile = match toml::from_str(source) {
+            Ok(file) => file,
+            Err(error) => {
+                let span = error.span().unwrap_or(0..0);
+                let message = error.message().trim().to_owned();
+                return fail(vec![Problem::at(source, span, message)]);
+            }
+        };
+        let mut problems = compile::Problems::new(source);
+        let (policies, assignments, max_keys) = compile::compile(&file, &mut problems);
+        let mut problems = problems.into_vec();
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| (p.line, p.column));
+            return fail(problems);
+        }
+        Ok(Config {
+            source: source.to_owned(),
+            file,
+            policies,
+            assignments,
+            max_keys,
+            fingerprint: foldhash::quality::FixedState::with_seed(0x3e1c).hash_one(source),
+        })
+    }
+
+    /// The built-in configuration.
+    pub fn builtin() -> Config {
+        // The embedded text is checked by a unit test, so this cannot fail.
+        Config::parse(DEFAULT_CONFIG).expect("the built-in config is valid")
+    }
+
+    /// The policy called `name`.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{KeyAttr, TierLimits};
+
+    fn problems(source: &str) -> Vec<Problem> {
+        Config::parse(source).unwrap_err().problems
+    }
+
+    #[test]
+    fn the_builtin_config_has_per_ip_and_per_user_policies_with_three_tiers() {
+        let config = Config::builtin();
+        for (name, attr) in [("per_ip", KeyAttr::Ip), ("per_user", KeyAttr::User)] {
+            let policy = config.policy(name).unwrap();
+            assert!(policy.key.contains(attr));
+            assert_eq!(policy.tier_names(), "free, paid, trusted");
+            assert_eq!(policy.tier("trusted").unwrap().limits, TierLimits::Unlimited);
+            let TierLimits::Limited(free) = &policy.tier("free").unwrap().limits else {
+                panic!("free is limited");
+            };
+            assert_eq!(free.len(), 2, "burst and sustained");
+        }
+        assert_eq!(
+            config.policy("per_user").unwrap().endpoints["POST /orders"].cost,
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn reports_a_syntax_error_with_its_line() {
+        let found = problems("[policies.api]\nkey = [\"user\"\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, 2, "{found:?}");
+        assert!(found[0].message.contains("unclosed array"), "{found:?}");
+    }
+
+    #[test]
+    fn reports_an_unknown_key_attribute_with_its_line() {
+        let found = problems(
+            "[policies.api]\ndefault_tier = \"free\"\nkey = [\"email\"]\n[policies.api.tiers.free]\nunlimited = true\n",
+        );
+        assert_eq!(found[0].line, 3, "{found:?}");
+        assert!(found[0].message.contains("unknown variant `email`"), "{found:?}");
+    }
+
+    #[test]
+    fn reports_every_semantic_problem_at_once() {
+        let source = r#"
+[policies.api]
+key = ["user"]
+default_tier = "gold"
+
+[policies.api.tiers.free]
+limits = [
+  { algorithm = "token_bucket", rate = "10/fortnight" },
+  { algorithm = "sliding_window", rate = "5/s", burst = 3 },
+]
+
+[policies.api.tiers.paid]
+unlimited = true
+limits = [{ algorithm = "sliding_window", rate = "5/s" }]
+"#;
+        let found = problems(source);
+        let summary: Vec<(usize, &str)> = found.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(found.len(), 4, "{summary:?}");
+        assert_eq!(found[0].line, 4);
+        assert!(found[0].message.contains("default_tier \"gold\""));
+        assert_eq!(found[1].line, 8);
+        assert!(found[1].message.contains("unknown period \"fortnight\""));
+        assert_eq!(found[2].line, 9);
+        assert!(found[2].message.contains("token_bucket limits only"));
+        assert!(found[3].message.contains("cannot also have limits"));
+    }
+
+    #[test]
+    fn rejects_assignments_to_tiers_no_policy_has() {
+        let source = "[policies.a]\nkey = [\"ip\"]\ndefault_tier = \"free\"\n[policies.a.tiers.free]\nunlimited = true\n[assignments.users]\nbob = \"platinum\"\n";
+        let found = problems(source);
+        assert_eq!(found[0].line, 7);
+        assert!(found[0].message.contains("\"platinum\""));
+    }
+
+    #[test]
+    fn rejects_an_endpoint_rule_for_an_unknown_tier_and_a_zero_cost() {
+        let source = "[policies.a]\nkey = [\"ip\"]\ndefault_tier = \"free\"\n[policies.a.tiers.free]\nunlimited = true\n[[policies.a.endpoints]]\nendpoint = \"GET /x\"\ncost = 0\n[policies.a.endpoints.tiers.gold]\nunlimited = true\n";
+        let messages: Vec<String> = problems(source).into_iter().map(|p| p.message).collect();
+        assert!(
+            messages.iter().any(|m| m.contains("cost must be between")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("tier \"gold\" is not a tier")),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_config_is_valid_for_inline_limits_only() {
+        let config = Config::parse("").unwrap();
+        assert!(config.policies.is_empty());
+        assert_eq!(config.max_keys, 1_000_000);
+    }
+}

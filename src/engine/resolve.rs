@@ -1,0 +1,193 @@
+//! From a request to what to count: the policy, the tier, the endpoint rule,
+//! the limits, the cost, and the store key.
+//!
+//! Store keys are built into a caller's buffer so that a check on a known key
+//! allocates nothing. Their layout, with NUL between parts (NUL is refused in
+//! values and absent from names, so keys cannot collide):
+//! - policy: `p` policy NUL tier NUL [`e` endpoint NUL] then `attr=value` NUL
+//!   for each key attribute in key order. The endpoint part appears when an
+//!   endpoint rule gives the endpoint limits of its own.
+//! - inline: `i` namespace NUL then `attr=value` NUL for each attribute sent.
+
+use std::borrow::Cow;
+
+use super::decision::Scope;
+use super::request::{CheckError, CheckRequest, Target};
+use super::tiers::{Subject, TierOverlay};
+use crate::config::Config;
+use crate::policy::{
+    compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Policy, Tier, TierLimits, MAX_COST,
+};
+
+/// A request, resolved against a config.
+pub(super) struct Resolved<'c> {
+    pub scope: Scope,
+    /// `None` for an unlimited tier.
+    pub limits: Option<Cow<'c, [NamedLimit]>>,
+    pub cost: u32,
+}
+
+/// Resolves `request` against `config`, writing its store key into `key`.
+pub(super) fn resolve<'c>(
+    config: &'c Config,
+    overlay: &TierOverlay,
+    request: &CheckRequest,
+    key: &mut String,
+) -> Result<Resolved<'c>, CheckError> {
+    request.key.validate()?;
+    if let Some(cost) = request.cost.filter(|cost| *cost > MAX_COST) {
+        return Err(CheckError::CostTooLarge { cost });
+    }
+    match &request.target {
+        Target::Policy(name) => resolve_policy(config, overlay, name, request, key),
+        Target::Inline { namespace, limits } => {
+            if !is_valid_name(namespace) {
+                return Err(CheckError::InvalidNamespace(namespace.clone()));
+            }
+            if request.tier.is_some() {
+                return Err(CheckError::InvalidLimits(
+                    "tier applies to policy checks only; inline limits have no tiers".into(),
+                ));
+            }
+            let limits = compile_limits(limits).map_err(CheckError::InvalidLimits)?;
+            let present = request.key.present();
+            if present.is_empty() {
+                return Err(CheckError::EmptyKey);
+            }
+            key.push('i');
+            key.push_str(namespace);
+            key.push('\0');
+            push_attrs(key, request, present);
+            Ok(Resolved {
+                scope: Scope {
+                    policy: None,
+                    namespace: Some(namespace.as_str().into()),
+                    tier: None,
+                },
+                limits: Some(Cow::Owned(limits.into_vec())),
+                cost: request.cost.unwrap_or(1),
+            })
+        }
+    }
+}
+
+fn resolve_policy<'c>(
+    config: &'c Config,
+    overlay: &TierOverlay,
+    name: &str,
+    request: &CheckRequest,
+    key: &mut String,
+) -> Result<Resolved<'c>, CheckError> {
+    let policy = config.policy(name).ok_or_else(|| {
+        let mut known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        CheckError::UnknownPolicy {
+            policy: name.into(),
+            known: known.join(", "),
+        }
+    })?;
+    check_attrs(policy, request.key.present())?;
+    let tier = resolve_tier(config, overlay, policy, request)?;
+    let rule = request
+        .key
+        .endpoint
+        .as_deref()
+        .and_then(|e| policy.endpoints.get(e));
+    let endpoint_tier = rule.and_then(|rule| rule.tiers.iter().find(|t| t.name == tier.name));
+
+    key.push('p');
+    key.push_str(&policy.name);
+    key.push('\0');
+    key.push_str(&tier.name);
+    key.push('\0');
+    if let (Some(_), Some(endpoint)) = (endpoint_tier, request.key.endpoint.as_deref()) {
+        if !policy.key.contains(KeyAttr::Endpoint) {
+            key.push('e');
+            key.push_str(endpoint);
+            key.push('\0');
+        }
+    }
+    push_attrs(key, request, policy.key);
+
+    let limits = match &endpoint_tier.unwrap_or(tier).limits {
+        TierLimits::Unlimited => None,
+        TierLimits::Limited(limits) => Some(Cow::Borrowed(&limits[..])),
+    };
+    Ok(Resolved {
+        scope: Scope {
+            policy: Some(policy.name.clone()),
+            namespace: None,
+            tier: Some(tier.name.clone()),
+        },
+        limits,
+        cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),
+    })
+}
+
+fn check_attrs(policy: &Policy, present: KeySet) -> Result<(), CheckError> {
+    let accepted = policy.accepted_attrs();
+    if let Some(attr) = present.iter().find(|attr| !accepted.contains(*attr)) {
+        return Err(CheckError::UnusedAttribute {
+            policy: policy.name.to_string(),
+            attr: attr.name(),
+            uses: accepted.describe(),
+        });
+    }
+    if let Some(attr) = policy.key.iter().find(|attr| !present.contains(*attr)) {
+        return Err(CheckError::MissingAttribute {
+            policy: policy.name.to_string(),
+            attr: attr.name(),
+        });
+    }
+    Ok(())
+}
+
+/// The tier named in the request, else a runtime assignment, else one from
+/// the config (token before user), else the policy's default. An assigned
+/// tier the policy does not have is passed over.
+fn resolve_tier<'c>(
+    config: &Config,
+    overlay: &TierOverlay,
+    policy: &'c Policy,
+    request: &CheckRequest,
+) -> Result<&'c Tier, CheckError> {
+    if let Some(name) = &request.tier {
+        return policy.tier(name).ok_or_else(|| CheckError::UnknownTier {
+            policy: policy.name.to_string(),
+            tier: name.clone(),
+            tiers: policy.tier_names(),
+        });
+    }
+    let sources = [
+        (Subject::Token, KeyAttr::Token, &config.assignments.tokens),
+        (Subject::User, KeyAttr::User, &config.assignments.users),
+    ];
+    for (subject, attr, declared) in sources {
+        let Some(id) = request.key.get(attr) else {
+            continue;
+        };
+        let assigned = overlay.get(subject, id).or_else(|| declared.get(id).cloned());
+        if let Some(tier) = assigned.and_then(|name| policy.tier(&name)) {
+            return Ok(tier);
+        }
+    }
+    // Config validation guarantees the default tier exists.
+    policy
+        .tier(&policy.default_tier)
+        .ok_or_else(|| CheckError::UnknownTier {
+            policy: policy.name.to_string(),
+            tier: policy.default_tier.to_string(),
+            tiers: policy.tier_names(),
+        })
+}
+
+fn push_attrs(key: &mut String, request: &CheckRequest, attrs: KeySet) {
+    for attr in attrs.iter() {
+        if let Some(value) = request.key.get(attr) {
+            key.push_str(attr.name());
+            key.push('=');
+            key.push_str(value);
+            key.push('\0');
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! weir: a clustered, in-memory API rate limiter.
+//!
+//! Every node decides locally, in well under a microsecond, from counters it
+//! keeps as CRDTs; nodes replicate those counters to each other, so a cluster
+//! enforces approximately global limits with no Redis and no leader.
+//!
+//! # Layout
+//! Read it bottom up:
+//! - [`clock`]: time as a trait; quanta in production, manual in tests.
+//! - [`limiter`]: the pure algorithms (token bucket, sliding window) over the
+//!   replicated slot counters of the `weir-cluster` crate, and rate strings.
+//! - [`policy`]: policies, tiers, endpoint rules and limits, compiled.
+//! - [`config`]: the TOML config file, validated with line-level errors,
+//!   and the built-in default.
+//! - [`store`]: the sharded map from key to limit states, with expiry and a
+//!   cap on tracked keys.
+//! - [`engine`]: the decision path: resolve a request, ask every limit,
+//!   count all or nothing; atomic config swaps and tier assignments.
+//! - [`server`]: HTTP (axum) with rate-limit headers, admin endpoints,
+//!   metrics, and graceful shutdown.
+//! - `main.rs`: the `weir` command line.
+
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod limiter;
+pub mod policy;
+pub mod server;
+pub mod store;

@@ -1,0 +1,201 @@
+//! Pure rate-limit algorithms over replicated slot counters.
+//!
+//! Nothing here reads a clock or takes a lock: the caller passes `now` and a
+//! `&mut LimitState`, and gets an [`Outcome`]. A denial is a value, not an
+//! error. Both algorithms keep their state in a
+//! [`SlotCounter`](weir_cluster::SlotCounter), so a node's counts merge with
+//! its peers' like any other CRDT.
+//!
+//! - [`TokenBucket`]: `rate` with `burst`, exact (GCRA); the slot counter
+//!   records consumption so that peers can charge it too.
+//! - [`SlidingWindow`]: `count` per `window`, the oldest slot weighted by how
+//!   much of it still overlaps the window.
+
+pub mod rate;
+mod sliding_window;
+mod token_bucket;
+
+pub use rate::{Rate, RateError};
+pub use sliding_window::SlidingWindow;
+pub use token_bucket::TokenBucket;
+
+use std::hash::BuildHasher;
+
+use weir_cluster::SlotCounter;
+
+use crate::clock::Nanos;
+
+/// The state of one limit of one key.
+#[derive(Clone, Debug, Default)]
+pub struct LimitState {
+    counter: SlotCounter,
+    /// Token bucket only: when the bucket will be full again.
+    tat: Nanos,
+    /// Which limit layout this state was built for; see [`Limit::spec_id`].
+    spec: u32,
+}
+
+impl LimitState {
+    /// The counts behind this state, for replication and inspection.
+    pub fn counter(&self) -> &SlotCounter {
+        &self.counter
+    }
+
+    /// The layout fingerprint this state was built for.
+    pub fn spec(&self) -> u32 {
+        self.spec
+    }
+}
+
+/// What one limit says about one request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Outcome {
+    /// The request fits.
+    pub allowed: bool,
+    /// Units left after this request (if it is allowed and committed).
+    pub remaining: u64,
+    /// Time until the limit is back to full, with no further requests.
+    pub reset_after: Nanos,
+    /// When denied: time until a request of the same cost would fit; `None`
+    /// when it never can (its cost exceeds the limit's capacity).
+    pub retry_after: Option<Nanos>,
+}
+
+/// An algorithm with its parameters, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Limit {
+    /// See [`TokenBucket`].
+    TokenBucket(TokenBucket),
+    /// See [`SlidingWindow`].
+    SlidingWindow(SlidingWindow),
+}
+
+impl Limit {
+    /// Width of one counter slot.
+    pub fn slot_width(&self) -> Nanos {
+        match self {
+            Limit::TokenBucket(bucket) => bucket.slot_width(),
+            Limit::SlidingWindow(window) => window.slot_width(),
+        }
+    }
+
+    /// The most units this limit can ever grant at once: the burst or the
+    /// window's count.
+    pub fn capacity(&self) -> u32 {
+        match self {
+            Limit::TokenBucket(bucket) => bucket.burst(),
+            Limit::SlidingWindow(window) => window.limit(),
+        }
+    }
+
+    /// The time over which [`capacity`](Self::capacity) units are granted:
+    /// the window, or the time a bucket takes to fill from empty.
+    pub fn window(&self) -> Nanos {
+        match self {
+            Limit::TokenBucket(bucket) => bucket.fill_time(),
+            Limit::SlidingWindow(window) => window.window(),
+        }
+    }
+
+    /// Algorithm name as used in config and API responses.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Limit::TokenBucket(_) => "token_bucket",
+            Limit::SlidingWindow(_) => "sliding_window",
+        }
+    }
+
+    /// A fingerprint of what the counts mean (algorithm and slot width).
+    /// State built for another fingerprint is reset; a changed count or rate
+    /// with the same slot width keeps its counts across a config change.
+    pub fn spec_id(&self) -> u32 {
+        let hash =
+            foldhash::quality::FixedState::with_seed(0x77e1).hash_one((self.algorithm(), self.slot_width()));
+        // Never 0, so that a default state never matches a real limit.
+        (hash as u32).max(1)
+    }
+
+    /// How long a state stays meaningful without requests; after that it is
+    /// equal to a fresh state and can be dropped.
+    pub fn retention(&self) -> Nanos {
+        self.window() + weir_cluster::RING as Nanos * self.slot_width()
+    }
+
+    /// A fresh state: a full bucket, an empty window.
+    pub fn new_state(&self) -> LimitState {
+        LimitState {
+            counter: SlotCounter::new(),
+            tat: 0,
+            spec: self.spec_id(),
+        }
+    }
+
+    /// Decides whether `cost` units fit at `now`. Moves the state's slots
+    /// forward in time but counts nothing: call [`commit`](Self::commit) for
+    /// that once every limit of the request has allowed it. A cost of 0 is a
+    /// peek: allowed unless the key is already over its limit.
+    pub fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32) -> Outcome {
+        match self {
+            Limit::TokenBucket(bucket) => bucket.evaluate(state, now, cost),
+            Limit::SlidingWindow(window) => window.evaluate(state, now, cost),
+        }
+    }
+
+    /// Counts `cost` units at `now`; call after [`evaluate`](Self::evaluate)
+    /// allowed it, so that the state's slots are current.
+    pub fn commit(&self, state: &mut LimitState, now: Nanos, cost: u32) {
+        state.counter.add(cost);
+        if let Limit::TokenBucket(bucket) = self {
+            bucket.charge(state, now, cost);
+        }
+    }
+
+    /// Takes back a [`commit`](Self::commit) of `cost` made at `now` that no
+    /// one else has seen: the rollback of an atomic batch.
+    pub fn undo_commit(&self, state: &mut LimitState, now: Nanos, cost: u32) {
+        state.counter.undo_add(cost);
+        if let Limit::TokenBucket(bucket) = self {
+            bucket.give_back(state, now, cost);
+        }
+    }
+
+    /// Gives back up to `units` counted earlier; returns how many. A window
+    /// can give back what its ring still holds (about two windows); a bucket
+    /// gives back any amount, up to full.
+    pub fn refund(&self, state: &mut LimitState, now: Nanos, units: u32) -> u32 {
+        let counted = state.counter.refund(units);
+        match self {
+            Limit::TokenBucket(bucket) => {
+                bucket.give_back(state, now, units);
+                units
+            }
+            Limit::SlidingWindow(_) => counted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SECOND;
+
+    #[test]
+    fn spec_id_changes_with_the_slot_width_only() {
+        let a = Limit::SlidingWindow(SlidingWindow::new("10/m".parse().unwrap()));
+        let b = Limit::SlidingWindow(SlidingWindow::new("500/m".parse().unwrap()));
+        let c = Limit::SlidingWindow(SlidingWindow::new("10/h".parse().unwrap()));
+        assert_eq!(a.spec_id(), b.spec_id());
+        assert_ne!(a.spec_id(), c.spec_id());
+    }
+
+    #[test]
+    fn a_state_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<LimitState>(), 48);
+    }
+
+    #[test]
+    fn retention_covers_the_window_and_the_ring() {
+        let window = Limit::SlidingWindow(SlidingWindow::new("10/m".parse().unwrap()));
+        assert_eq!(window.retention(), 60 * SECOND + 4 * 30 * SECOND);
+    }
+}

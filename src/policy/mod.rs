@@ -1,0 +1,245 @@
+//! Policies, tiers and limits as the engine uses them: validated, compiled,
+//! immutable. A policy names the request attributes that form its key and
+//! the limits of each tier; endpoint rules add a cost or limits of their own.
+//!
+//! Built from the config file by [`crate::config`], and from the `limits` of
+//! an inline check by [`compile_limits`].
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use compact_str::CompactString;
+
+pub use crate::config::file::{AlgorithmName, KeyAttr, LimitSpec};
+use crate::limiter::{Limit, Rate, SlidingWindow, TokenBucket};
+
+/// Most limits one tier (or one inline check) may have.
+pub const MAX_LIMITS: usize = 8;
+
+/// Most units one request may cost.
+pub const MAX_COST: u32 = 1_000_000;
+
+/// Longest name of a policy, tier, limit or namespace.
+pub const MAX_NAME: usize = 64;
+
+/// A set of key attributes, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeySet(u8);
+
+impl KeySet {
+    /// Adds `attr`; false if it was already there.
+    pub fn insert(&mut self, attr: KeyAttr) -> bool {
+        let had = self.contains(attr);
+        self.0 |= 1 << attr as u8;
+        !had
+    }
+
+    /// True if `attr` is in the set.
+    pub fn contains(self, attr: KeyAttr) -> bool {
+        self.0 & (1 << attr as u8) != 0
+    }
+
+    /// True if no attribute is in the set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The attributes in key order.
+    pub fn iter(self) -> impl Iterator<Item = KeyAttr> {
+        KeyAttr::ALL.into_iter().filter(move |attr| self.contains(*attr))
+    }
+
+    /// Names of the attributes, comma separated, for messages.
+    pub fn describe(self) -> String {
+        self.iter().map(KeyAttr::name).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A limit with the name it shows in headers and decisions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedLimit {
+    /// From config, or the rate string.
+    pub name: CompactString,
+    /// The algorithm and its parameters.
+    pub limit: Limit,
+}
+
+/// What a tier allows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TierLimits {
+    /// Everything passes and nothing is counted.
+    Unlimited,
+    /// All of these must have room.
+    Limited(Box<[NamedLimit]>),
+}
+
+/// A named tier of a policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tier {
+    /// Such as `free`, `paid`, `trusted`.
+    pub name: CompactString,
+    /// Its limits.
+    pub limits: TierLimits,
+}
+
+/// Cost and limits for one endpoint of a policy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointRule {
+    /// Units a request costs unless the request says otherwise.
+    pub cost: Option<u32>,
+    /// Tiers with limits of their own for this endpoint, counted apart.
+    pub tiers: Vec<Tier>,
+}
+
+/// A named policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Its name, as requests refer to it.
+    pub name: CompactString,
+    /// Attributes that form the key.
+    pub key: KeySet,
+    /// Tier used when nothing else names one.
+    pub default_tier: CompactString,
+    /// Every tier, few enough that a linear search wins.
+    pub tiers: Vec<Tier>,
+    /// Rules per endpoint (exact match on the request's `endpoint`).
+    pub endpoints: HashMap<String, EndpointRule>,
+}
+
+impl Policy {
+    /// The tier called `name`.
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|tier| tier.name == name)
+    }
+
+    /// Attributes a request may carry: the key, plus the endpoint when the
+    /// policy has endpoint rules.
+    pub fn accepted_attrs(&self) -> KeySet {
+        let mut accepted = self.key;
+        if !self.endpoints.is_empty() {
+            accepted.insert(KeyAttr::Endpoint);
+        }
+        accepted
+    }
+
+    /// Names of the tiers, for messages.
+    pub fn tier_names(&self) -> String {
+        let names: Vec<&str> = self.tiers.iter().map(|tier| tier.name.as_str()).collect();
+        names.join(", ")
+    }
+}
+
+/// True if `name` is usable as a policy, tier, limit or namespace name: it
+/// ends up inside quoted header values, so it stays within a safe alphabet.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b))
+}
+
+/// Checks and compiles one limit.
+///
+/// # Errors
+/// A message saying what is wrong: a bad rate, a zero burst, a burst on a
+/// sliding window, or a bad name.
+pub fn compile_limit(spec: &LimitSpec) -> Result<NamedLimit, String> {
+    let rate: Rate = spec
+        .rate
+        .parse()
+        .map_err(|e: crate::limiter::RateError| e.to_string())?;
+    let limit = match (spec.algorithm, spec.burst) {
+        (AlgorithmName::TokenBucket, burst) => {
+            let burst = burst.unwrap_or(rate.count());
+            let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
+            Limit::TokenBucket(TokenBucket::new(rate, burst))
+        }
+        (AlgorithmName::SlidingWindow, None) => Limit::SlidingWindow(SlidingWindow::new(rate)),
+        (AlgorithmName::SlidingWindow, Some(_)) => {
+            return Err("burst applies to token_bucket limits only".into());
+        }
+    };
+    let name = match &spec.name {
+        Some(name) if !is_valid_name(name) => {
+            return Err(format!(
+                "limit name {name:?} must be 1-{MAX_NAME} characters of A-Z a-z 0-9 _ - . : /"
+            ));
+        }
+        Some(name) => CompactString::from(name.as_str()),
+        None => CompactString::from(rate.to_string()),
+    };
+    Ok(NamedLimit { name, limit })
+}
+
+/// Checks and compiles a list of limits, as a tier or an inline check has.
+///
+/// # Errors
+/// A message naming the first bad limit (counted from 1), or saying the list
+/// is empty or too long.
+pub fn compile_limits(specs: &[LimitSpec]) -> Result<Box<[NamedLimit]>, String> {
+    if specs.is_empty() {
+        return Err("at least one limit is needed".into());
+    }
+    if specs.len() > MAX_LIMITS {
+        return Err(format!(
+            "at most {MAX_LIMITS} limits are allowed, got {}",
+            specs.len()
+        ));
+    }
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| compile_limit(spec).map_err(|e| format!("limit {}: {e}", i + 1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(algorithm: AlgorithmName, rate: &str, burst: Option<u32>) -> LimitSpec {
+        LimitSpec {
+            name: None,
+            algorithm,
+            rate: rate.into(),
+            burst,
+        }
+    }
+
+    #[test]
+    fn a_bucket_without_burst_takes_the_rate_count() {
+        let limit = compile_limit(&spec(AlgorithmName::TokenBucket, "30/m", None)).unwrap();
+        assert_eq!(limit.limit.capacity(), 30);
+        assert_eq!(limit.name, "30/m");
+    }
+
+    #[test]
+    fn rejects_a_burst_on_a_window_and_a_zero_burst() {
+        let window = spec(AlgorithmName::SlidingWindow, "30/m", Some(5));
+        assert!(compile_limit(&window)
+            .unwrap_err()
+            .contains("token_bucket limits only"));
+        let bucket = spec(AlgorithmName::TokenBucket, "30/m", Some(0));
+        assert!(compile_limit(&bucket).unwrap_err().contains("at least 1"));
+    }
+
+    #[test]
+    fn names_the_bad_limit_in_a_list() {
+        let specs = [
+            spec(AlgorithmName::SlidingWindow, "30/m", None),
+            spec(AlgorithmName::SlidingWindow, "30/eon", None),
+        ];
+        let error = compile_limits(&specs).unwrap_err();
+        assert!(error.starts_with("limit 2: invalid rate"), "{error}");
+        assert!(compile_limits(&[]).is_err());
+    }
+
+    #[test]
+    fn names_stay_within_the_header_safe_alphabet() {
+        assert!(is_valid_name("drf:anon/v1.2_x-y"));
+        assert!(!is_valid_name("has space"));
+        assert!(!is_valid_name("quote\""));
+        assert!(!is_valid_name(""));
+    }
+}

@@ -1,0 +1,142 @@
+//! Runtime changes: the config (`GET`/`PUT /v1/config`) and tier
+//! assignments (`/v1/tiers`). Every change needs `Authorization: Bearer
+//! <admin token>`; with no admin token configured, changes are disabled and
+//! say so.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::error::{ApiError, JsonBody};
+use super::App;
+use crate::config::Config;
+use crate::engine::Subject;
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the bearer token of an admin request.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = app.admin_token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin endpoints are disabled: start weir with --admin-token or set WEIR_ADMIN_TOKEN",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match given {
+        Some(token) if same_secret(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs Authorization: Bearer <admin token>",
+        )),
+    }
+}
+
+/// The config in force, as JSON. Token assignments are secrets and are
+/// reported as a count only.
+pub fn describe_config(app: &App) -> Value {
+    let config = app.engine.config();
+    let mut file = serde_json::to_value(&config.file).unwrap_or(Value::Null);
+    file["assignments"]["tokens"] = json!({ "count": config.file.assignments.tokens.len() });
+    json!({
+        "version": app.engine.config_version(),
+        "fingerprint": format!("{:016x}", config.fingerprint),
+        "config": file,
+    })
+}
+
+/// `GET /v1/config`.
+pub async fn get_config(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(describe_config(&app))
+}
+
+/// `PUT /v1/config`: the whole config as TOML, validated, then swapped in.
+pub async fn put_config(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let body = body?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_config", "the config must be UTF-8 TOML text"))?;
+    let config = Config::parse(text)?;
+    let version = app.engine.replace_config(config);
+    info!(version, source = "api", "config replaced");
+    Ok(Json(describe_config(&app)))
+}
+
+/// `PUT /v1/tiers/{subject}/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    tier: String,
+}
+
+fn subject(kind: &str) -> Result<Subject, ApiError> {
+    match kind {
+        "token" => Ok(Subject::Token),
+        "user" => Ok(Subject::User),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_subject",
+            format!("tiers are assigned to a token or a user, not {kind:?}"),
+        )),
+    }
+}
+
+/// `PUT /v1/tiers/{subject}/{id}`.
+pub async fn put_tier(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<AssignBody>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let subject = subject(&kind)?;
+    app.engine.assign_tier(subject, &id, &body.tier)?;
+    info!(subject = kind, tier = body.tier, "tier assigned");
+    Ok(Json(json!({ "subject": kind, "id": id, "tier": body.tier })))
+}
+
+/// `DELETE /v1/tiers/{subject}/{id}`.
+pub async fn delete_tier(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    authorize(&app, &headers)?;
+    match app.engine.tier_overlay().remove(subject(&kind)?, &id) {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_assigned",
+            "no runtime assignment for that id",
+        )),
+    }
+}
+
+/// `GET /v1/tiers`: the runtime assignments (admin only: tokens are secrets).
+pub async fn list_tiers(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let overlay = app.engine.tier_overlay();
+    Ok(Json(json!({
+        "tokens": overlay.list(Subject::Token),
+        "users": overlay.list(Subject::User),
+    })))
+}

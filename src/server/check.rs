@@ -1,0 +1,118 @@
+//! `POST /v1/check`, `POST /v1/check/batch`, `POST /v1/refund`: JSON in,
+//! decision out, 200 when allowed and 429 when denied, with rate-limit
+//! headers on both.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, JsonBody};
+use super::headers::add_rate_limit_headers;
+use super::App;
+use crate::engine::{CheckRequest, Decision, RequestKey, Target};
+use crate::policy::LimitSpec;
+
+/// A check as sent over HTTP: a policy, or a namespace with inline limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    policy: Option<String>,
+    namespace: Option<String>,
+    limits: Option<Vec<LimitSpec>>,
+    #[serde(default)]
+    key: RequestKey,
+    tier: Option<String>,
+    cost: Option<u32>,
+}
+
+impl TryFrom<CheckBody> for CheckRequest {
+    type Error = ApiError;
+
+    fn try_from(body: CheckBody) -> Result<Self, ApiError> {
+        let target = match (body.policy, body.namespace, body.limits) {
+            (Some(policy), None, None) => Target::Policy(policy),
+            (None, Some(namespace), Some(limits)) => Target::Inline { namespace, limits },
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_target",
+                    "give either \"policy\", or \"namespace\" together with \"limits\"",
+                ))
+            }
+        };
+        Ok(CheckRequest {
+            target,
+            key: body.key,
+            tier: body.tier,
+            cost: body.cost,
+        })
+    }
+}
+
+fn respond<T: Serialize>(allowed: bool, headline: Option<&Decision>, body: &T) -> Response {
+    let status = if allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let mut response = (status, Json(body)).into_response();
+    if let Some(decision) = headline {
+        add_rate_limit_headers(response.headers_mut(), decision);
+    }
+    response
+}
+
+/// `POST /v1/check`.
+pub async fn check(
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody<CheckBody>,
+) -> Result<Response, ApiError> {
+    let request = CheckRequest::try_from(body)?;
+    let decision = app.engine.check(&request)?;
+    Ok(respond(decision.allowed, Some(&decision), &decision))
+}
+
+/// `POST /v1/check/batch` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    checks: Vec<CheckBody>,
+}
+
+/// `POST /v1/check/batch`: all consume or none does. Headers describe the
+/// first denied check, or else the one with the fewest units left.
+pub async fn check_batch(
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Response, ApiError> {
+    let requests = body
+        .checks
+        .into_iter()
+        .map(CheckRequest::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = app.engine.check_batch(&requests)?;
+    let headline = match batch.allowed {
+        false => batch.decisions.iter().find(|d| !d.allowed),
+        true => batch
+            .decisions
+            .iter()
+            .filter(|d| d.remaining.is_some())
+            .min_by_key(|d| d.remaining),
+    };
+    Ok(respond(batch.allowed, headline, &batch))
+}
+
+/// `POST /v1/refund`: gives `cost` units back; answers with the key's state.
+pub async fn refund(
+    State(app): State<Arc<App>>,
+    JsonBody(body): JsonBody<CheckBody>,
+) -> Result<Response, ApiError> {
+    let request = CheckRequest::try_from(body)?;
+    let decision = app.engine.refund(&request)?;
+    let mut response = (StatusCode::OK, Json(&decision)).into_response();
+    add_rate_limit_headers(response.headers_mut(), &decision);
+    Ok(response)
+}

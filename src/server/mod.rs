@@ -1,0 +1,145 @@
+//! The HTTP server: routes, shared state, and the serve loop with a
+//! connection cap, idle timeout and graceful shutdown.
+//!
+//! - [`check`]: the decision endpoints.
+//! - [`admin`]: config and tier assignment endpoints (bearer token).
+//! - [`ops`]: health, readiness, metrics.
+//! - [`headers`]: rate-limit headers from a decision.
+//! - [`listener`]: the capped, idle-timing listener wrapper.
+//! - [`error`]: JSON errors.
+
+pub mod admin;
+pub mod check;
+pub mod error;
+pub mod headers;
+pub mod listener;
+pub mod ops;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::serve::Listener;
+use axum::Router;
+use tracing::info;
+
+use crate::config::MAX_CONFIG_BYTES;
+use crate::engine::Engine;
+use listener::{Capped, ConnectionGauge};
+
+/// Largest check, batch or assignment body, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// State shared by every handler.
+pub struct App {
+    /// The limiter.
+    pub engine: Arc<Engine>,
+    /// Bearer token for admin endpoints; `None` disables them.
+    pub admin_token: Option<String>,
+    /// False once shutdown has begun.
+    pub ready: AtomicBool,
+    /// Open connections, once serving.
+    pub connections: OnceLock<ConnectionGauge>,
+}
+
+impl App {
+    /// Shared state around `engine`.
+    pub fn new(engine: Arc<Engine>, admin_token: Option<String>) -> Arc<Self> {
+        Arc::new(Self {
+            engine,
+            admin_token: admin_token.filter(|token| !token.is_empty()),
+            ready: AtomicBool::new(true),
+            connections: OnceLock::new(),
+        })
+    }
+}
+
+/// Every route.
+pub fn router(app: Arc<App>) -> Router {
+    let small_bodies = Router::new()
+        .route("/v1/check", post(check::check))
+        .route("/v1/check/batch", post(check::check_batch))
+        .route("/v1/refund", post(check::refund))
+        .route(
+            "/v1/tiers/{subject}/{id}",
+            put(admin::put_tier).delete(admin::delete_tier),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let config = get(admin::get_config)
+        .put(admin::put_config)
+        .layer(DefaultBodyLimit::max(MAX_CONFIG_BYTES));
+    Router::new()
+        .merge(small_bodies)
+        .route("/v1/config", config)
+        .route("/v1/tiers", get(admin::list_tiers))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(app)
+}
+
+/// Connection limits for [`run`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Most open connections; further clients wait to be accepted.
+    pub max_connections: usize,
+    /// A connection with no progress for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then stops
+/// accepting, reports not ready, and finishes the requests in flight.
+///
+/// # Errors
+/// Only what the underlying serve loop reports; accept errors are retried.
+pub async fn run<L>(
+    listener: L,
+    app: Arc<App>,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()>
+where
+    L: Listener,
+    L::Addr: Debug,
+{
+    let listener = Capped::new(listener, limits.max_connections, limits.idle_timeout);
+    // Set once per App; a second run on the same App keeps the first gauge.
+    let _ = app.connections.set(listener.gauge());
+    let state = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        state.ready.store(false, Ordering::SeqCst);
+        info!("shutting down: finishing requests in flight");
+    };
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Drops expired keys every `period`, forever; spawn it and abort it.
+pub async fn sweep_every(engine: Arc<Engine>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let removed = engine.sweep();
+        if removed > 0 {
+            tracing::debug!(removed, "expired keys swept");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::App;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: ready for traffic until shutdown begins.
+pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
+    if app.ready.load(Ordering::SeqCst) {
+        let version = app.engine.config_version();
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "config_version": version })),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting down" })),
+        )
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let stats = app.engine.stats();
+    let config = app.engine.config();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "weir_tracked_keys",
+        "gauge",
+        "Keys tracked now.",
+        &[("", stats.keys)],
+    );
+    metric(
+        "weir_max_keys",
+        "gauge",
+        "Most keys tracked before the idlest are evicted.",
+        &[("", config.max_keys)],
+    );
+    metric(
+        "weir_decisions_total",
+        "counter",
+        "Checks decided, by result.",
+        &[
+            ("{result=\"allowed\"}", stats.allowed),
+            ("{result=\"denied\"}", stats.denied),
+        ],
+    );
+    metric(
+        "weir_keys_expired_total",
+        "counter",
+        "Keys dropped after their limits forgot them.",
+        &[("", stats.expired)],
+    );
+    metric(
+        "weir_keys_evicted_total",
+        "counter",
+        "Keys evicted, idlest first, because the store was full.",
+        &[("", stats.evicted)],
+    );
+    metric(
+        "weir_config_version",
+        "gauge",
+        "Version of the config in force.",
+        &[("", app.engine.config_version())],
+    );
+    let open = app.connections.get().map_or(0, |gauge| gauge.open() as u64);
+    metric(
+        "weir_http_connections",
+        "gauge",
+        "Open HTTP connections.",
+        &[("", open)],
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

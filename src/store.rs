@@ -1,0 +1,310 @@
+//! Keyed state: a sharded hash table from key to the states of its limits.
+//!
+//! Each shard is a `Mutex` over a `hashbrown::HashTable`, so a lookup hashes
+//! the key once (the hash picks the shard and probes the table). Memory is
+//! bounded three ways: slots past a limit's window expire inside the counter;
+//! a key untouched for longer than its limits remember is swept; and a cap on
+//! tracked keys evicts the idlest keys first when a shard is full, so a client
+//! rotating millions of IPs cannot exhaust memory.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hashbrown::HashTable;
+use smallvec::SmallVec;
+
+use crate::clock::{Nanos, SECOND};
+use crate::limiter::LimitState;
+
+/// Number of shards: enough that two cores rarely meet on one lock.
+pub const SHARDS: usize = 64;
+
+/// The state of one key.
+#[derive(Debug)]
+pub struct Entry {
+    /// One state per limit, in the order of the limits that built them.
+    pub limits: Box<[LimitState]>,
+    /// Last access, in seconds since the store started.
+    last_seen: u32,
+    /// When the key is equal to a fresh one and may be dropped, in the same
+    /// seconds.
+    expires: u32,
+}
+
+#[derive(Default)]
+struct Shard {
+    table: HashTable<(Box<str>, Entry)>,
+    allowed: u64,
+    denied: u64,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Keys tracked now.
+    pub keys: u64,
+    /// Requests allowed so far.
+    pub allowed: u64,
+    /// Requests denied so far.
+    pub denied: u64,
+    /// Keys dropped because they had expired.
+    pub expired: u64,
+    /// Keys evicted, idlest first, because the store was full.
+    pub evicted: u64,
+}
+
+/// The sharded map from key to [`Entry`].
+pub struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: foldhash::fast::RandomState,
+    shard_cap: AtomicUsize,
+    /// Time origin of the coarse seconds kept per entry.
+    origin: Nanos,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard cannot leave it inconsistent (every
+    // mutation is a single field write), so a poisoned lock is still usable.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn shard_cap(max_keys: u64) -> usize {
+    (max_keys as usize).div_ceil(SHARDS).max(1)
+}
+
+impl Store {
+    /// An empty store holding at most about `max_keys` keys.
+    pub fn new(max_keys: u64, now: Nanos) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            shard_cap: AtomicUsize::new(shard_cap(max_keys)),
+            origin: now,
+            expired: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Changes the cap; shards over it shrink as new keys arrive.
+    pub fn set_max_keys(&self, max_keys: u64) {
+        self.shard_cap.store(shard_cap(max_keys), Ordering::Relaxed);
+    }
+
+    /// The hash of `key`, seeded per process so that clients cannot aim keys
+    /// at one shard or one probe sequence.
+    pub fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard_of(hash: u64) -> usize {
+        // Bits the table itself does not use for its probe or its tags.
+        (hash >> 32) as usize % SHARDS
+    }
+
+    fn seconds(&self, now: Nanos) -> u32 {
+        (now.saturating_sub(self.origin) / SECOND) as u32
+    }
+
+    /// Locks the shards of `hashes` in shard order (so that two batches can
+    /// never deadlock), for as long as the returned value lives.
+    pub fn lock(&self, hashes: &[u64]) -> Locked<'_> {
+        let mut indices: SmallVec<[usize; 4]> = hashes.iter().map(|h| Self::shard_of(*h)).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let guards = indices.into_iter().map(|i| (i, lock(&self.shards[i]))).collect();
+        Locked { store: self, guards }
+    }
+
+    /// Drops every expired key; returns how many.
+    pub fn sweep(&self, now: Nanos) -> usize {
+        let now = self.seconds(now);
+        let removed: usize = self
+            .shards
+            .iter()
+            .map(|shard| remove_expired(&mut lock(shard).table, now))
+            .sum();
+        self.expired.fetch_add(removed as u64, Ordering::Relaxed);
+        removed
+    }
+
+    /// Counts for metrics.
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            expired: self.expired.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            ..StoreStats::default()
+        };
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            stats.keys += shard.table.len() as u64;
+            stats.allowed += shard.allowed;
+            stats.denied += shard.denied;
+        }
+        stats
+    }
+
+    /// Makes room in a full shard: expired keys first, then the idlest
+    /// sixteenth, so that the cost of eviction is spread over many inserts.
+    fn make_room(&self, table: &mut HashTable<(Box<str>, Entry)>, now: u32) {
+        let cap = self.shard_cap.load(Ordering::Relaxed);
+        if table.len() < cap {
+            return;
+        }
+        let expired = remove_expired(table, now);
+        self.expired.fetch_add(expired as u64, Ordering::Relaxed);
+        if table.len() < cap {
+            return;
+        }
+        let target = (table.len() + 1 - cap).max(table.len() / 16).max(1);
+        let mut ages: Vec<u32> = table.iter().map(|(_, entry)| entry.last_seen).collect();
+        let (_, &mut threshold, _) = ages.select_nth_unstable(target - 1);
+        let mut left = target;
+        table.retain(|(_, entry)| {
+            let evict = left > 0 && entry.last_seen <= threshold;
+            left -= evict as usize;
+            !evict
+        });
+        self.evicted.fetch_add(target as u64, Ordering::Relaxed);
+    }
+}
+
+fn remove_expired(table: &mut HashTable<(Box<str>, Entry)>, now: u32) -> usize {
+    let before = table.len();
+    table.retain(|(_, entry)| entry.expires > now);
+    before - table.len()
+}
+
+/// Shards held locked; entries are reached through it.
+pub struct Locked<'a> {
+    store: &'a Store,
+    guards: SmallVec<[(usize, MutexGuard<'a, Shard>); 2]>,
+}
+
+impl Locked<'_> {
+    fn shard(&mut self, hash: u64) -> &mut Shard {
+        let index = Store::shard_of(hash);
+        let position = self
+            .guards
+            .iter()
+            .position(|(i, _)| *i == index)
+            // Callers only pass hashes they locked; that is the contract.
+            .expect("the shard of this hash is locked");
+        &mut self.guards[position].1
+    }
+
+    /// The entry for `key`, created by `init` if it is new (evicting to make
+    /// room when the store is full). Marks it used now and kept for at least
+    /// `retention`.
+    pub fn entry(
+        &mut self,
+        hash: u64,
+        key: &str,
+        now: Nanos,
+        retention: Nanos,
+        init: impl FnOnce() -> Box<[LimitState]>,
+    ) -> &mut Entry {
+        let store = self.store;
+        let seconds = store.seconds(now);
+        let expires = seconds.saturating_add(retention.div_ceil(SECOND) as u32 + 1);
+        let table = &mut self.shard(hash).table;
+        let found = table.find(hash, |(k, _)| &**k == key).is_some();
+        if !found {
+            store.make_room(table, seconds);
+            let entry = Entry {
+                limits: init(),
+                last_seen: seconds,
+                expires,
+            };
+            table.insert_unique(hash, (key.into(), entry), |(k, _)| store.hash(k));
+        }
+        let (_, entry) = table
+            .find_mut(hash, |(k, _)| &**k == key)
+            // Found above, or inserted just now under the same lock.
+            .expect("entry is present");
+        entry.last_seen = seconds;
+        entry.expires = entry.expires.max(expires);
+        entry
+    }
+
+    /// The entry for `key` if it is tracked, without touching it.
+    pub fn get(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
+        let table = &mut self.shard(hash).table;
+        table.find_mut(hash, |(k, _)| &**k == key).map(|(_, entry)| entry)
+    }
+
+    /// Counts one decision on the shard of `hash`, for metrics.
+    pub fn count(&mut self, hash: u64, allowed: bool) {
+        let shard = self.shard(hash);
+        if allowed {
+            shard.allowed += 1;
+        } else {
+            shard.denied += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(store: &Store, key: &str, now: Nanos) {
+        touch_for(store, key, now, SECOND);
+    }
+
+    fn touch_for(store: &Store, key: &str, now: Nanos, retention: Nanos) {
+        let hash = store.hash(key);
+        store
+            .lock(&[hash])
+            .entry(hash, key, now, retention, || Box::new([]));
+    }
+
+    #[test]
+    fn keeps_one_entry_per_key() {
+        let store = Store::new(1000, 0);
+        touch(&store, "a", 0);
+        touch(&store, "a", 1);
+        touch(&store, "b", 2);
+        assert_eq!(store.stats().keys, 2);
+    }
+
+    #[test]
+    fn sweeping_drops_keys_past_their_retention_only() {
+        let store = Store::new(1000, 0);
+        touch(&store, "old", 0);
+        touch(&store, "new", 5 * SECOND);
+        assert_eq!(store.sweep(5 * SECOND), 1);
+        assert_eq!(store.stats().keys, 1);
+        assert_eq!(store.stats().expired, 1);
+    }
+
+    #[test]
+    fn never_holds_more_than_the_cap_and_evicts_the_idlest_first() {
+        let max_keys = SHARDS as u64 * 10;
+        let store = Store::new(max_keys, 0);
+        // A long-lived key, touched again and again.
+        for i in 0..20_000u64 {
+            let now = i * SECOND / 100;
+            touch_for(&store, &format!("rotating-{i}"), now, 3600 * SECOND);
+            touch_for(&store, "regular", now, 3600 * SECOND);
+            assert!(store.stats().keys <= max_keys);
+        }
+        let hash = store.hash("regular");
+        assert!(store.lock(&[hash]).get(hash, "regular").is_some());
+        assert!(store.stats().evicted > 0);
+    }
+
+    #[test]
+    fn locks_each_shard_once_whatever_the_order() {
+        let store = Store::new(1000, 0);
+        let hashes: Vec<u64> = ["x", "y", "x", "z"].iter().map(|k| store.hash(k)).collect();
+        let mut locked = store.lock(&hashes);
+        for (key, hash) in ["x", "y", "x", "z"].iter().zip(&hashes) {
+            locked.entry(*hash, key, 0, SECOND, || Box::new([]));
+        }
+        drop(locked);
+        assert_eq!(store.stats().keys, 3);
+    }
+}

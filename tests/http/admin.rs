@@ -1,0 +1,123 @@
+//! Runtime changes: config swaps and tier assignments, behind the admin
+//! bearer token.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{Harness, ADMIN, CONFIG};
+
+const BEARER: &str = "Bearer s3cret-admin";
+
+async fn put_config(h: &Harness, text: &str, auth: Option<&str>) -> crate::harness::Reply {
+    let headers: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+    h.send(Method::PUT, "/v1/config", Body::from(text.to_owned()), &headers)
+        .await
+}
+
+#[tokio::test]
+async fn changes_are_disabled_without_an_admin_token_and_say_so() {
+    let h = Harness::with_config(CONFIG, None);
+    let reply = put_config(&h, CONFIG, Some(BEARER)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(reply.body["error"].as_str().unwrap().contains("--admin-token"));
+}
+
+#[tokio::test]
+async fn changes_need_the_right_bearer_token() {
+    let h = Harness::new();
+    for auth in [None, Some("Bearer wrong"), Some(ADMIN)] {
+        let reply = put_config(&h, CONFIG, auth).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(reply.header("www-authenticate"), "Bearer");
+    }
+    assert_eq!(h.engine.config_version(), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_config_is_refused_with_every_problem_and_its_line() {
+    let h = Harness::new();
+    let bad = CONFIG.replace("rate = \"2/m\"", "rate = \"2/eon\"").replace(
+        "default_tier = \"free\"\n\n[policies.by_token.tiers",
+        "default_tier = \"gold\"\n\n[policies.by_token.tiers",
+    );
+    let reply = put_config(&h, &bad, Some(BEARER)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["code"], "invalid_config");
+    let problems = reply.body["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().all(|p| p["line"].as_u64().unwrap() > 1));
+    assert_eq!(h.engine.config_version(), 1, "the running config is kept");
+}
+
+#[tokio::test]
+async fn a_new_config_applies_at_once_and_keeps_counters() {
+    let h = Harness::new();
+    let key = json!({ "policy": "by_token", "key": { "token": "t9" } });
+    h.check(key.clone()).await;
+    h.check(key.clone()).await;
+    assert_eq!(h.check(key.clone()).await.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Same window, larger count: the two requests already made still count.
+    let raised = CONFIG.replace("rate = \"2/m\"", "rate = \"3/m\"");
+    let reply = put_config(&h, &raised, Some(BEARER)).await;
+    assert_eq!(
+        (reply.status, reply.body["version"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    let after = h.check(key.clone()).await;
+    assert_eq!(
+        (after.status, after.body["remaining"].as_u64()),
+        (StatusCode::OK, Some(0))
+    );
+    assert_eq!(h.get("/v1/config").await.body["version"], 2);
+}
+
+#[tokio::test]
+async fn get_config_shows_policies_but_not_token_secrets() {
+    let h = Harness::new();
+    let reply = h.get("/v1/config").await;
+    let config = &reply.body["config"];
+    assert_eq!(config["policies"]["api"]["default_tier"], "free");
+    assert_eq!(config["assignments"]["tokens"], json!({ "count": 1 }));
+    assert!(!reply.body.to_string().contains("tok-paid"));
+}
+
+#[tokio::test]
+async fn tier_assignments_change_at_runtime() {
+    let h = Harness::new();
+    let dave = json!({ "policy": "api", "key": { "user": "dave" } });
+    assert_eq!(h.check(dave.clone()).await.body["tier"], "free");
+
+    let json = [("content-type", "application/json"), ("authorization", BEARER)];
+    let body = || Body::from(json!({ "tier": "trusted" }).to_string());
+    let set = h.send(Method::PUT, "/v1/tiers/user/dave", body(), &json).await;
+    assert_eq!(set.status, StatusCode::OK);
+    assert_eq!(h.check(dave.clone()).await.body["tier"], "trusted");
+
+    let listed = h.send(Method::GET, "/v1/tiers", Body::empty(), &json[1..]).await;
+    assert_eq!(listed.body["users"]["dave"], "trusted");
+
+    let removed = h
+        .send(Method::DELETE, "/v1/tiers/user/dave", Body::empty(), &json[1..])
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.check(dave).await.body["tier"], "free");
+
+    let unknown = h
+        .send(
+            Method::PUT,
+            "/v1/tiers/user/dave",
+            Body::from("{\"tier\":\"gold\"}"),
+            &json,
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_tier"))
+    );
+    let bad_kind = h.send(Method::PUT, "/v1/tiers/team/x", body(), &json).await;
+    assert_eq!(bad_kind.status, StatusCode::NOT_FOUND);
+    let no_auth = h.send(Method::PUT, "/v1/tiers/user/x", body(), &json[..1]).await;
+    assert_eq!(no_auth.status, StatusCode::UNAUTHORIZED);
+}

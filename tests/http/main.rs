@@ -1,0 +1,8 @@
+//! The HTTP API in process: the real router and engine, a manual clock, and
+//! requests through `tower::ServiceExt::oneshot`. Deterministic, so that
+//! exact counts, headers and retry times can be asserted.
+
+mod admin;
+mod checks;
+mod errors;
+mod harness;
