@@ -14,21 +14,26 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
-use crate::clock::{Nanos, SECOND};
+use crate::clock::Nanos;
+#[cfg(test)]
+use crate::clock::SECOND;
 use crate::limiter::LimitState;
 
 /// Number of shards: enough that two cores rarely meet on one lock.
 pub const SHARDS: usize = 64;
+
+/// Entries keep time in ticks of 2^30 ns (about a second): a shift, not a
+/// division, on every check, and 32 bits last 146 years.
+const TICK_SHIFT: u32 = 30;
 
 /// The state of one key.
 #[derive(Debug)]
 pub struct Entry {
     /// One state per limit, in the order of the limits that built them.
     pub limits: Box<[LimitState]>,
-    /// Last access, in seconds since the store started.
+    /// Last access, in ticks since the store started.
     last_seen: u32,
-    /// When the key is equal to a fresh one and may be dropped, in the same
-    /// seconds.
+    /// When the key is equal to a fresh one and may be dropped, in ticks.
     expires: u32,
 }
 
@@ -59,7 +64,7 @@ pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
     shard_cap: AtomicUsize,
-    /// Time origin of the coarse seconds kept per entry.
+    /// Time origin of the ticks kept per entry.
     origin: Nanos,
     expired: AtomicU64,
     evicted: AtomicU64,
@@ -104,13 +109,19 @@ impl Store {
         (hash >> 32) as usize % SHARDS
     }
 
-    fn seconds(&self, now: Nanos) -> u32 {
-        (now.saturating_sub(self.origin) / SECOND) as u32
+    fn ticks(&self, now: Nanos) -> u32 {
+        (now.saturating_sub(self.origin) >> TICK_SHIFT) as u32
     }
 
     /// Locks the shards of `hashes` in shard order (so that two batches can
     /// never deadlock), for as long as the returned value lives.
     pub fn lock(&self, hashes: &[u64]) -> Locked<'_> {
+        if let [hash] = hashes {
+            let index = Self::shard_of(*hash);
+            let mut guards = SmallVec::new();
+            guards.push((index, lock(&self.shards[index])));
+            return Locked { store: self, guards };
+        }
         let mut indices: SmallVec<[usize; 4]> = hashes.iter().map(|h| Self::shard_of(*h)).collect();
         indices.sort_unstable();
         indices.dedup();
@@ -120,7 +131,7 @@ impl Store {
 
     /// Drops every expired key; returns how many.
     pub fn sweep(&self, now: Nanos) -> usize {
-        let now = self.seconds(now);
+        let now = self.ticks(now);
         let removed: usize = self
             .shards
             .iter()
@@ -207,15 +218,15 @@ impl Locked<'_> {
         init: impl FnOnce() -> Box<[LimitState]>,
     ) -> &mut Entry {
         let store = self.store;
-        let seconds = store.seconds(now);
-        let expires = seconds.saturating_add(retention.div_ceil(SECOND) as u32 + 1);
+        let ticks = store.ticks(now);
+        let expires = ticks.saturating_add((retention >> TICK_SHIFT) as u32 + 2);
         let table = &mut self.shard(hash).table;
         let found = table.find(hash, |(k, _)| &**k == key).is_some();
         if !found {
-            store.make_room(table, seconds);
+            store.make_room(table, ticks);
             let entry = Entry {
                 limits: init(),
-                last_seen: seconds,
+                last_seen: ticks,
                 expires,
             };
             table.insert_unique(hash, (key.into(), entry), |(k, _)| store.hash(k));
@@ -224,7 +235,7 @@ impl Locked<'_> {
             .find_mut(hash, |(k, _)| &**k == key)
             // Found above, or inserted just now under the same lock.
             .expect("entry is present");
-        entry.last_seen = seconds;
+        entry.last_seen = ticks;
         entry.expires = entry.expires.max(expires);
         entry
     }

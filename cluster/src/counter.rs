@@ -9,9 +9,10 @@
 //! Refunds are a second grow-only column per node (`refunded`), so the net
 //! count of a slot is `spent - refunded`, like a PN-counter.
 //!
-//! Memory is the point of this layout. A single-node counter is 32 bytes: the
-//! head epoch, this node's four slots inline, and one pointer that stays null
-//! until a refund or a peer's counts arrive. Slots older than the ring are
+//! Memory is the point of this layout. A single-node counter is 32 bytes: one
+//! word for the head epoch (48 bits) and a caller's tag (16 bits), this node's
+//! four slots inline, and one pointer that stays null until a refund or a
+//! peer's counts arrive. Slots older than the ring are
 //! dropped as time moves on, so a counter never grows with time, only with the
 //! number of peers that have counted the key.
 
@@ -24,8 +25,12 @@ pub const RING: usize = 4;
 pub struct NodeIdx(pub u16);
 
 /// Slot index: time divided by the slot width, counted from the Unix epoch so
-/// that every node numbers its slots the same way.
+/// that every node numbers its slots the same way. At most [`MAX_EPOCH`].
 pub type Epoch = u64;
+
+/// The largest epoch a counter can hold: 48 bits, which at the narrowest
+/// slot (half a millisecond) lasts four thousand years.
+pub const MAX_EPOCH: Epoch = (1 << 48) - 1;
 
 /// One node's counts for the slots of a ring that ends at `head`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,7 +74,8 @@ impl Extra {
 /// Counts of one key's limit: [`RING`] time slots by node columns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlotCounter {
-    head: Epoch,
+    /// The newest epoch in the low 48 bits, the tag in the high 16.
+    word: u64,
     own_spent: [u32; RING],
     extra: Option<Box<Extra>>,
 }
@@ -84,18 +90,36 @@ impl SlotCounter {
         Self::default()
     }
 
+    /// A counter with nothing counted, carrying `tag`: 16 bits the caller
+    /// may use to say what the counts mean.
+    pub fn with_tag(tag: u16) -> Self {
+        Self {
+            word: (tag as u64) << 48,
+            ..Self::default()
+        }
+    }
+
+    /// The tag given to [`with_tag`](Self::with_tag).
+    pub fn tag(&self) -> u16 {
+        (self.word >> 48) as u16
+    }
+
     /// The newest epoch the ring holds.
     pub fn head(&self) -> Epoch {
-        self.head
+        self.word & MAX_EPOCH
+    }
+
+    fn set_head(&mut self, epoch: Epoch) {
+        self.word = (self.word & !MAX_EPOCH) | epoch.min(MAX_EPOCH);
     }
 
     /// The oldest epoch the ring holds.
     pub fn tail(&self) -> Epoch {
-        self.head.saturating_sub(RING as u64 - 1)
+        self.head().saturating_sub(RING as u64 - 1)
     }
 
     fn holds(&self, epoch: Epoch) -> bool {
-        epoch <= self.head && epoch >= self.tail()
+        epoch <= self.head() && epoch >= self.tail()
     }
 
     /// Moves the ring forward so that `epoch` is its newest slot.
@@ -106,16 +130,17 @@ impl SlotCounter {
     /// old head and the new tail that were never stored are not reported: the
     /// caller knows how far the head moved. Moving backwards does nothing.
     pub fn advance(&mut self, epoch: Epoch, mut on_expire: impl FnMut(Epoch, u32)) {
-        if epoch <= self.head {
+        let epoch = epoch.min(MAX_EPOCH);
+        if epoch <= self.head() {
             return;
         }
         let first_kept = epoch.saturating_sub(RING as u64 - 1);
-        for expired in self.tail()..first_kept.min(self.head + 1) {
+        for expired in self.tail()..first_kept.min(self.head() + 1) {
             let slot = slot_of(expired);
             on_expire(expired, self.net_in_slot(slot));
             self.clear_slot(slot);
         }
-        self.head = epoch;
+        self.set_head(epoch);
     }
 
     fn clear_slot(&mut self, slot: usize) {
@@ -150,14 +175,14 @@ impl SlotCounter {
 
     /// Counts `units` against this node in the newest slot.
     pub fn add(&mut self, units: u32) {
-        let slot = slot_of(self.head);
+        let slot = slot_of(self.head());
         self.own_spent[slot] = self.own_spent[slot].saturating_add(units);
     }
 
     /// Takes back an [`add`](Self::add) that nobody else has seen yet, as when
     /// an atomic batch is rolled back under the same lock.
     pub fn undo_add(&mut self, units: u32) {
-        let slot = slot_of(self.head);
+        let slot = slot_of(self.head());
         self.own_spent[slot] = self.own_spent[slot].saturating_sub(units);
     }
 
@@ -165,7 +190,7 @@ impl SlotCounter {
     /// and returns how many were given back.
     pub fn refund(&mut self, units: u32) -> u32 {
         let mut left = units;
-        for epoch in (self.tail()..=self.head).rev() {
+        for epoch in (self.tail()..=self.head()).rev() {
             if left == 0 {
                 break;
             }
@@ -212,9 +237,10 @@ impl SlotCounter {
         column: &Column,
         on_expire: impl FnMut(Epoch, u32),
     ) -> i64 {
+        let head = head.min(MAX_EPOCH);
         self.advance(head, on_expire);
         let their_tail = head.saturating_sub(RING as u64 - 1);
-        let epochs = their_tail.max(self.tail())..=head.min(self.head);
+        let epochs = their_tail.max(self.tail())..=head.min(self.head());
         let mut mine = if node == me {
             self.own_column()
         } else {
@@ -275,7 +301,7 @@ impl SlotCounter {
         other
             .columns(other_id)
             .into_iter()
-            .map(|(node, column)| self.merge_column(me, node, other.head, &column, &mut on_expire))
+            .map(|(node, column)| self.merge_column(me, node, other.head(), &column, &mut on_expire))
             .sum()
     }
 
@@ -295,6 +321,15 @@ mod tests {
     #[test]
     fn a_single_node_counter_is_32_bytes() {
         assert_eq!(std::mem::size_of::<SlotCounter>(), 32);
+    }
+
+    #[test]
+    fn the_tag_survives_every_move_of_the_ring() {
+        let mut counter = SlotCounter::with_tag(0xbeef);
+        counter.advance(MAX_EPOCH - 2, |_, _| {});
+        counter.add(1);
+        counter.advance(u64::MAX, |_, _| {});
+        assert_eq!((counter.tag(), counter.head()), (0xbeef, MAX_EPOCH));
     }
 
     #[test]

@@ -41,10 +41,7 @@ impl<'s> Problems<'s> {
 }
 
 /// Compiled policies and assignments, or nothing if anything was wrong.
-pub(super) fn compile(
-    file: &ConfigFile,
-    problems: &mut Problems<'_>,
-) -> (HashMap<String, Policy>, Assignments, u64) {
+pub(super) fn compile(file: &ConfigFile, problems: &mut Problems<'_>) -> (Vec<Policy>, Assignments, u64) {
     let max_keys = *file.store.max_keys.get_ref();
     if !(1..=MAX_KEYS_LIMIT).contains(&max_keys) {
         problems.push(
@@ -52,12 +49,12 @@ pub(super) fn compile(
             format!("store.max_keys must be between 1 and {MAX_KEYS_LIMIT}"),
         );
     }
-    let mut policies = HashMap::new();
-    for (name, section) in &file.policies {
-        if let Some(policy) = compile_policy(name, section, problems) {
-            policies.insert(name.clone(), policy);
-        }
-    }
+    // The file's map is sorted by name, and so is this.
+    let policies: Vec<Policy> = file
+        .policies
+        .iter()
+        .filter_map(|(name, section)| compile_policy(name, section, problems))
+        .collect();
     // Tiers of a policy that failed to compile are unknown; checking
     // assignments against them would only add noise.
     let check = problems.found.is_empty();
@@ -97,7 +94,7 @@ fn compile_policy(
             format!("policy {name:?}: key needs at least one of user, ip, token, endpoint"),
         );
     }
-    let tiers = compile_tiers(&format!("policy {name:?}"), &section.tiers, problems);
+    let tiers = compile_tiers(name, &format!("policy {name:?}"), &section.tiers, problems);
     if section.tiers.is_empty() {
         problems.push(span.clone(), format!("policy {name:?} has no tiers"));
     }
@@ -122,7 +119,11 @@ fn compile_policy(
     (problems.found.len() == before).then(|| Policy {
         name: name.into(),
         key,
-        default_tier: default_tier.as_str().into(),
+        // Present: checked above, and any failed tier fails the policy.
+        default_tier: tiers
+            .iter()
+            .position(|t| t.name == default_tier.as_str())
+            .unwrap_or(0),
         tiers,
         endpoints,
     })
@@ -161,11 +162,12 @@ fn compile_endpoint(
     }
     EndpointRule {
         cost: section.cost,
-        tiers: compile_tiers(&context, &section.tiers, problems),
+        tiers: compile_tiers(policy, &context, &section.tiers, problems),
     }
 }
 
 fn compile_tiers(
+    policy: &str,
     context: &str,
     sections: &BTreeMap<String, Spanned<TierSection>>,
     problems: &mut Problems<'_>,
@@ -184,6 +186,7 @@ fn compile_tiers(
             Some(Tier {
                 name: CompactString::from(name.as_str()),
                 limits,
+                key_prefix: format!("{policy}\0{name}\0").into(),
             })
         })
         .collect()
@@ -239,14 +242,14 @@ fn compile_tier_limits(
 fn check_assignments(
     table: &str,
     entries: &BTreeMap<String, Spanned<String>>,
-    policies: &HashMap<String, Policy>,
+    policies: &[Policy],
     check: bool,
     problems: &mut Problems<'_>,
 ) -> HashMap<String, CompactString> {
     let mut checked = HashMap::new();
     for (id, tier) in entries {
         let known = policies
-            .values()
+            .iter()
             .any(|policy| policy.tier(tier.get_ref()).is_some());
         if check && !known {
             problems.push(

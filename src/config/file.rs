@@ -62,6 +62,16 @@ impl KeyAttr {
     /// Every attribute, in key order.
     pub const ALL: [KeyAttr; 4] = [KeyAttr::User, KeyAttr::Ip, KeyAttr::Token, KeyAttr::Endpoint];
 
+    /// One letter naming the attribute inside store keys.
+    pub fn tag(self) -> char {
+        match self {
+            KeyAttr::User => 'u',
+            KeyAttr::Ip => 'i',
+            KeyAttr::Token => 't',
+            KeyAttr::Endpoint => 'e',
+        }
+    }
+
     /// The attribute's name in config and requests.
     pub fn name(self) -> &'static str {
         match self {

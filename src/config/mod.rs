@@ -34,8 +34,9 @@ pub struct Config {
     pub source: String,
     /// The file as parsed, for display.
     pub file: ConfigFile,
-    /// Compiled policies by name.
-    pub policies: HashMap<String, Policy>,
+    /// Compiled policies, sorted by name. Deployments have a handful, so a
+    /// scan that compares lengths first beats hashing the name.
+    pub policies: Vec<Policy>,
     /// Tier assignments declared in the file.
     pub assignments: Assignments,
     /// Most keys to track.
@@ -142,7 +143,9 @@ impl Config {
 
     /// The policy called `name`.
     pub fn policy(&self, name: &str) -> Option<&Policy> {
-        self.policies.get(name)
+        self.policies
+            .iter()
+            .find(|p| p.name.len() == name.len() && p.name == name)
     }
 }
 

@@ -1,8 +1,12 @@
-//! The answer to a check: allowed or not, and everything rate-limit headers
-//! need, for the request as a whole and for each limit.
+//! The answer to a check, in two forms.
 //!
-//! Built without heap allocation in the common case (short names, one or two
-//! limits), since it is made on every request.
+//! - [`Verdict`]: what the engine hands a caller on the hot path. It borrows
+//!   names and limits from the config the check used and the outcomes from
+//!   the stack, so making one copies nothing.
+//! - [`Decision`]: an owned, serializable copy, for the HTTP API and tests.
+//!
+//! Both carry everything rate-limit headers need, for the request as a whole
+//! and for each limit.
 
 use compact_str::CompactString;
 use serde::Serialize;
@@ -11,6 +15,84 @@ use smallvec::SmallVec;
 use crate::clock::{Nanos, MILLI};
 use crate::limiter::Outcome;
 use crate::policy::NamedLimit;
+
+/// Who a check is about: the policy and tier, or the inline namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    /// Policy name, for policy checks.
+    pub policy: Option<&'a str>,
+    /// Namespace, for inline checks.
+    pub namespace: Option<&'a str>,
+    /// Tier, for policy checks.
+    pub tier: Option<&'a str>,
+}
+
+/// A decision as the engine made it, borrowing from the config it used.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a> {
+    /// Who it is about.
+    pub scope: Scope<'a>,
+    /// The limits applied, in order; empty for an unlimited tier.
+    pub limits: &'a [NamedLimit],
+    /// One outcome per limit.
+    pub outcomes: &'a [Outcome],
+    /// Units the request cost (counted only if allowed).
+    pub cost: u32,
+}
+
+impl Verdict<'_> {
+    /// Every limit had room (and the cost was counted).
+    pub fn allowed(&self) -> bool {
+        self.outcomes.iter().all(|o| o.allowed)
+    }
+
+    /// The limit to report as "the" limit: when denied, the one that makes
+    /// the caller wait longest (one that can never pass outranks any wait);
+    /// when allowed, the one with the fewest units left. `None` when there
+    /// are no limits.
+    pub fn binding(&self) -> Option<usize> {
+        let indexed = self.outcomes.iter().enumerate();
+        if self.allowed() {
+            let capacity = |i: usize| self.limits[i].limit.capacity();
+            indexed
+                .min_by_key(|(i, o)| (o.remaining, capacity(*i)))
+                .map(|(i, _)| i)
+        } else {
+            indexed
+                .filter(|(_, o)| !o.allowed)
+                .max_by_key(|(_, o)| o.retry_after.unwrap_or(Nanos::MAX))
+                .map(|(i, _)| i)
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_decision(&self) -> Decision {
+        let allowed = self.allowed();
+        let limits: SmallVec<[LimitReport; 2]> = self
+            .limits
+            .iter()
+            .zip(self.outcomes)
+            .map(|(limit, outcome)| LimitReport::new(limit, outcome))
+            .collect();
+        let binding = self.binding().map(|i| &limits[i]);
+        Decision {
+            allowed,
+            policy: self.scope.policy.map(CompactString::from),
+            namespace: self.scope.namespace.map(CompactString::from),
+            tier: self.scope.tier.map(CompactString::from),
+            cost: if allowed && !limits.is_empty() {
+                self.cost
+            } else {
+                0
+            },
+            limit: binding.map(|b| b.limit),
+            remaining: binding.map(|b| b.remaining),
+            reset_after_ms: binding.map_or(0, |b| b.reset_after_ms),
+            retry_after_ms: binding.and_then(|b| b.retry_after_ms),
+            limits,
+        }
+    }
+}
 
 /// What one limit said.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,7 +116,27 @@ pub struct LimitReport {
     pub retry_after_ms: Option<u64>,
 }
 
-/// The answer to one check.
+/// Nanoseconds to milliseconds, rounded up.
+pub fn millis(nanos: Nanos) -> u64 {
+    nanos.div_ceil(MILLI)
+}
+
+impl LimitReport {
+    fn new(limit: &NamedLimit, outcome: &Outcome) -> Self {
+        Self {
+            name: limit.name.clone(),
+            algorithm: limit.limit.algorithm(),
+            limit: limit.limit.capacity() as u64,
+            window_ms: millis(limit.limit.window()),
+            allowed: outcome.allowed,
+            remaining: outcome.remaining,
+            reset_after_ms: millis(outcome.reset_after),
+            retry_after_ms: outcome.retry_after.filter(|_| !outcome.allowed).map(millis),
+        }
+    }
+}
+
+/// The answer to one check, owned.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
     /// Every limit had room, and the cost was counted.
@@ -46,7 +148,7 @@ pub struct Decision {
     pub namespace: Option<CompactString>,
     /// The tier applied; null for inline limits.
     pub tier: Option<CompactString>,
-    /// Units this check cost.
+    /// Units this check counted.
     pub cost: u32,
     /// Capacity of the limit closest to denying (the one headers report);
     /// null when the tier is unlimited.
@@ -62,81 +164,7 @@ pub struct Decision {
     pub limits: SmallVec<[LimitReport; 2]>,
 }
 
-fn millis(nanos: Nanos) -> u64 {
-    nanos.div_ceil(MILLI)
-}
-
-/// Who a decision is about: the policy and tier, or the inline namespace.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scope {
-    /// Policy name, for policy checks.
-    pub policy: Option<CompactString>,
-    /// Namespace, for inline checks.
-    pub namespace: Option<CompactString>,
-    /// Tier, for policy checks.
-    pub tier: Option<CompactString>,
-}
-
 impl Decision {
-    /// An unlimited tier's answer: allowed, nothing counted, no limits.
-    pub fn unlimited(scope: Scope) -> Self {
-        Self {
-            allowed: true,
-            policy: scope.policy,
-            namespace: scope.namespace,
-            tier: scope.tier,
-            cost: 0,
-            limit: None,
-            remaining: None,
-            reset_after_ms: 0,
-            retry_after_ms: None,
-            limits: SmallVec::new(),
-        }
-    }
-
-    /// Combines the limits' outcomes. The reported limit is, when denied, the
-    /// one that makes the caller wait longest; when allowed, the one with the
-    /// fewest units left.
-    pub fn from_outcomes(scope: Scope, cost: u32, limits: &[NamedLimit], outcomes: &[Outcome]) -> Self {
-        let reports: SmallVec<[LimitReport; 2]> = limits
-            .iter()
-            .zip(outcomes)
-            .map(|(limit, outcome)| LimitReport {
-                name: limit.name.clone(),
-                algorithm: limit.limit.algorithm(),
-                limit: limit.limit.capacity() as u64,
-                window_ms: millis(limit.limit.window()),
-                allowed: outcome.allowed,
-                remaining: outcome.remaining,
-                reset_after_ms: millis(outcome.reset_after),
-                retry_after_ms: (!outcome.allowed)
-                    .then_some(outcome.retry_after.map(millis))
-                    .flatten(),
-            })
-            .collect();
-        let allowed = outcomes.iter().all(|o| o.allowed);
-        let binding = if allowed {
-            reports.iter().min_by_key(|r| (r.remaining, r.limit))
-        } else {
-            // A denial that can never pass (no retry time) outranks any wait.
-            reports
-                .iter()
-                .filter(|r| !r.allowed)
-                .max_by_key(|r| r.retry_after_ms.unwrap_or(u64::MAX))
-        };
-        let mut decision = Self::unlimited(scope);
-        decision.allowed = allowed;
-        decision.cost = if allowed { cost } else { 0 };
-        if let Some(binding) = binding {
-            decision.limit = Some(binding.limit);
-            decision.remaining = Some(binding.remaining);
-            decision.reset_after_ms = binding.reset_after_ms;
-            decision.retry_after_ms = binding.retry_after_ms;
-        }
-        decision.limits = reports;
-        decision
-    }
-
     /// Marks an allowed decision as rolled back: the batch it belonged to was
     /// denied, so its cost was never counted.
     pub fn roll_back(&mut self) {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
 
-pub use decision::{BatchDecision, Decision, LimitReport, Scope};
+pub use decision::{millis, BatchDecision, Decision, LimitReport, Scope, Verdict};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use tiers::{AssignError, Subject, TierOverlay};
 
@@ -36,10 +36,25 @@ thread_local! {
     /// Reused for every single check on this thread: building a key
     /// allocates nothing once the buffer has grown.
     static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
+
+    /// This thread's copy of the config in force, with the engine and config
+    /// version it belongs to: a check then costs one plain atomic load
+    /// instead of a shared reference count or a hazard slot.
+    static SNAPSHOT: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
 }
+
+struct Snapshot {
+    engine: u64,
+    version: u64,
+    config: Arc<Config>,
+}
+
+/// Tells engines apart in the thread-local snapshot.
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The limiter: config, key store, clock.
 pub struct Engine {
+    id: u64,
     config: ArcSwap<Config>,
     version: AtomicU64,
     overlay: TierOverlay,
@@ -51,6 +66,7 @@ impl Engine {
     /// An engine enforcing `config`, reading time from `clock`.
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> Self {
         Self {
+            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             store: Store::new(config.max_keys, clock.now()),
             config: ArcSwap::from_pointee(config),
             version: AtomicU64::new(1),
@@ -70,11 +86,39 @@ impl Engine {
     }
 
     /// Swaps in a new config; returns its version. Counters of keys that
-    /// still exist are kept.
+    /// still exist are kept. Checks see the new config from the moment the
+    /// version moves.
     pub fn replace_config(&self, config: Config) -> u64 {
         self.store.set_max_keys(config.max_keys);
         self.config.store(Arc::new(config));
         self.version.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Runs `f` with the config in force, borrowed from this thread's
+    /// snapshot when it is current. A re-entrant call (from inside `f`) that
+    /// finds the snapshot stale uses the shared copy instead.
+    fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
+        let version = self.version.load(Ordering::Acquire);
+        let current =
+            |s: &Option<Snapshot>| matches!(s, Some(s) if s.engine == self.id && s.version == version);
+        SNAPSHOT.with(|cell| {
+            if let Ok(mut slot) = cell.try_borrow_mut() {
+                if !current(&slot) {
+                    *slot = Some(Snapshot {
+                        engine: self.id,
+                        version,
+                        config: self.config.load_full(),
+                    });
+                }
+            }
+            match cell.try_borrow() {
+                Ok(slot) if current(&slot) => match &*slot {
+                    Some(snapshot) => f(&snapshot.config),
+                    None => f(&self.config.load()),
+                },
+                _ => f(&self.config.load()),
+            }
+        })
     }
 
     /// Runtime tier assignments.
@@ -88,7 +132,7 @@ impl Engine {
     /// [`AssignError`] for a bad id, a tier no policy has, or a full table.
     pub fn assign_tier(&self, subject: Subject, id: &str, tier: &str) -> Result<(), AssignError> {
         let config = self.config.load();
-        let exists = config.policies.values().any(|policy| policy.tier(tier).is_some());
+        let exists = config.policies.iter().any(|policy| policy.tier(tier).is_some());
         self.overlay.set(subject, id, tier, exists)
     }
 
@@ -109,21 +153,42 @@ impl Engine {
     /// policy or tier, wrong key attributes, bad inline limits). A denial is
     /// `Ok` with `allowed: false`.
     pub fn check(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
-        let config = self.config.load();
-        KEY.with_borrow_mut(|key| {
-            key.clear();
-            let resolved = resolve::resolve(&config, &self.overlay, request, key)?;
-            let Some(limits) = resolved.limits.as_deref() else {
-                return Ok(Decision::unlimited(resolved.scope));
-            };
-            let now = self.clock.now();
-            let hash = self.store.hash(key);
-            let mut locked = self.store.lock(&[hash]);
-            let entry = locked.entry(hash, key, now, retention(limits), || fresh(limits));
-            let outcomes = decide(entry, limits, now, resolved.cost);
-            let decision = Decision::from_outcomes(resolved.scope, resolved.cost, limits, &outcomes);
-            locked.count(hash, decision.allowed);
-            Ok(decision)
+        self.check_with(request, |verdict| verdict.to_decision())
+    }
+
+    /// [`check`](Self::check) for the hot path: hands the borrowed
+    /// [`Verdict`] to `read` instead of building an owned decision. `read`
+    /// runs after the key's lock is released.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn check_with<R>(
+        &self,
+        request: &CheckRequest,
+        read: impl FnOnce(&Verdict<'_>) -> R,
+    ) -> Result<R, CheckError> {
+        self.with_config(|config| {
+            let (resolved, outcomes) = KEY.with_borrow_mut(|key| {
+                key.clear();
+                let resolved = resolve::resolve(config, &self.overlay, request, key)?;
+                let limits = limits_of(&resolved);
+                let mut outcomes = Outcomes::new();
+                if !limits.is_empty() {
+                    let now = self.clock.now();
+                    let hash = self.store.hash(key);
+                    let mut locked = self.store.lock(&[hash]);
+                    let entry = locked.entry(hash, key, now, retention(limits), || fresh(limits));
+                    outcomes = decide(entry, limits, now, resolved.cost);
+                    locked.count(hash, outcomes.iter().all(|o| o.allowed));
+                }
+                Ok::<_, CheckError>((resolved, outcomes))
+            })?;
+            Ok(read(&Verdict {
+                scope: resolved.scope,
+                limits: limits_of(&resolved),
+                outcomes: &outcomes,
+                cost: resolved.cost,
+            }))
         })
     }
 
@@ -157,16 +222,19 @@ impl Engine {
         let mut locked = self.store.lock(&hashes);
         let mut decisions = Vec::with_capacity(requests.len());
         for (i, item) in resolved.iter().enumerate() {
-            let scope = item.scope.clone();
-            let decision = match item.limits.as_deref() {
-                None => Decision::unlimited(scope),
-                Some(limits) => {
-                    let entry = locked.entry(hashes[i], &keys[i], now, retention(limits), || fresh(limits));
-                    let outcomes = decide(entry, limits, now, item.cost);
-                    Decision::from_outcomes(scope, item.cost, limits, &outcomes)
-                }
+            let limits = limits_of(item);
+            let mut outcomes = Outcomes::new();
+            if !limits.is_empty() {
+                let entry = locked.entry(hashes[i], &keys[i], now, retention(limits), || fresh(limits));
+                outcomes = decide(entry, limits, now, item.cost);
+            }
+            let verdict = Verdict {
+                scope: item.scope,
+                limits,
+                outcomes: &outcomes,
+                cost: item.cost,
             };
-            decisions.push(decision);
+            decisions.push(verdict.to_decision());
         }
         let allowed = decisions.iter().all(|d| d.allowed);
         for (i, decision) in decisions.iter_mut().enumerate().rev() {
@@ -193,33 +261,37 @@ impl Engine {
         let config = self.config.load();
         let mut key = String::new();
         let resolved = resolve::resolve(&config, &self.overlay, request, &mut key)?;
-        let Some(limits) = resolved.limits.as_deref() else {
-            return Ok(Decision::unlimited(resolved.scope));
-        };
-        let now = self.clock.now();
-        let hash = self.store.hash(&key);
-        let mut locked = self.store.lock(&[hash]);
-        let outcomes = match locked.get(hash, &key) {
-            Some(entry) => {
-                reconcile(entry, limits);
-                for (state, limit) in entry.limits.iter_mut().zip(limits) {
-                    limit.limit.refund(state, now, resolved.cost);
+        let limits = limits_of(&resolved);
+        let mut outcomes = Outcomes::new();
+        if !limits.is_empty() {
+            let now = self.clock.now();
+            let hash = self.store.hash(&key);
+            let mut locked = self.store.lock(&[hash]);
+            outcomes = match locked.get(hash, &key) {
+                Some(entry) => {
+                    reconcile(entry, limits);
+                    for (state, limit) in entry.limits.iter_mut().zip(limits) {
+                        limit.limit.refund(state, now, resolved.cost);
+                    }
+                    decide(entry, limits, now, 0)
                 }
-                decide(entry, limits, now, 0)
-            }
-            None => {
-                let mut states = fresh(limits);
-                evaluate_all(&mut states, limits, now, 0)
-            }
+                None => evaluate_all(&mut fresh(limits), limits, now, 0),
+            };
+        }
+        let verdict = Verdict {
+            scope: resolved.scope,
+            limits,
+            outcomes: &outcomes,
+            cost: 0,
         };
-        Ok(Decision::from_outcomes(resolved.scope, 0, limits, &outcomes))
+        Ok(verdict.to_decision())
     }
 }
 
 type Outcomes = SmallVec<[Outcome; 2]>;
 
 fn limits_of<'a>(resolved: &'a resolve::Resolved<'_>) -> &'a [NamedLimit] {
-    resolved.limits.as_deref().unwrap_or(&[])
+    resolved.limits.as_deref().unwrap_or_default()
 }
 
 fn fresh(limits: &[NamedLimit]) -> Box<[LimitState]> {
@@ -227,18 +299,14 @@ fn fresh(limits: &[NamedLimit]) -> Box<[LimitState]> {
 }
 
 fn retention(limits: &[NamedLimit]) -> Nanos {
-    limits.iter().map(|l| l.limit.retention()).max().unwrap_or(0)
+    limits.iter().map(|l| l.retention).max().unwrap_or(0)
 }
 
 /// Makes the entry's states match `limits` after a config change: a state
 /// whose layout still matches a limit is kept, others start fresh.
 fn reconcile(entry: &mut Entry, limits: &[NamedLimit]) {
     let matches = entry.limits.len() == limits.len()
-        && entry
-            .limits
-            .iter()
-            .zip(limits)
-            .all(|(s, l)| s.spec() == l.limit.spec_id());
+        && entry.limits.iter().zip(limits).all(|(s, l)| s.spec() == l.spec);
     if matches {
         return;
     }
@@ -246,7 +314,7 @@ fn reconcile(entry: &mut Entry, limits: &[NamedLimit]) {
     entry.limits = limits
         .iter()
         .map(|limit| {
-            let spec = limit.limit.spec_id();
+            let spec = limit.spec;
             match old.iter().position(|s| s.spec() == spec) {
                 Some(i) => old.swap_remove(i),
                 None => limit.limit.new_state(),
@@ -283,4 +351,59 @@ fn decide(entry: &mut Entry, limits: &[NamedLimit], now: Nanos, cost: u32) -> Ou
         }
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{ManualClock, SECOND};
+
+    const ONE: &str = "[policies.p]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.p.tiers.t]\nlimits = [{ algorithm = \"sliding_window\", rate = \"1/m\" }]\n";
+
+    fn engine() -> Engine {
+        Engine::new(
+            Config::parse(ONE).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        )
+    }
+
+    fn user(name: &str) -> CheckRequest {
+        CheckRequest::policy(
+            "p",
+            RequestKey {
+                user: Some(name.into()),
+                ..RequestKey::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_swapped_config_applies_to_the_next_check_on_the_same_thread() {
+        let engine = engine();
+        assert_eq!(engine.check(&user("a")).unwrap().limit, Some(1));
+        engine.replace_config(Config::parse(&ONE.replace("1/m", "7/m")).unwrap());
+        assert_eq!(engine.check(&user("a")).unwrap().limit, Some(7));
+    }
+
+    #[test]
+    fn two_engines_on_one_thread_keep_their_own_configs() {
+        let (first, second) = (engine(), engine());
+        second.replace_config(Config::parse(&ONE.replace("1/m", "7/m")).unwrap());
+        for _ in 0..3 {
+            assert_eq!(first.check(&user("a")).unwrap().limit, Some(1));
+            assert_eq!(second.check(&user("a")).unwrap().limit, Some(7));
+        }
+    }
+
+    #[test]
+    fn a_check_from_inside_a_verdict_reader_works() {
+        let engine = engine();
+        let inner = engine
+            .check_with(&user("a"), |outer| {
+                engine.replace_config(Config::parse(&ONE.replace("1/m", "7/m")).unwrap());
+                (outer.allowed(), engine.check(&user("b")).unwrap().limit)
+            })
+            .unwrap();
+        assert_eq!(inner, (true, Some(7)));
+    }
 }

@@ -5,6 +5,7 @@
 //! changed since. Bounded, so that the table cannot grow without end.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use compact_str::CompactString;
@@ -46,6 +47,9 @@ type Table = HashMap<String, CompactString>;
 pub struct TierOverlay {
     tokens: RwLock<Table>,
     users: RwLock<Table>,
+    /// Entries in both tables: lets a check skip the locks while the
+    /// overlay is empty, as it usually is.
+    entries: AtomicUsize,
 }
 
 impl TierOverlay {
@@ -58,6 +62,9 @@ impl TierOverlay {
 
     /// The tier assigned to `id`, if any.
     pub fn get(&self, subject: Subject, id: &str) -> Option<CompactString> {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let table = self.table(subject).read().unwrap_or_else(PoisonError::into_inner);
         table.get(id).cloned()
     }
@@ -80,7 +87,9 @@ impl TierOverlay {
         if table.len() >= MAX_ASSIGNMENTS && !table.contains_key(id) {
             return Err(AssignError::Full);
         }
-        table.insert(id.into(), tier.into());
+        if table.insert(id.into(), tier.into()).is_none() {
+            self.entries.fetch_add(1, Ordering::Release);
+        }
         Ok(())
     }
 

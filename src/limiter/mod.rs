@@ -31,8 +31,6 @@ pub struct LimitState {
     counter: SlotCounter,
     /// Token bucket only: when the bucket will be full again.
     tat: Nanos,
-    /// Which limit layout this state was built for; see [`Limit::spec_id`].
-    spec: u32,
 }
 
 impl LimitState {
@@ -41,9 +39,10 @@ impl LimitState {
         &self.counter
     }
 
-    /// The layout fingerprint this state was built for.
-    pub fn spec(&self) -> u32 {
-        self.spec
+    /// The layout fingerprint this state was built for (kept as the
+    /// counter's tag, where it costs no space).
+    pub fn spec(&self) -> u16 {
+        self.counter.tag()
     }
 }
 
@@ -108,11 +107,11 @@ impl Limit {
     /// A fingerprint of what the counts mean (algorithm and slot width).
     /// State built for another fingerprint is reset; a changed count or rate
     /// with the same slot width keeps its counts across a config change.
-    pub fn spec_id(&self) -> u32 {
+    pub fn spec_id(&self) -> u16 {
         let hash =
             foldhash::quality::FixedState::with_seed(0x77e1).hash_one((self.algorithm(), self.slot_width()));
         // Never 0, so that a default state never matches a real limit.
-        (hash as u32).max(1)
+        (hash as u16).max(1)
     }
 
     /// How long a state stays meaningful without requests; after that it is
@@ -124,9 +123,8 @@ impl Limit {
     /// A fresh state: a full bucket, an empty window.
     pub fn new_state(&self) -> LimitState {
         LimitState {
-            counter: SlotCounter::new(),
+            counter: SlotCounter::with_tag(self.spec_id()),
             tat: 0,
-            spec: self.spec_id(),
         }
     }
 
@@ -189,8 +187,8 @@ mod tests {
     }
 
     #[test]
-    fn a_state_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<LimitState>(), 48);
+    fn a_state_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<LimitState>(), 40);
     }
 
     #[test]

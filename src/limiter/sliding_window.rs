@@ -72,7 +72,8 @@ impl SlidingWindow {
         let used = after[0] + after[1] + (1.0 - phase) * after[2];
         Outcome {
             allowed,
-            remaining: (limit - used).max(0.0).floor() as u64,
+            // A float-to-int cast truncates, and saturates negatives to 0.
+            remaining: (limit - used) as u64,
             reset_after: reset_after(&after, phase, width),
             retry_after: match allowed {
                 true => None,
@@ -101,7 +102,7 @@ impl SlidingWindow {
                     0.0
                 };
                 let at = shift as f64 + fade.max(start);
-                return Some(((at - phase) * width).ceil().max(0.0) as Nanos);
+                return Some(ceil((at - phase) * width));
             }
             slots = [0.0, slots[0], slots[1]];
         }
@@ -110,12 +111,18 @@ impl SlidingWindow {
     }
 }
 
+/// Rounds up to whole nanoseconds (negatives to 0) without a libm call.
+fn ceil(value: f64) -> Nanos {
+    let whole = value as Nanos;
+    whole + ((whole as f64) < value) as Nanos
+}
+
 /// Time until every counted unit has left the window.
 fn reset_after(counts: &[f64; 3], phase: f64, width: Nanos) -> Nanos {
     let rest_of_slot = (1.0 - phase) * width as f64;
     let newest = counts.iter().position(|&count| count > 0.0);
     match newest {
-        Some(age) => (rest_of_slot + (2 - age) as f64 * width as f64).ceil() as Nanos,
+        Some(age) => ceil(rest_of_slot + (2 - age) as f64 * width as f64),
         None => 0,
     }
 }

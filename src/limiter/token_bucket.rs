@@ -31,12 +31,21 @@ pub const SLOT: Nanos = SECOND;
 pub struct TokenBucket {
     rate: Rate,
     burst: NonZeroU32,
+    /// Time to fill from empty, worked out once.
+    fill_time: Nanos,
+    /// Time for one unit to refill, worked out once: most requests cost 1.
+    unit_time: Nanos,
 }
 
 impl TokenBucket {
     /// A bucket that starts full with `burst` units and refills at `rate`.
     pub fn new(rate: Rate, burst: NonZeroU32) -> Self {
-        Self { rate, burst }
+        Self {
+            rate,
+            burst,
+            fill_time: refill_time(rate, burst.get()),
+            unit_time: refill_time(rate, 1),
+        }
     }
 
     /// The refill rate.
@@ -57,13 +66,15 @@ impl TokenBucket {
     /// Time for `units` to refill, rounded up so that rounding never
     /// grants a token early.
     pub fn refill_time(&self, units: u32) -> Nanos {
-        let nanos = units as u128 * self.rate.period() as u128;
-        nanos.div_ceil(self.rate.count() as u128).min(Nanos::MAX as u128) as Nanos
+        match units {
+            1 => self.unit_time,
+            _ => refill_time(self.rate, units),
+        }
     }
 
     /// Time to fill from empty.
     pub fn fill_time(&self) -> Nanos {
-        self.refill_time(self.burst())
+        self.fill_time
     }
 
     fn level(&self, tat: Nanos, now: Nanos) -> f64 {
@@ -79,7 +90,8 @@ impl TokenBucket {
         let tat = if allowed { after } else { state.tat };
         Outcome {
             allowed,
-            remaining: self.level(tat, now).max(0.0).floor() as u64,
+            // A float-to-int cast truncates, and saturates negatives to 0.
+            remaining: self.level(tat, now) as u64,
             reset_after: tat.saturating_sub(now),
             retry_after: match allowed {
                 true => None,
@@ -100,6 +112,17 @@ impl TokenBucket {
             .tat
             .saturating_sub(self.refill_time(units))
             .max(now.min(state.tat));
+    }
+}
+
+fn refill_time(rate: Rate, units: u32) -> Nanos {
+    let (period, count) = (rate.period(), rate.count() as u64);
+    match (units as u64).checked_mul(period) {
+        // The common case, without 128-bit division.
+        Some(nanos) => nanos.div_ceil(count),
+        None => (units as u128 * period as u128)
+            .div_ceil(count as u128)
+            .min(Nanos::MAX as u128) as Nanos,
     }
 }
 

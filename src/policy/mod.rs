@@ -44,6 +44,16 @@ impl KeySet {
         self.0 == 0
     }
 
+    /// The attributes of `self` that `other` lacks.
+    pub fn without(self, other: KeySet) -> KeySet {
+        KeySet(self.0 & !other.0)
+    }
+
+    /// The first attribute in key order, if any.
+    pub fn first(self) -> Option<KeyAttr> {
+        self.iter().next()
+    }
+
     /// The attributes in key order.
     pub fn iter(self) -> impl Iterator<Item = KeyAttr> {
         KeyAttr::ALL.into_iter().filter(move |attr| self.contains(*attr))
@@ -55,13 +65,30 @@ impl KeySet {
     }
 }
 
-/// A limit with the name it shows in headers and decisions.
+/// A limit with the name it shows in headers and decisions, and the facts
+/// the decision path needs on every check, worked out once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NamedLimit {
     /// From config, or the rate string.
     pub name: CompactString,
     /// The algorithm and its parameters.
     pub limit: Limit,
+    /// [`Limit::spec_id`].
+    pub spec: u16,
+    /// [`Limit::retention`].
+    pub retention: crate::clock::Nanos,
+}
+
+impl NamedLimit {
+    /// `limit` called `name`.
+    pub fn new(name: CompactString, limit: Limit) -> Self {
+        Self {
+            name,
+            spec: limit.spec_id(),
+            retention: limit.retention(),
+            limit,
+        }
+    }
 }
 
 /// What a tier allows.
@@ -80,6 +107,9 @@ pub struct Tier {
     pub name: CompactString,
     /// Its limits.
     pub limits: TierLimits,
+    /// `policy NUL tier NUL`: how the store keys of this tier begin, built
+    /// once rather than on every check.
+    pub key_prefix: Box<str>,
 }
 
 /// Cost and limits for one endpoint of a policy.
@@ -98,8 +128,8 @@ pub struct Policy {
     pub name: CompactString,
     /// Attributes that form the key.
     pub key: KeySet,
-    /// Tier used when nothing else names one.
-    pub default_tier: CompactString,
+    /// Index in `tiers` of the tier used when nothing else names one.
+    pub default_tier: usize,
     /// Every tier, few enough that a linear search wins.
     pub tiers: Vec<Tier>,
     /// Rules per endpoint (exact match on the request's `endpoint`).
@@ -110,6 +140,11 @@ impl Policy {
     /// The tier called `name`.
     pub fn tier(&self, name: &str) -> Option<&Tier> {
         self.tiers.iter().find(|tier| tier.name == name)
+    }
+
+    /// The tier used when nothing else names one.
+    pub fn default_tier(&self) -> &Tier {
+        &self.tiers[self.default_tier]
     }
 
     /// Attributes a request may carry: the key, plus the endpoint when the
@@ -169,7 +204,7 @@ pub fn compile_limit(spec: &LimitSpec) -> Result<NamedLimit, String> {
         Some(name) => CompactString::from(name.as_str()),
         None => CompactString::from(rate.to_string()),
     };
-    Ok(NamedLimit { name, limit })
+    Ok(NamedLimit::new(name, limit))
 }
 
 /// Checks and compiles a list of limits, as a tier or an inline check has.

@@ -1,0 +1,322 @@
+//! The real `weir` binary, started as a user would start it: readiness,
+//! 429s with headers, SIGHUP reload, admin changes, `check-config`, garbage
+//! on the socket, and graceful shutdown.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A running `weir serve`, killed when dropped.
+struct Weir {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Weir {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
+            .args(["serve", "--http-addr", &addr])
+            .args(args)
+            .env_remove("WEIR_ADMIN_TOKEN")
+            .env_remove("WEIR_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let weir = Self {
+            child: command.spawn().unwrap(),
+            base: format!("http://{addr}"),
+            agent,
+        };
+        weir.wait_ready();
+        weir
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(reply) = self.agent.get(format!("{}/readyz", self.base)).call() {
+                if reply.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("weir did not become ready");
+    }
+
+    fn check(&self, body: Value) -> (u16, ureq::http::HeaderMap, Value) {
+        let mut reply = self
+            .agent
+            .post(format!("{}/v1/check", self.base))
+            .send_json(body)
+            .unwrap();
+        let headers = reply.headers().clone();
+        (
+            reply.status().as_u16(),
+            headers,
+            reply.body_mut().read_json().unwrap(),
+        )
+    }
+
+    fn config_version(&self) -> u64 {
+        let mut reply = self.agent.get(format!("{}/v1/config", self.base)).call().unwrap();
+        reply.body_mut().read_json::<Value>().unwrap()["version"]
+            .as_u64()
+            .unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "weir did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn weir_command(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+const ONE_PER_MINUTE: &str = r#"
+[policies.p]
+key = ["user"]
+default_tier = "free"
+[policies.p.tiers.free]
+limits = [{ algorithm = "sliding_window", rate = "1/m" }]
+"#;
+
+#[test]
+fn the_default_config_answers_429_with_rate_limit_headers() {
+    let weir = Weir::start(&[], &[]);
+    let body = json!({ "policy": "per_ip", "key": { "ip": "203.0.113.9" } });
+    let mut denied = None;
+    for _ in 0..60 {
+        let (status, headers, decision) = weir.check(body.clone());
+        assert_eq!(decision["tier"], "free");
+        assert!(headers.contains_key("ratelimit-policy"));
+        if status == 429 {
+            denied = Some((headers, decision));
+            break;
+        }
+    }
+    let (headers, decision) = denied.expect("the free tier's burst of 20 runs out");
+    assert_eq!(decision["allowed"], false);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(headers["x-ratelimit-remaining"], "0");
+    assert!(headers["ratelimit"]
+        .to_str()
+        .unwrap()
+        .starts_with("\"burst\";r=0;t="));
+}
+
+#[test]
+fn sighup_reloads_the_config_file_and_keeps_counters() {
+    let path = temp_file("sighup", ONE_PER_MINUTE);
+    let weir = Weir::start(&["--config", path.to_str().unwrap()], &[]);
+    let body = json!({ "policy": "p", "key": { "user": "u" } });
+    assert_eq!(weir.check(body.clone()).0, 200);
+    assert_eq!(weir.check(body.clone()).0, 429);
+
+    std::fs::write(&path, ONE_PER_MINUTE.replace("1/m", "2/m")).unwrap();
+    weir.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while weir.config_version() != 2 {
+        assert!(Instant::now() < deadline, "config not reloaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _, decision) = weir.check(body.clone());
+    assert_eq!(
+        (status, decision["remaining"].as_u64()),
+        (200, Some(0)),
+        "the first request still counts"
+    );
+
+    // A broken file is refused and the running config kept.
+    std::fs::write(&path, "this is not toml").unwrap();
+    weir.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(weir.config_version(), 2);
+    assert_eq!(weir.check(body).0, 429);
+}
+
+#[test]
+fn admin_changes_work_with_the_token_from_the_environment() {
+    let weir = Weir::start(&[], &[("WEIR_ADMIN_TOKEN", "t0ken")]);
+    let url = format!("{}/v1/config", weir.base);
+    let denied = weir.agent.put(&url).send(ONE_PER_MINUTE).unwrap();
+    assert_eq!(denied.status(), 401);
+    let accepted = weir
+        .agent
+        .put(&url)
+        .header("authorization", "Bearer t0ken")
+        .send(ONE_PER_MINUTE)
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(weir.config_version(), 2);
+    assert_eq!(
+        weir.check(json!({ "policy": "p", "key": { "user": "x" } })).0,
+        200
+    );
+}
+
+#[test]
+fn check_config_accepts_good_files_and_lists_problems_with_lines() {
+    let good = temp_file("good", ONE_PER_MINUTE);
+    let output = weir_command(&["check-config", good.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 policies"));
+
+    let bad = temp_file(
+        "bad",
+        &ONE_PER_MINUTE
+            .replace("1/m", "1/eon")
+            .replace("\"free\"\n", "\"gold\"\n"),
+    );
+    let output = weir_command(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines.len(), 2, "{errors}");
+    assert!(
+        lines[0].contains(":4:") && lines[0].contains("default_tier \"gold\""),
+        "{errors}"
+    );
+    assert!(
+        lines[1].contains(":6:") && lines[1].contains("unknown period \"eon\""),
+        "{errors}"
+    );
+
+    let missing = weir_command(&["check-config", "/nonexistent/weir.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn an_invalid_config_file_stops_serve_with_a_clear_error() {
+    let bad = temp_file("serve-bad", "[policies.x]\nkey = [\"user\"]\n");
+    let output = weir_command(&[
+        "serve",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("invalid config") && errors.contains("missing field `default_tier`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn the_default_config_printed_is_a_valid_config() {
+    let output = weir_command(&["default-config"]);
+    let path = temp_file("default", &String::from_utf8(output.stdout).unwrap());
+    assert!(weir_command(&["check-config", path.to_str().unwrap()])
+        .status
+        .success());
+}
+
+fn raw_exchange(addr: &str, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn garbage_on_the_socket_never_disturbs_the_server() {
+    let weir = Weir::start(&[], &[]);
+    let addr = weir.base.trim_start_matches("http://").to_owned();
+    let reply = raw_exchange(&addr, b"\x00\x01\x02 not http at all\r\n\r\n");
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let reply = raw_exchange(
+        &addr,
+        b"POST /v1/check HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc",
+    );
+    assert!(!reply.contains(" 500 "), "{reply}");
+    let (status, _, _) = weir.check(json!({ "policy": "per_ip", "key": { "ip": "1.1.1.1" } }));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn sigterm_stops_serve_gracefully() {
+    let mut weir = Weir::start(&[], &[]);
+    weir.signal("TERM");
+    let status = weir.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let weir = Weir::start(&["--idle-timeout", "1"], &[]);
+    let addr = weir.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Half a request, then silence: the server hangs up.
+    stream.write_all(b"POST /v1/check HTTP/1.1\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let read = stream.read(&mut buf);
+    // A hang-up, not our own read timeout running out.
+    let hung_up = match &read {
+        Ok(0) => true,
+        Err(err) => err.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(hung_up, "{read:?}");
+}
