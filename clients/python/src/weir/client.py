@@ -1,0 +1,208 @@
+"""``weir.Client``: a synchronous HTTP client for weir's API.
+
+Safe to share across threads (urllib3's pooled keep-alive connections) and
+across ``fork``: a process that finds itself with another PID than the one
+that made the pool makes its own, so a client created before gunicorn forks
+its workers still works. When weir cannot be reached (connection refused,
+timeout, a 5xx) the client answers by its ``failure_mode`` and says so in
+``Decision.source``; it then stops trying for a short, growing back-off
+(0.5 s doubling to 5 s) so that an outage does not add a timeout to every
+request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import urllib3
+
+from weir.checks import Check
+from weir.decision import BatchDecision, Decision
+from weir.local import LocalLimiter
+
+FailureMode = Literal["open", "closed", "local"]
+FAILURE_MODES = ("open", "closed", "local")
+
+log = logging.getLogger("weir")
+
+
+class WeirError(Exception):
+    """Base of the errors this package raises."""
+
+
+class WeirRequestError(WeirError):
+    """weir refused a check as invalid (unknown policy, bad key, bad limits).
+
+    A programming or configuration error, so it is raised rather than
+    covered by the failure mode.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Client:
+    """A weir HTTP client.
+
+    Args:
+        url: weir's HTTP address.
+        timeout: seconds for connecting and for reading the answer.
+        failure_mode: what to answer when weir cannot be reached:
+            ``"open"`` allows, ``"closed"`` denies (``Retry-After``:
+            ``closed_retry_after``), ``"local"`` enforces limits in-process
+            (see :mod:`weir.local`).
+        pool_size: keep-alive connections kept per process.
+        local_rate: the in-process limit for named policies in local mode.
+        local_share: the fraction of each limit a process allows in local
+            mode.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:7700",
+        *,
+        timeout: float = 0.1,
+        failure_mode: FailureMode = "open",
+        pool_size: int = 10,
+        local_rate: str = "60/minute",
+        local_share: float = 1.0,
+        closed_retry_after: float = 1.0,
+    ) -> None:
+        if failure_mode not in FAILURE_MODES:
+            raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, not {failure_mode!r}")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.failure_mode: FailureMode = failure_mode
+        self._pool_size = pool_size
+        self._closed_retry_after_ms = int(closed_retry_after * 1000)
+        self._local_settings = (local_rate, local_share)
+        self._local = LocalLimiter(local_rate, local_share)
+        self._lock = threading.Lock()
+        self._pool: urllib3.PoolManager | None = None
+        self._pid = 0
+        self._down_until = 0.0
+        self._backoff = 0.0
+
+    def _connections(self) -> urllib3.PoolManager:
+        pid = os.getpid()
+        pool = self._pool
+        if pool is not None and self._pid == pid:
+            return pool
+        with self._lock:
+            if self._pool is None or self._pid != pid:
+                # A new process (or the first use): its own sockets and state.
+                self._pool = urllib3.PoolManager(
+                    maxsize=self._pool_size,
+                    retries=False,
+                    timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
+                )
+                self._local = LocalLimiter(*self._local_settings)
+                self._down_until = 0.0
+                self._backoff = 0.0
+                self._pid = pid
+            return self._pool
+
+    def _mark_down(self, reason: str) -> None:
+        self._backoff = min(5.0, max(0.5, self._backoff * 2))
+        self._down_until = time.monotonic() + self._backoff
+        log.warning("weir unreachable (%s); answering %r for %.1fs", reason, self.failure_mode, self._backoff)
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer's JSON, or ``None`` when weir cannot be reached."""
+        pool = self._connections()
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            response = pool.request(
+                "POST",
+                self.url + path,
+                body=json.dumps(body).encode(),
+                headers={"content-type": "application/json"},
+            )
+        except urllib3.exceptions.HTTPError as error:
+            self._mark_down(type(error).__name__)
+            return None
+        if response.status >= 500:
+            self._mark_down(f"HTTP {response.status}")
+            return None
+        try:
+            data = json.loads(response.data)
+        except ValueError:
+            self._mark_down("an answer that is not JSON")
+            return None
+        if self._backoff:
+            log.info("weir reachable again")
+            self._backoff = 0.0
+        if response.status in (200, 429):
+            return data
+        raise WeirRequestError(response.status, data.get("code", "error"), data.get("error", ""))
+
+    def _fallback(self, checks: Sequence[Check]) -> list[Decision]:
+        if self.failure_mode == "open":
+            return [
+                Decision(allowed=True, policy=c.policy, namespace=c.namespace, source="fail_open")
+                for c in checks
+            ]
+        if self.failure_mode == "closed":
+            return [
+                Decision(
+                    allowed=False,
+                    retry_after_ms=self._closed_retry_after_ms,
+                    policy=c.policy,
+                    namespace=c.namespace,
+                    source="fail_closed",
+                )
+                for c in checks
+            ]
+        return self._local.check_all(list(checks))
+
+    def check(self, check: Check) -> Decision:
+        """Checks one request and counts its cost if every limit has room.
+
+        Raises:
+            WeirRequestError: weir found the check invalid.
+        """
+        data = self._post("/v1/check", check.to_json())
+        return Decision.from_json(data) if data is not None else self._fallback([check])[0]
+
+    def check_policy(
+        self, policy: str, key: dict[str, str], *, tier: str | None = None, cost: int | None = None
+    ) -> Decision:
+        """Shorthand for :meth:`check` of :meth:`Check.for_policy`."""
+        return self.check(Check.for_policy(policy, key, tier=tier, cost=cost))
+
+    def check_batch(self, checks: Sequence[Check]) -> BatchDecision:
+        """Checks several requests atomically: all counted, or none.
+
+        Raises:
+            WeirRequestError: weir found a check invalid; nothing was counted.
+        """
+        data = self._post("/v1/check/batch", {"checks": [c.to_json() for c in checks]})
+        if data is not None:
+            return BatchDecision.from_json(data)
+        decisions = tuple(self._fallback(checks))
+        return BatchDecision(allowed=all(d.allowed for d in decisions), decisions=decisions)
+
+    def refund(self, check: Check) -> Decision | None:
+        """Gives ``check.cost`` units back (default 1); ``None`` when weir
+        cannot be reached (a refund is never made up locally)."""
+        data = self._post("/v1/refund", check.to_json())
+        return Decision.from_json(data) if data is not None else None
+
+    def close(self) -> None:
+        """Closes pooled connections."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.clear()
+                self._pool = None

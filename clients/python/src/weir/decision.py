@@ -1,0 +1,132 @@
+"""Decisions as weir returns them, and the rate-limit headers they imply.
+
+:meth:`Decision.headers` builds exactly the headers weir's HTTP API sends
+(``tests/test_headers.py`` compares them), so an adapter can set them on its
+own responses whichever way the decision was reached.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+HeaderStyle = Literal["both", "ietf", "x", "none"]
+
+#: Where a decision came from.
+Source = Literal["weir", "fail_open", "fail_closed", "local"]
+
+
+@dataclass(frozen=True)
+class LimitReport:
+    """One limit's answer."""
+
+    name: str
+    algorithm: str
+    limit: int
+    window_ms: int
+    allowed: bool
+    remaining: int
+    reset_after_ms: int
+    retry_after_ms: int | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LimitReport:
+        return cls(
+            name=data["name"],
+            algorithm=data["algorithm"],
+            limit=data["limit"],
+            window_ms=data["window_ms"],
+            allowed=data["allowed"],
+            remaining=data["remaining"],
+            reset_after_ms=data["reset_after_ms"],
+            retry_after_ms=data.get("retry_after_ms"),
+        )
+
+
+def _seconds(millis: int) -> int:
+    return math.ceil(millis / 1000)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one check."""
+
+    allowed: bool
+    limit: int | None = None
+    remaining: int | None = None
+    reset_after_ms: int = 0
+    retry_after_ms: int | None = None
+    limits: tuple[LimitReport, ...] = field(default_factory=tuple)
+    policy: str | None = None
+    namespace: str | None = None
+    tier: str | None = None
+    cost: int = 0
+    #: ``"weir"``, or the failure mode that answered instead.
+    source: Source = "weir"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Decision:
+        return cls(
+            allowed=data["allowed"],
+            limit=data.get("limit"),
+            remaining=data.get("remaining"),
+            reset_after_ms=data.get("reset_after_ms", 0),
+            retry_after_ms=data.get("retry_after_ms"),
+            limits=tuple(LimitReport.from_json(item) for item in data.get("limits", [])),
+            policy=data.get("policy"),
+            namespace=data.get("namespace"),
+            tier=data.get("tier"),
+            cost=data.get("cost", 0),
+        )
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until the request would fit, when denied."""
+        return None if self.retry_after_ms is None else self.retry_after_ms / 1000
+
+    def headers(self, style: HeaderStyle = "both") -> dict[str, str]:
+        """The rate-limit headers for this decision, as weir's HTTP API
+        builds them: ``RateLimit-Policy`` and ``RateLimit`` (IETF draft),
+        ``X-RateLimit-*``, and ``Retry-After`` on a denial."""
+        if style == "none":
+            return {}
+        headers: dict[str, str] = {}
+        if self.limits and style in ("both", "ietf"):
+            headers["RateLimit-Policy"] = ", ".join(
+                f'"{r.name}";q={r.limit};w={max(1, _seconds(r.window_ms))}' for r in self.limits
+            )
+            headers["RateLimit"] = ", ".join(
+                f'"{r.name}";r={r.remaining};t={_seconds(r.reset_after_ms)}' for r in self.limits
+            )
+        if self.limit is not None and self.remaining is not None and style in ("both", "x"):
+            headers["X-RateLimit-Limit"] = str(self.limit)
+            headers["X-RateLimit-Remaining"] = str(self.remaining)
+            headers["X-RateLimit-Reset"] = str(_seconds(self.reset_after_ms))
+        if not self.allowed and self.retry_after_ms is not None:
+            headers["Retry-After"] = str(max(1, _seconds(self.retry_after_ms)))
+        return headers
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    """The answer to an atomic batch: all counted, or none."""
+
+    allowed: bool
+    decisions: tuple[Decision, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchDecision:
+        return cls(
+            allowed=data["allowed"],
+            decisions=tuple(Decision.from_json(item) for item in data["decisions"]),
+        )
+
+    def headline(self) -> Decision | None:
+        """The decision headers should describe: the first denied one, else
+        the one with the fewest units left."""
+        denied = [d for d in self.decisions if not d.allowed]
+        if denied:
+            return denied[0]
+        limited = [d for d in self.decisions if d.remaining is not None]
+        return min(limited, key=lambda d: d.remaining or 0, default=None)

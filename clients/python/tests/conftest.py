@@ -1,0 +1,128 @@
+"""Starts the real weir binary for the tests, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from weir.contrib.drf import reset_clients
+
+REPO = Path(__file__).resolve().parents[3]
+
+CONFIG = """
+[policies.orders]
+key = ["user"]
+default_tier = "free"
+[policies.orders.tiers.free]
+limits = [{ name = "orders", algorithm = "sliding_window", rate = "2/m" }]
+[policies.orders.tiers.paid]
+limits = [{ name = "orders", algorithm = "sliding_window", rate = "5/m" }]
+
+[policies.per_token]
+key = ["token"]
+default_tier = "free"
+[policies.per_token.tiers.free]
+limits = [{ name = "token", algorithm = "token_bucket", rate = "1/m", burst = 2 }]
+
+[policies.per_endpoint]
+key = ["endpoint"]
+default_tier = "free"
+[policies.per_endpoint.tiers.free]
+limits = [{ name = "endpoint", algorithm = "sliding_window", rate = "3/m" }]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WeirServer:
+    """A running ``weir serve``."""
+
+    def __init__(self, binary: Path, config: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [str(binary), "serve", "--http-addr", f"127.0.0.1:{self.port}", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        http = urllib3.PoolManager(retries=False, timeout=1.0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if http.request("GET", self.url + "/readyz").status == 200:
+                    return
+            except urllib3.exceptions.HTTPError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("weir did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def weir_binary() -> Path:
+    """The weir binary: $WEIR_BIN, else built with cargo."""
+    if os.environ.get("WEIR_BIN"):
+        return Path(os.environ["WEIR_BIN"])
+    subprocess.run(["cargo", "build", "--bin", "weir"], cwd=REPO, check=True)
+    return REPO / "target" / "debug" / "weir"
+
+
+@pytest.fixture(scope="session")
+def weir_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("weir") / "weir.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture(scope="session")
+def weir_server(weir_binary: Path, weir_config: Path):
+    server = WeirServer(weir_binary, weir_config)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_weir(weir_binary: Path, weir_config: Path):
+    """A weir for one test, which may stop it."""
+    server = WeirServer(weir_binary, weir_config)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def weir_settings(settings, weir_server: WeirServer):
+    settings.WEIR = {"URL": weir_server.url, "TIMEOUT": 1.0}
+    reset_clients()
+    yield settings
+    reset_clients()
+
+
+@pytest.fixture
+def ip() -> str:
+    """A client address no other test uses."""
+    value = uuid.uuid4().int
+    return f"198.{value % 250}.{(value >> 8) % 250}.{(value >> 16) % 250 + 1}"
+
+
+@pytest.fixture
+def user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"

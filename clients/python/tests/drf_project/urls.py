@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("ping", views.Ping.as_view()),
+    path("uploads", views.Uploads.as_view()),
+    path("two", views.TwoThrottles.as_view()),
+    path("orders", views.Orders.as_view()),
+    path("reports", views.Reports.as_view()),
+    path("search/<str:term>", views.Search.as_view()),
+]

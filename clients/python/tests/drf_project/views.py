@@ -1,0 +1,69 @@
+"""Views covering each kind of throttle."""
+
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from weir.contrib.drf import (
+    EndpointRateThrottle,
+    ScopedRateThrottle,
+    TieredRateThrottle,
+    TokenRateThrottle,
+    UserRateThrottle,
+)
+
+
+def plan_of(request) -> str | None:
+    """WEIR['TIER_FUNCTION'] for the tests: the user's plan."""
+    return getattr(request.user, "plan", None)
+
+
+class Ping(APIView):
+    def get(self, request):
+        return Response({"ok": True})
+
+
+class Uploads(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "uploads"
+
+    def post(self, request):
+        return Response({"uploaded": True})
+
+
+class BurstThrottle(UserRateThrottle):
+    scope = "burst"
+
+
+class SustainedThrottle(UserRateThrottle):
+    scope = "sustained"
+
+
+class TwoThrottles(APIView):
+    throttle_classes = [BurstThrottle, SustainedThrottle]
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+class Orders(APIView):
+    throttle_classes = [TieredRateThrottle]
+    weir_policy = "orders"
+
+    def post(self, request):
+        return Response({"ordered": True})
+
+
+class Reports(APIView):
+    throttle_classes = [TokenRateThrottle]
+    weir_policy = "per_token"
+
+    def get(self, request):
+        return Response({"report": []})
+
+
+class Search(APIView):
+    throttle_classes = [EndpointRateThrottle]
+    weir_policy = "per_endpoint"
+
+    def get(self, request, term):
+        return Response({"term": term})
