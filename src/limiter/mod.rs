@@ -172,6 +172,16 @@ impl Limit {
     }
 }
 
+/// Evaluates and, if allowed, commits: one request, as the engine makes it.
+#[cfg(test)]
+pub(crate) fn take(limit: &Limit, state: &mut LimitState, now: Nanos, cost: u32) -> Outcome {
+    let outcome = limit.evaluate(state, now, cost);
+    if outcome.allowed {
+        limit.commit(state, now, cost);
+    }
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,21 +131,13 @@ fn reset_after(counts: &[f64; 3], phase: f64, width: Nanos) -> Nanos {
 mod tests {
     use super::*;
     use crate::clock::{MILLI, SECOND};
-    use crate::limiter::Limit;
+    use crate::limiter::{take, Limit};
 
     fn window(rate: &str) -> Limit {
         Limit::SlidingWindow(SlidingWindow::new(rate.parse().unwrap()))
     }
 
     const T0: Nanos = 1_700_000_040 * SECOND;
-
-    fn take(limit: &Limit, state: &mut LimitState, now: Nanos, cost: u32) -> Outcome {
-        let outcome = limit.evaluate(state, now, cost);
-        if outcome.allowed {
-            limit.commit(state, now, cost);
-        }
-        outcome
-    }
 
     #[test]
     fn denies_the_request_after_the_limit_is_reached() {

@@ -130,7 +130,7 @@ fn refill_time(rate: Rate, units: u32) -> Nanos {
 mod tests {
     use super::*;
     use crate::clock::MILLI;
-    use crate::limiter::Limit;
+    use crate::limiter::{take, Limit};
 
     fn bucket(rate: &str, burst: u32) -> Limit {
         Limit::TokenBucket(TokenBucket::new(
@@ -140,14 +140,6 @@ mod tests {
     }
 
     const T0: Nanos = 1_700_000_000 * SECOND;
-
-    fn take(limit: &Limit, state: &mut LimitState, now: Nanos, cost: u32) -> Outcome {
-        let outcome = limit.evaluate(state, now, cost);
-        if outcome.allowed {
-            limit.commit(state, now, cost);
-        }
-        outcome
-    }
 
     #[test]
     fn denies_the_request_after_the_burst_is_spent() {

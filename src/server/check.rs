@@ -112,7 +112,6 @@ pub async fn refund(
 ) -> Result<Response, ApiError> {
     let request = CheckRequest::try_from(body)?;
     let decision = app.engine.refund(&request)?;
-    let mut response = (StatusCode::OK, Json(&decision)).into_response();
-    add_rate_limit_headers(response.headers_mut(), &decision);
-    Ok(response)
+    // Always 200: the refund was made, whatever the key's state.
+    Ok(respond(true, Some(&decision), &decision))
 }

@@ -104,13 +104,27 @@ def problems(raw: Any) -> list[str]:
     return found
 
 
+_parsed: tuple[str, WeirSettings] | None = None
+
+
 def load() -> WeirSettings:
-    """The current ``WEIR`` setting.
+    """The current ``WEIR`` setting, parsed again only when it changes.
 
     Raises:
         ImproperlyConfigured: listing every problem.
     """
+    global _parsed
     raw = getattr(django_settings, "WEIR", {})
+    fingerprint = repr(raw)
+    cached = _parsed
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    parsed = _parse(raw)
+    _parsed = (fingerprint, parsed)
+    return parsed
+
+
+def _parse(raw: Any) -> WeirSettings:
     found = problems(raw)
     if found:
         raise ImproperlyConfigured("; ".join(found))
