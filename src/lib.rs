@@ -25,5 +25,6 @@ pub mod config;
 pub mod engine;
 pub mod limiter;
 pub mod policy;
+pub mod protocol;
 pub mod server;
 pub mod store;

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use weir::clock::QuantaClock;
 use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
+use weir::server::binary::{self, BinaryLimits};
 use weir::server::{self, App, ServeLimits};
 
 #[derive(Parser)]
@@ -44,13 +45,16 @@ struct ServeArgs {
     /// Address for the HTTP API.
     #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "127.0.0.1:7700")]
     http_addr: SocketAddr,
+    /// Address for the binary protocol.
+    #[arg(long, env = "WEIR_BIN_ADDR", default_value = "127.0.0.1:7701")]
+    bin_addr: SocketAddr,
     /// Bearer token for the admin endpoints; without one they are disabled.
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Most open HTTP connections.
+    /// Most open connections, HTTP and binary each.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Seconds before an idle HTTP connection is closed.
+    /// Seconds before an idle connection (HTTP or binary) is closed.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
     /// Log filter, as in RUST_LOG (e.g. "info" or "weir=debug").
@@ -122,14 +126,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
-        info!(addr = %listener.local_addr()?, config = ?args.config, "http listening");
+        let binary = tokio::net::TcpListener::bind(args.bin_addr)
+            .await
+            .with_context(|| format!("binding {}", args.bin_addr))?;
+        info!(http = %listener.local_addr()?, binary = %binary.local_addr()?, config = ?args.config, "listening");
         let sweeper = tokio::spawn(server::sweep_every(engine.clone(), Duration::from_secs(10)));
-        let reloader = tokio::spawn(reload_on_hangup(engine, args.config));
+        let reloader = tokio::spawn(reload_on_hangup(engine.clone(), args.config));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let binary_limits = BinaryLimits {
+            max_connections: args.max_connections,
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            ..BinaryLimits::default()
+        };
+        let binary = tokio::spawn(binary::run(binary, engine, binary_limits, until_stopped(stopped.clone())));
         let limits = ServeLimits {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),
         };
-        server::run(listener, app, limits, shutdown_signal()).await?;
+        server::run(listener, app, limits, until_stopped(stopped)).await?;
+        binary.await.context("binary server")??;
         sweeper.abort();
         reloader.abort();
         info!("stopped");

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 struct Weir {
     child: Child,
     base: String,
+    bin_addr: String,
     agent: ureq::Agent,
 }
 
@@ -27,11 +28,11 @@ fn free_port() -> u16 {
 
 impl Weir {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let bin_addr = format!("127.0.0.1:{}", free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
         command
-            .args(["serve", "--http-addr", &addr])
+            .args(["serve", "--http-addr", &addr, "--bin-addr", &bin_addr])
             .args(args)
             .env_remove("WEIR_ADMIN_TOKEN")
             .env_remove("WEIR_CONFIG")
@@ -48,6 +49,7 @@ impl Weir {
         let weir = Self {
             child: command.spawn().unwrap(),
             base: format!("http://{addr}"),
+            bin_addr,
             agent,
         };
         weir.wait_ready();

@@ -9,6 +9,7 @@
 //! - [`error`]: JSON errors.
 
 pub mod admin;
+pub mod binary;
 pub mod check;
 pub mod error;
 pub mod headers;

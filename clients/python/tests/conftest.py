@@ -50,9 +50,15 @@ class WeirServer:
 
     def __init__(self, binary: Path, config: Path) -> None:
         self.port = free_port()
+        self.bin_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [str(binary), "serve", "--http-addr", f"127.0.0.1:{self.port}", "--config", str(config)],
+            [
+                str(binary), "serve",
+                "--http-addr", f"127.0.0.1:{self.port}",
+                "--bin-addr", f"127.0.0.1:{self.bin_port}",
+                "--config", str(config),
+            ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -1,0 +1,18 @@
+//! The binary protocol: length-prefixed frames with bincode bodies, for
+//! clients that call weir on every request and want it to cost as little as
+//! possible. docs/protocol.md documents every byte; docs/protocol-vectors.json
+//! holds test vectors that the Rust and the Python tests both check.
+//!
+//! A frame is `u32 length` (little-endian; the bytes after it), then a
+//! 12-byte header (`magic` "WR", `version`, `opcode`, `u64 request id`), then
+//! the body. Bodies use bincode 2 with fixed-size little-endian integers, so
+//! every field has one fixed layout a client can write with `struct.pack`.
+
+mod frame;
+mod wire;
+
+pub use frame::{Frame, FrameError, Opcode, HEADER_LEN, MAGIC, MAX_FRAME, VERSION};
+pub use wire::{
+    decode, encode, Hello, HelloReply, WireBatch, WireCheck, WireDecision, WireError, WireKey, WireLimit,
+    WireReport, WireTarget,
+};

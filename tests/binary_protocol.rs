@@ -1,0 +1,351 @@
+//! The binary protocol server over loopback TCP: every operation, pipelining,
+//! and bad input (garbage, truncated, oversized, bad bodies), which must get
+//! an error where possible and never disturb other connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use weir::clock::{ManualClock, SECOND};
+use weir::config::Config;
+use weir::engine::Engine;
+use weir::protocol::{
+    decode, encode, Frame, Hello, HelloReply, Opcode, WireBatch, WireCheck, WireDecision, WireError, WireKey,
+    WireLimit, WireTarget, MAX_FRAME,
+};
+use weir::server::binary::{run, BinaryLimits};
+
+const CONFIG: &str = r#"
+[policies.p]
+key = ["user"]
+default_tier = "free"
+[policies.p.tiers.free]
+limits = [{ name = "burst", algorithm = "token_bucket", rate = "1/m", burst = 2 }]
+"#;
+
+struct Server {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(limits: BinaryLimits) -> Server {
+    let clock = Arc::new(ManualClock::new(1_800_000_000 * SECOND));
+    let engine = Arc::new(Engine::new(Config::parse(CONFIG).unwrap(), clock));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, engine, limits, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn check(user: &str) -> WireCheck {
+    WireCheck {
+        target: WireTarget::Policy("p".into()),
+        key: WireKey {
+            user: Some(user.into()),
+            ..WireKey::default()
+        },
+        tier: None,
+        cost: None,
+    }
+}
+
+async fn send(stream: &mut TcpStream, opcode: Opcode, id: u64, body: Vec<u8>) {
+    let frame = Frame {
+        opcode,
+        request_id: id,
+        body,
+    };
+    stream.write_all(&frame.to_bytes()).await.unwrap();
+}
+
+/// The next frame, or `None` when the server closed the connection.
+async fn receive(stream: &mut TcpStream) -> Option<Frame> {
+    let mut prefix = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut prefix))
+        .await
+        .ok()?
+        .ok()?;
+    let mut bytes = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    stream.read_exact(&mut bytes).await.ok()?;
+    Some(Frame::parse(&bytes).unwrap())
+}
+
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+async fn ask(stream: &mut TcpStream, opcode: Opcode, id: u64, body: Vec<u8>) -> Frame {
+    send(stream, opcode, id, body).await;
+    receive(stream).await.expect("a reply")
+}
+
+#[tokio::test]
+async fn hello_ping_check_peek_refund_and_check_many() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+
+    let hello = Hello {
+        version: 3,
+        client: "test".into(),
+    };
+    let reply = ask(&mut stream, Opcode::Hello, 1, encode(&hello)).await;
+    assert_eq!((reply.opcode, reply.request_id), (Opcode::HelloReply, 1));
+    let hello: HelloReply = decode(&reply.body).unwrap();
+    assert_eq!((hello.version, hello.max_frame), (1, MAX_FRAME as u32));
+
+    assert_eq!(
+        ask(&mut stream, Opcode::Ping, 2, vec![]).await.opcode,
+        Opcode::Pong
+    );
+
+    let reply = ask(&mut stream, Opcode::Check, 3, encode(&check("a"))).await;
+    let decision: WireDecision = decode(&reply.body).unwrap();
+    assert_eq!(
+        (reply.opcode, decision.allowed, decision.remaining),
+        (Opcode::Decision, true, Some(1))
+    );
+    assert_eq!(decision.limits[0].name, "burst");
+
+    let reply = ask(&mut stream, Opcode::Peek, 4, encode(&check("a"))).await;
+    let peek: WireDecision = decode(&reply.body).unwrap();
+    assert_eq!((reply.opcode, peek.remaining), (Opcode::PeekReply, Some(1)));
+
+    ask(&mut stream, Opcode::Check, 5, encode(&check("a"))).await;
+    let denied: WireDecision =
+        decode(&ask(&mut stream, Opcode::Check, 6, encode(&check("a"))).await.body).unwrap();
+    assert!(!denied.allowed);
+    assert_eq!(denied.retry_after_ms, Some(60_000));
+
+    let mut refund = check("a");
+    refund.cost = Some(2);
+    let refunded: WireDecision =
+        decode(&ask(&mut stream, Opcode::Refund, 7, encode(&refund)).await.body).unwrap();
+    assert_eq!(refunded.remaining, Some(2));
+
+    let many = vec![check("b"), check("b"), check("b")];
+    let reply = ask(&mut stream, Opcode::CheckMany, 8, encode(&many)).await;
+    let batch: WireBatch = decode(&reply.body).unwrap();
+    assert_eq!(
+        (reply.opcode, batch.allowed, batch.decisions.len()),
+        (Opcode::Batch, false, 3)
+    );
+}
+
+#[tokio::test]
+async fn inline_limits_work_as_over_http() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let inline = WireCheck {
+        target: WireTarget::Inline {
+            namespace: "drf:anon".into(),
+            limits: vec![WireLimit {
+                algorithm: 1,
+                rate: "1/day".into(),
+                burst: None,
+                name: None,
+            }],
+        },
+        key: WireKey {
+            ip: Some("198.51.100.1".into()),
+            ..WireKey::default()
+        },
+        tier: None,
+        cost: None,
+    };
+    let first: WireDecision =
+        decode(&ask(&mut stream, Opcode::Check, 1, encode(&inline)).await.body).unwrap();
+    let second: WireDecision =
+        decode(&ask(&mut stream, Opcode::Check, 2, encode(&inline)).await.body).unwrap();
+    assert_eq!((first.allowed, second.allowed), (true, false));
+    assert_eq!(second.namespace.as_deref(), Some("drf:anon"));
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_all_answered_with_their_ids() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut bytes = Vec::new();
+    for id in 0..200u64 {
+        let body = encode(&check(&format!("pipelined-{}", id % 7)));
+        bytes.extend(
+            Frame {
+                opcode: Opcode::Check,
+                request_id: id,
+                body,
+            }
+            .to_bytes(),
+        );
+    }
+    stream.write_all(&bytes).await.unwrap();
+    let mut ids = Vec::new();
+    let mut allowed = 0;
+    for _ in 0..200 {
+        let reply = receive(&mut stream).await.unwrap();
+        allowed += decode::<WireDecision>(&reply.body).unwrap().allowed as usize;
+        ids.push(reply.request_id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..200).collect::<Vec<_>>());
+    assert_eq!(allowed, 7 * 2, "each of the seven users gets its burst of two");
+}
+
+#[tokio::test]
+async fn an_invalid_check_gets_an_error_and_the_connection_stays_open() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut unknown = check("a");
+    unknown.target = WireTarget::Policy("nope".into());
+    let reply = ask(&mut stream, Opcode::Check, 41, encode(&unknown)).await;
+    let error: WireError = decode(&reply.body).unwrap();
+    assert_eq!(
+        (reply.opcode, reply.request_id, error.code.as_str()),
+        (Opcode::Error, 41, "unknown_policy")
+    );
+    assert_eq!(
+        ask(&mut stream, Opcode::Ping, 42, vec![]).await.opcode,
+        Opcode::Pong
+    );
+}
+
+async fn expect_fatal(server: &Server, bytes: &[u8], code: &str, request_id: u64) {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let reply = receive(&mut stream).await.expect("an error reply");
+    let error: WireError = decode(&reply.body).unwrap();
+    assert_eq!(
+        (reply.opcode, error.code.as_str(), reply.request_id),
+        (Opcode::Error, code, request_id)
+    );
+    assert!(closed(&mut stream).await, "{code}: the connection is closed");
+}
+
+#[tokio::test]
+async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
+    let server = start(BinaryLimits::default()).await;
+    let mut bystander = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(
+        ask(&mut bystander, Opcode::Ping, 1, vec![]).await.opcode,
+        Opcode::Pong
+    );
+
+    // Garbage: a huge length prefix.
+    expect_fatal(&server, b"GET / HTTP/1.1\r\n\r\n", "frame_too_large", 0).await;
+    // Oversized frame.
+    expect_fatal(
+        &server,
+        &((MAX_FRAME as u32 + 1).to_le_bytes()),
+        "frame_too_large",
+        0,
+    )
+    .await;
+    // Shorter than a header.
+    expect_fatal(&server, &[3, 0, 0, 0, 1, 2, 3], "malformed_frame", 0).await;
+    // Bad magic, with the request id still reported.
+    let mut bad_magic = Frame {
+        opcode: Opcode::Ping,
+        request_id: 77,
+        body: vec![],
+    }
+    .to_bytes();
+    bad_magic[4] = b'X';
+    expect_fatal(&server, &bad_magic, "malformed_frame", 77).await;
+    // A version this server does not speak.
+    let mut version = Frame {
+        opcode: Opcode::Ping,
+        request_id: 78,
+        body: vec![],
+    }
+    .to_bytes();
+    version[6] = 9;
+    expect_fatal(&server, &version, "unsupported_version", 78).await;
+    // An unknown opcode, and a reply sent as a request.
+    let mut opcode = Frame {
+        opcode: Opcode::Ping,
+        request_id: 79,
+        body: vec![],
+    }
+    .to_bytes();
+    opcode[7] = 0x42;
+    expect_fatal(&server, &opcode, "unknown_opcode", 79).await;
+    let pong = Frame {
+        opcode: Opcode::Pong,
+        request_id: 80,
+        body: vec![],
+    }
+    .to_bytes();
+    expect_fatal(&server, &pong, "unknown_opcode", 80).await;
+    // A body that is not a check, and one with trailing bytes.
+    let garbage = Frame {
+        opcode: Opcode::Check,
+        request_id: 81,
+        body: vec![0xff; 40],
+    }
+    .to_bytes();
+    expect_fatal(&server, &garbage, "malformed_body", 81).await;
+    let mut trailing = encode(&check("a"));
+    trailing.push(0);
+    let trailing = Frame {
+        opcode: Opcode::Check,
+        request_id: 82,
+        body: trailing,
+    }
+    .to_bytes();
+    expect_fatal(&server, &trailing, "malformed_body", 82).await;
+
+    // Truncated: a frame that never finishes, then the client goes away.
+    let mut truncated = TcpStream::connect(server.addr).await.unwrap();
+    truncated.write_all(&[100, 0, 0, 0, b'W', b'R']).await.unwrap();
+    drop(truncated);
+
+    assert_eq!(
+        ask(&mut bystander, Opcode::Ping, 2, vec![]).await.opcode,
+        Opcode::Pong
+    );
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    let limits = BinaryLimits {
+        idle_timeout: Duration::from_millis(200),
+        frame_timeout: Duration::from_millis(200),
+        ..BinaryLimits::default()
+    };
+    let server = start(limits).await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed(&mut idle).await);
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(&[16, 0, 0, 0, b'W']).await.unwrap();
+    assert!(closed(&mut slow).await);
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_and_answers_what_was_asked() {
+    let mut server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(
+        ask(&mut stream, Opcode::Ping, 1, vec![]).await.opcode,
+        Opcode::Pong
+    );
+    server.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), &mut server.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(closed(&mut stream).await);
+    assert!(TcpStream::connect(server.addr).await.is_err());
+}
