@@ -322,3 +322,34 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     };
     assert!(hung_up, "{read:?}");
 }
+
+#[test]
+fn the_binary_protocol_is_served_on_bin_addr() {
+    use weir::protocol::{decode, encode, Frame, Opcode, WireCheck, WireDecision, WireKey, WireTarget};
+    let weir = Weir::start(&[], &[]);
+    let mut stream = TcpStream::connect(&weir.bin_addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let check = WireCheck {
+        target: WireTarget::Policy("per_ip".into()),
+        key: WireKey {
+            ip: Some("192.0.2.1".into()),
+            ..WireKey::default()
+        },
+        tier: None,
+        cost: None,
+    };
+    let frame = Frame {
+        opcode: Opcode::Check,
+        request_id: 7,
+        body: encode(&check),
+    };
+    stream.write_all(&frame.to_bytes()).unwrap();
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).unwrap();
+    let mut bytes = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    stream.read_exact(&mut bytes).unwrap();
+    let reply = Frame::parse(&bytes).unwrap();
+    let decision: WireDecision = decode(&reply.body).unwrap();
+    assert_eq!((reply.opcode, reply.request_id), (Opcode::Decision, 7));
+    assert_eq!((decision.allowed, decision.remaining), (true, Some(19)));
+}
