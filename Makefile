@@ -31,7 +31,7 @@ python-tests: $(VENV)/.installed
 $(VENV)/.installed: clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e "clients/python[django,test]"
+	$(VENV)/bin/pip install -q -e "clients/python[django,fastapi,test]"
 	touch $@
 
 bench:

@@ -48,20 +48,13 @@ def free_port() -> int:
 class WeirServer:
     """A running ``weir serve``."""
 
-    def __init__(self, binary: Path, config: Path) -> None:
+    def __init__(self, binary: Path, config: Path, bin_port: int | None = None) -> None:
         self.port = free_port()
-        self.bin_port = free_port()
+        self.bin_port = bin_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                str(binary), "serve",
-                "--http-addr", f"127.0.0.1:{self.port}",
-                "--bin-addr", f"127.0.0.1:{self.bin_port}",
-                "--config", str(config),
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        command = [str(binary), "serve", "--config", str(config)]
+        command += ["--http-addr", f"127.0.0.1:{self.port}", "--bin-addr", f"127.0.0.1:{self.bin_port}"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         http = urllib3.PoolManager(retries=False, timeout=1.0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

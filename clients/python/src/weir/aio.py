@@ -1,0 +1,277 @@
+"""``weir.AsyncClient``: an asyncio client for weir's binary protocol.
+
+A small pool of TCP connections, each pipelined: a check writes one frame
+and waits for the reply with its request id, while other checks share the
+connection. It never blocks the event loop. Every call has a deadline;
+when weir is unreachable or slow, the call answers by ``failure_mode``
+(``open``, ``closed`` or ``local``, as :class:`weir.Client` does) and says so
+in ``Decision.source``. Broken connections are re-opened in the background
+with a growing back-off (0.1 s doubling to 5 s).
+
+Create it in a FastAPI ``lifespan`` (or any running loop) and close it there::
+
+    async with AsyncClient("127.0.0.1", 7701) as weir:
+        decision = await weir.check(Check.for_policy("per_user", {"user": "alice"}))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Sequence
+
+from weir import protocol
+from weir.checks import Check
+from weir.client import FAILURE_MODES, FailureMode, WeirRequestError
+from weir.decision import BatchDecision, Decision
+from weir.local import LocalLimiter
+
+log = logging.getLogger("weir")
+
+
+class _Connection:
+    """One pipelined connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self.ids = itertools.count(1)
+        self.alive = True
+        self.task = asyncio.create_task(self._read_replies())
+
+    async def _read_replies(self) -> None:
+        try:
+            while True:
+                prefix = await self.reader.readexactly(4)
+                length = int.from_bytes(prefix, "little")
+                if length > protocol.MAX_FRAME:
+                    raise protocol.ProtocolError("reply frame too large")
+                op, request_id, body = protocol.parse_frame(await self.reader.readexactly(length))
+                waiter = self.pending.pop(request_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result((op, body))
+        except (OSError, asyncio.IncompleteReadError, protocol.ProtocolError) as error:
+            log.debug("weir connection closed: %r", error)
+        finally:
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        self.alive = False
+        for waiter in self.pending.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("weir connection closed"))
+        self.pending.clear()
+        self.writer.close()
+
+    async def request(self, op: int, body: bytes) -> tuple[int, bytes]:
+        request_id = next(self.ids)
+        waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = waiter
+        self.writer.write(protocol.frame(op, request_id, body))
+        if self.writer.transport.get_write_buffer_size() > 64 * 1024:
+            await self.writer.drain()
+        try:
+            return await waiter
+        finally:
+            self.pending.pop(request_id, None)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+class AsyncClient:
+    """A weir binary-protocol client for asyncio.
+
+    Args:
+        host, port: weir's binary address (``--bin-addr``).
+        pool_size: connections kept open.
+        timeout: deadline of each call, in seconds.
+        connect_timeout: deadline for opening a connection.
+        failure_mode, local_rate, local_share, closed_retry_after: as for
+            :class:`weir.Client`.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7701,
+        *,
+        pool_size: int = 2,
+        timeout: float = 0.05,
+        connect_timeout: float = 1.0,
+        failure_mode: FailureMode = "open",
+        local_rate: str = "60/minute",
+        local_share: float = 1.0,
+        closed_retry_after: float = 1.0,
+    ) -> None:
+        if failure_mode not in FAILURE_MODES:
+            raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, not {failure_mode!r}")
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.failure_mode: FailureMode = failure_mode
+        self._connect_timeout = connect_timeout
+        self._pool: list[_Connection | None] = [None] * max(1, pool_size)
+        self._next = itertools.cycle(range(len(self._pool)))
+        self._reconnecting: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._local = LocalLimiter(local_rate, local_share)
+        self._closed_retry_after_ms = int(closed_retry_after * 1000)
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Opens the pool. weir being down is not an error: calls answer by
+        the failure mode and connections are retried in the background."""
+        for slot in range(len(self._pool)):
+            try:
+                self._pool[slot] = await self._connect()
+            except (OSError, TimeoutError, protocol.ProtocolError) as error:
+                log.warning(
+                    "weir unreachable at %s:%s (%r); retrying in the background", self.host, self.port, error
+                )
+                self._reconnect(slot)
+
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), self._connect_timeout
+        )
+        connection = _Connection(reader, writer)
+        hello = protocol.encode_hello({"version": protocol.VERSION, "client": "weir-python"})
+        op, body = await asyncio.wait_for(connection.request(protocol.Op.HELLO, hello), self._connect_timeout)
+        if op != protocol.Op.HELLO_REPLY or protocol.decode_hello_reply(body)["version"] != protocol.VERSION:
+            await connection.close()
+            raise protocol.ProtocolError(f"weir did not agree to protocol version {protocol.VERSION}")
+        return connection
+
+    def _reconnect(self, slot: int) -> None:
+        if self._closed or slot in self._reconnecting:
+            return
+        self._reconnecting.add(slot)
+        task = asyncio.get_running_loop().create_task(self._reconnect_loop(slot))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconnect_loop(self, slot: int) -> None:
+        delay = 0.1
+        try:
+            while not self._closed:
+                await asyncio.sleep(delay)
+                try:
+                    self._pool[slot] = await self._connect()
+                    log.info("weir reachable again at %s:%s", self.host, self.port)
+                    return
+                except (OSError, TimeoutError, protocol.ProtocolError):
+                    delay = min(5.0, delay * 2)
+        finally:
+            self._reconnecting.discard(slot)
+
+    def _connection(self) -> _Connection | None:
+        for _ in range(len(self._pool)):
+            slot = next(self._next)
+            connection = self._pool[slot]
+            if connection is not None and connection.alive:
+                return connection
+            self._reconnect(slot)
+        return None
+
+    async def _call(self, op: int, body: bytes) -> tuple[int, bytes] | None:
+        """The reply, or ``None`` when weir is unreachable or too slow."""
+        connection = self._connection()
+        if connection is None:
+            return None
+        try:
+            return await asyncio.wait_for(connection.request(op, body), self.timeout)
+        except TimeoutError:
+            return None
+        except ConnectionError:
+            return None
+
+    def _raise_if_error(self, op: int, body: bytes) -> None:
+        if op == protocol.Op.ERROR:
+            error = protocol.decode_error(body)
+            raise WeirRequestError(400, error["code"], error["message"])
+
+    def _fallback(self, checks: Sequence[Check]) -> list[Decision]:
+        if self.failure_mode == "open":
+            return [
+                Decision(allowed=True, policy=c.policy, namespace=c.namespace, source="fail_open")
+                for c in checks
+            ]
+        if self.failure_mode == "closed":
+            return [
+                Decision(
+                    allowed=False,
+                    retry_after_ms=self._closed_retry_after_ms,
+                    policy=c.policy,
+                    namespace=c.namespace,
+                    source="fail_closed",
+                )
+                for c in checks
+            ]
+        return self._local.check_all(list(checks))
+
+    async def _decision(self, op: int, check: Check, cost: int | None = None) -> Decision:
+        reply = await self._call(op, protocol.encode_check(protocol.check_to_wire(check, cost)))
+        if reply is None:
+            return self._fallback([check])[0]
+        self._raise_if_error(*reply)
+        return protocol.decision_from_wire(protocol.decode_decision(reply[1]))
+
+    async def check(self, check: Check) -> Decision:
+        """Checks one request and counts its cost if every limit has room.
+
+        Raises:
+            WeirRequestError: weir found the check invalid.
+        """
+        return await self._decision(protocol.Op.CHECK, check)
+
+    async def peek(self, check: Check) -> Decision:
+        """The key's state, counting nothing."""
+        return await self._decision(protocol.Op.PEEK, check)
+
+    async def refund(self, check: Check) -> Decision | None:
+        """Gives ``check.cost`` units back; ``None`` when weir is unreachable."""
+        reply = await self._call(protocol.Op.REFUND, protocol.encode_check(protocol.check_to_wire(check)))
+        if reply is None:
+            return None
+        self._raise_if_error(*reply)
+        return protocol.decision_from_wire(protocol.decode_decision(reply[1]))
+
+    async def check_batch(self, checks: Sequence[Check]) -> BatchDecision:
+        """Checks several requests atomically: all counted, or none."""
+        body = protocol.encode_checks([protocol.check_to_wire(c) for c in checks])
+        reply = await self._call(protocol.Op.CHECK_MANY, body)
+        if reply is None:
+            decisions = tuple(self._fallback(checks))
+            return BatchDecision(allowed=all(d.allowed for d in decisions), decisions=decisions)
+        self._raise_if_error(*reply)
+        return protocol.batch_from_wire(protocol.decode_batch(reply[1]))
+
+    async def ping(self) -> bool:
+        """True if weir answered within the deadline."""
+        reply = await self._call(protocol.Op.PING, b"")
+        return reply is not None and reply[0] == protocol.Op.PONG
+
+    async def close(self) -> None:
+        """Closes every connection and stops reconnecting."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for slot, connection in enumerate(self._pool):
+            if connection is not None:
+                await connection.close()
+            self._pool[slot] = None

@@ -1,0 +1,162 @@
+"""The FastAPI dependency and middleware, against a real weir."""
+
+import os
+import subprocess
+import sys
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from tests.conftest import WeirServer
+from weir import AsyncClient, Decision, Limit
+from weir.contrib.fastapi import RateLimit, RateLimitMiddleware, Rule, keys
+
+
+def make_app(port: int, failure_mode: str = "open") -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncClient("127.0.0.1", port, timeout=1.0, failure_mode=failure_mode) as client:
+            app.state.weir = client
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    namespace = f"mw-{uuid.uuid4().hex[:8]}"
+    app.add_middleware(
+        RateLimitMiddleware,
+        rules=[
+            Rule(
+                namespace=namespace,
+                limits=[Limit.sliding_window("3/m", name="mw")],
+                key=keys.ip(trusted_proxies=["10.0.0.0/8"]),
+                path_prefix="/mw",
+            )
+        ],
+    )
+    orders = RateLimit(
+        "orders",
+        key=keys.user(lambda r: r.headers.get("x-user")),
+        tier=lambda r: r.headers.get("x-plan"),
+    )
+    quota = RateLimit(namespace="quota", limits=[Limit.token_bucket("1/m", burst=2)], key=keys.ip())
+
+    @app.post("/orders", dependencies=[Depends(orders)])
+    async def post_order():
+        return {"ok": True}
+
+    @app.get("/quota")
+    async def get_quota(decision: Annotated[Decision, Depends(quota)]):
+        return {"remaining": decision.remaining, "source": decision.source}
+
+    @app.get("/mw/items")
+    async def items():
+        return {"items": []}
+
+    @app.get("/free")
+    async def free():
+        return {"free": True}
+
+    @app.get("/search/{term}", dependencies=[Depends(RateLimit("per_endpoint", key=keys.endpoint()))])
+    async def search(term: str):
+        return {"term": term}
+
+    return app
+
+
+@pytest.fixture
+def client(weir_server, ip):
+    with TestClient(make_app(weir_server.bin_port), client=(ip, 50000)) as test_client:
+        yield test_client
+
+
+def test_a_dependency_allows_then_answers_429_with_headers(client):
+    user = {"x-user": uuid.uuid4().hex}
+    first = client.post("/orders", headers=user)
+    assert first.status_code == 200
+    assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == ("2", "1")
+    assert first.headers["ratelimit-policy"] == '"orders";q=2;w=60'
+    client.post("/orders", headers=user)
+    denied = client.post("/orders", headers=user)
+    assert denied.status_code == 429
+    assert int(denied.headers["retry-after"]) >= 1
+    assert denied.headers["ratelimit"].startswith('"orders";r=0;')
+
+
+def test_the_tier_comes_from_the_tier_function(client):
+    paid = {"x-user": uuid.uuid4().hex, "x-plan": "paid"}
+    statuses = [client.post("/orders", headers=paid).status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+
+
+def test_requests_without_a_key_are_not_limited_by_it(client):
+    assert [client.post("/orders").status_code for _ in range(5)] == [200] * 5
+
+
+def test_a_route_can_receive_the_decision(client):
+    assert client.get("/quota").json() == {"remaining": 1, "source": "weir"}
+
+
+def test_the_middleware_limits_matching_paths_atomically(client):
+    responses = [client.get("/mw/items") for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert responses[0].headers["ratelimit-policy"] == '"mw";q=3;w=60'
+    assert responses[3].json() == {"detail": "rate limit exceeded"}
+    assert "retry-after" in responses[3].headers
+    assert client.get("/free").status_code == 200
+    assert "ratelimit" not in client.get("/free").headers
+
+
+def test_the_ip_key_trusts_forwarded_for_only_from_proxies(weir_server):
+    app = make_app(weir_server.bin_port)
+    with TestClient(app, client=("10.0.0.5", 50000)) as proxied:
+        client_a = {"x-forwarded-for": f"203.0.113.{uuid.uuid4().int % 200 + 1}"}
+        statuses = [proxied.get("/mw/items", headers=client_a).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        client_b = {"x-forwarded-for": "198.18.0.1, 10.0.0.7"}
+        assert proxied.get("/mw/items", headers=client_b).status_code == 200
+
+
+def test_the_endpoint_key_uses_the_route_template(client):
+    statuses = [client.get(f"/search/{uuid.uuid4().hex}").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_failure_mode_open_serves_and_closed_refuses_when_weir_is_down(weir_binary, weir_config, ip):
+    down = WeirServer(weir_binary, weir_config)
+    port = down.bin_port
+    down.stop()
+    with TestClient(make_app(port, "open"), client=(ip, 50000)) as opened:
+        response = opened.get("/quota")
+        assert (response.status_code, response.json()["source"]) == (200, "fail_open")
+        assert "x-ratelimit-limit" not in response.headers
+    with TestClient(make_app(port, "closed"), client=(ip, 50000)) as closed:
+        response = closed.get("/quota")
+        assert (response.status_code, response.headers["retry-after"]) == (429, "1")
+
+
+def test_the_example_app_runs_against_weir_with_its_built_in_config(weir_binary, tmp_path, monkeypatch):
+    config = tmp_path / "weir.toml"
+    config.write_text(
+        subprocess.run([str(weir_binary), "default-config"], capture_output=True, text=True).stdout
+    )
+    weir = WeirServer(weir_binary, config)
+    monkeypatch.setenv("WEIR_BIN_PORT", str(weir.bin_port))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        import fastapi_app
+
+        with TestClient(fastapi_app.app, client=("192.0.2.10", 50000)) as example:
+            products = example.get("/products")
+            assert products.status_code == 200
+            assert products.headers["x-ratelimit-limit"] == "20"
+            order = example.post("/orders", headers={"x-user": "alice"})
+            assert (order.status_code, order.headers["x-ratelimit-limit"]) == (200, "10")
+            assert example.get("/quota").json() == {"remaining": 99, "source": "weir"}
+    finally:
+        weir.stop()
+        sys.modules.pop("fastapi_app", None)
+        os.environ.pop("WEIR_BIN_PORT", None)
