@@ -1,11 +1,10 @@
 //! The binary-protocol server (see [`crate::protocol`] and
 //! docs/protocol.md).
 //!
-//! Each connection has a reader, which decodes frames and asks the engine,
-//! and a writer, which sends the replies. Between them is a queue of at most
-//! `max_in_flight` replies: when a client pipelines faster than it reads,
-//! the queue fills and the reader stops reading, so one connection can hold
-//! only so much. Frames are capped in size; a connection idle for
+//! Each connection answers every frame it has received, then writes the
+//! replies in one go; at most `max_in_flight` replies wait unwritten, and a
+//! client that does not read its replies stops being read from, so one
+//! connection can hold only so much. Frames are capped in size; a connection idle for
 //! `idle_timeout`, or taking longer than `frame_timeout` to send a frame it
 //! has started, is closed. A malformed frame gets an error reply (with its
 //! request id when it could be read) and the connection is closed; an
@@ -18,9 +17,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -109,7 +108,7 @@ pub async fn run(
     Ok(())
 }
 
-/// A reply to queue, and whether the connection closes after it.
+/// A reply to write, and whether the connection closes after it.
 struct Reply {
     bytes: Vec<u8>,
     fatal: bool,
@@ -137,6 +136,12 @@ fn error_reply(request_id: u64, code: &str, message: String, fatal: bool) -> Rep
 
 /// Serves one connection until the client closes it, it misbehaves, it
 /// idles out, or the server stops.
+///
+/// Every frame already received is answered before the replies are flushed
+/// in one write, as Redis does: a pipelining client costs one read and one
+/// write per batch, not per request. Replies are flushed at the latest every
+/// `max_in_flight`; a client that does not read them blocks that flush, and
+/// the server reads nothing more from it meanwhile.
 pub async fn serve_connection<S>(
     stream: S,
     engine: &Engine,
@@ -146,20 +151,15 @@ pub async fn serve_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, writer) = tokio::io::split(stream);
-    let (queue, mut replies) = mpsc::channel::<Vec<u8>>(limits.max_in_flight.max(1));
-    let writer = tokio::spawn(async move {
-        let mut writer = BufWriter::new(writer);
-        while let Some(bytes) = replies.recv().await {
-            writer.write_all(&bytes).await?;
-            if replies.is_empty() {
-                writer.flush().await?;
-            }
-        }
-        writer.flush().await?;
-        writer.shutdown().await
-    });
+    let (reader, writer) = tokio::io::split(stream);
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let mut unflushed = 0;
     loop {
+        if reader.buffer().is_empty() && unflushed > 0 {
+            writer.flush().await?;
+            unflushed = 0;
+        }
         let next = tokio::select! {
             next = read_frame(&mut reader, limits) => next,
             _ = stopped.changed() => break,
@@ -175,13 +175,18 @@ where
                 error_reply(request_id, err.code(), err.to_string(), true)
             }
         };
-        let fatal = reply.fatal;
-        if queue.send(reply.bytes).await.is_err() || fatal {
+        writer.write_all(&reply.bytes).await?;
+        unflushed += 1;
+        if reply.fatal {
             break;
         }
+        if unflushed >= limits.max_in_flight {
+            writer.flush().await?;
+            unflushed = 0;
+        }
     }
-    drop(queue);
-    writer.await.unwrap_or_else(|err| Err(io::Error::other(err)))
+    writer.flush().await?;
+    writer.shutdown().await
 }
 
 enum ReadError {
@@ -190,20 +195,27 @@ enum ReadError {
 }
 
 /// The next frame; `None` when the client closed the connection cleanly
-/// between frames.
+/// between frames. A frame already in the buffer is taken without a timer
+/// or a syscall; otherwise the wait for its first byte is bounded by the
+/// idle timeout and the rest by the frame timeout.
 async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
+    reader: &mut BufReader<R>,
     limits: BinaryLimits,
 ) -> Result<Option<Frame>, ReadError> {
-    let mut prefix = [0u8; 4];
-    match tokio::time::timeout(limits.idle_timeout, reader.read(&mut prefix[..1])).await {
-        Err(_) => return Err(ReadError::Io(io::ErrorKind::TimedOut.into())),
-        Ok(Ok(0)) => return Ok(None),
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => return Err(ReadError::Io(err)),
+    if let Some(frame) = buffered_frame(reader) {
+        return frame.map(Some);
+    }
+    if reader.buffer().is_empty() {
+        match tokio::time::timeout(limits.idle_timeout, reader.fill_buf()).await {
+            Err(_) => return Err(ReadError::Io(io::ErrorKind::TimedOut.into())),
+            Ok(Ok([])) => return Ok(None),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(ReadError::Io(err)),
+        }
     }
     let rest = async {
-        reader.read_exact(&mut prefix[1..]).await?;
+        let mut prefix = [0u8; 4];
+        reader.read_exact(&mut prefix).await?;
         let length = u32::from_le_bytes(prefix) as usize;
         if let Err(err) = Frame::check_length(length) {
             return Ok(Err((0, err)));
@@ -218,6 +230,20 @@ async fn read_frame<R: AsyncRead + Unpin>(
         Ok(Ok(Err((request_id, err)))) => Err(ReadError::Frame(request_id, err)),
         Ok(Ok(Ok(frame))) => Ok(Some(frame)),
     }
+}
+
+/// A frame that is whole in the buffer, taken from it.
+fn buffered_frame<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Option<Result<Frame, ReadError>> {
+    let buffer = reader.buffer();
+    let prefix: [u8; 4] = buffer.get(..4)?.try_into().ok()?;
+    let length = u32::from_le_bytes(prefix) as usize;
+    if let Err(err) = Frame::check_length(length) {
+        return Some(Err(ReadError::Frame(0, err)));
+    }
+    let bytes = buffer.get(4..4 + length)?;
+    let frame = Frame::parse(bytes).map_err(|(id, err)| ReadError::Frame(id, err));
+    reader.consume(4 + length);
+    Some(frame)
 }
 
 fn check_request(body: &[u8]) -> Result<Result<CheckRequest, CheckError>, String> {

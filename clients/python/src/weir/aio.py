@@ -194,10 +194,10 @@ class AsyncClient:
         if connection is None:
             return None
         try:
-            return await asyncio.wait_for(connection.request(op, body), self.timeout)
-        except TimeoutError:
-            return None
-        except ConnectionError:
+            # asyncio.timeout, unlike wait_for, makes no task per call.
+            async with asyncio.timeout(self.timeout):
+                return await connection.request(op, body)
+        except (TimeoutError, ConnectionError):
             return None
 
     def _raise_if_error(self, op: int, body: bytes) -> None:
