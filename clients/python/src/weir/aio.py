@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 from weir import protocol
 from weir.checks import Check
-from weir.client import FAILURE_MODES, FailureMode, WeirRequestError
+from weir.client import WeirRequestError
 from weir.decision import BatchDecision, Decision
-from weir.local import LocalLimiter
+from weir.fallback import FailureMode, Fallback
 
 log = logging.getLogger("weir")
 
@@ -111,8 +111,6 @@ class AsyncClient:
         local_share: float = 1.0,
         closed_retry_after: float = 1.0,
     ) -> None:
-        if failure_mode not in FAILURE_MODES:
-            raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, not {failure_mode!r}")
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -122,8 +120,7 @@ class AsyncClient:
         self._next = itertools.cycle(range(len(self._pool)))
         self._reconnecting: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._local = LocalLimiter(local_rate, local_share)
-        self._closed_retry_after_ms = int(closed_retry_after * 1000)
+        self._fallback = Fallback(failure_mode, local_rate, local_share, closed_retry_after)
         self._closed = False
 
     async def __aenter__(self) -> AsyncClient:
@@ -205,29 +202,10 @@ class AsyncClient:
             error = protocol.decode_error(body)
             raise WeirRequestError(400, error["code"], error["message"])
 
-    def _fallback(self, checks: Sequence[Check]) -> list[Decision]:
-        if self.failure_mode == "open":
-            return [
-                Decision(allowed=True, policy=c.policy, namespace=c.namespace, source="fail_open")
-                for c in checks
-            ]
-        if self.failure_mode == "closed":
-            return [
-                Decision(
-                    allowed=False,
-                    retry_after_ms=self._closed_retry_after_ms,
-                    policy=c.policy,
-                    namespace=c.namespace,
-                    source="fail_closed",
-                )
-                for c in checks
-            ]
-        return self._local.check_all(list(checks))
-
     async def _decision(self, op: int, check: Check, cost: int | None = None) -> Decision:
         reply = await self._call(op, protocol.encode_check(protocol.check_to_wire(check, cost)))
         if reply is None:
-            return self._fallback([check])[0]
+            return self._fallback.answer([check])[0]
         self._raise_if_error(*reply)
         return protocol.decision_from_wire(protocol.decode_decision(reply[1]))
 
@@ -256,7 +234,7 @@ class AsyncClient:
         body = protocol.encode_checks([protocol.check_to_wire(c) for c in checks])
         reply = await self._call(protocol.Op.CHECK_MANY, body)
         if reply is None:
-            decisions = tuple(self._fallback(checks))
+            decisions = tuple(self._fallback.answer(checks))
             return BatchDecision(allowed=all(d.allowed for d in decisions), decisions=decisions)
         self._raise_if_error(*reply)
         return protocol.batch_from_wire(protocol.decode_batch(reply[1]))

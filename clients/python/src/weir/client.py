@@ -18,16 +18,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import urllib3
 
 from weir.checks import Check
 from weir.decision import BatchDecision, Decision
-from weir.local import LocalLimiter
-
-FailureMode = Literal["open", "closed", "local"]
-FAILURE_MODES = ("open", "closed", "local")
+from weir.fallback import FailureMode, Fallback
 
 log = logging.getLogger("weir")
 
@@ -77,17 +74,13 @@ class Client:
         local_share: float = 1.0,
         closed_retry_after: float = 1.0,
     ) -> None:
-        if failure_mode not in FAILURE_MODES:
-            raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, not {failure_mode!r}")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.failure_mode: FailureMode = failure_mode
         self._pool_size = pool_size
-        self._closed_retry_after_ms = int(closed_retry_after * 1000)
-        self._local_settings = (local_rate, local_share)
-        self._local = LocalLimiter(local_rate, local_share)
+        self._fallback = Fallback(failure_mode, local_rate, local_share, closed_retry_after)
         self._lock = threading.Lock()
         self._pool: urllib3.PoolManager | None = None
         self._pid = 0
@@ -107,7 +100,7 @@ class Client:
                     retries=False,
                     timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
                 )
-                self._local = LocalLimiter(*self._local_settings)
+                self._fallback.reset()
                 self._down_until = 0.0
                 self._backoff = 0.0
                 self._pid = pid
@@ -148,25 +141,6 @@ class Client:
             return data
         raise WeirRequestError(response.status, data.get("code", "error"), data.get("error", ""))
 
-    def _fallback(self, checks: Sequence[Check]) -> list[Decision]:
-        if self.failure_mode == "open":
-            return [
-                Decision(allowed=True, policy=c.policy, namespace=c.namespace, source="fail_open")
-                for c in checks
-            ]
-        if self.failure_mode == "closed":
-            return [
-                Decision(
-                    allowed=False,
-                    retry_after_ms=self._closed_retry_after_ms,
-                    policy=c.policy,
-                    namespace=c.namespace,
-                    source="fail_closed",
-                )
-                for c in checks
-            ]
-        return self._local.check_all(list(checks))
-
     def check(self, check: Check) -> Decision:
         """Checks one request and counts its cost if every limit has room.
 
@@ -174,7 +148,7 @@ class Client:
             WeirRequestError: weir found the check invalid.
         """
         data = self._post("/v1/check", check.to_json())
-        return Decision.from_json(data) if data is not None else self._fallback([check])[0]
+        return Decision.from_json(data) if data is not None else self._fallback.answer([check])[0]
 
     def check_policy(
         self, policy: str, key: dict[str, str], *, tier: str | None = None, cost: int | None = None
@@ -191,7 +165,7 @@ class Client:
         data = self._post("/v1/check/batch", {"checks": [c.to_json() for c in checks]})
         if data is not None:
             return BatchDecision.from_json(data)
-        decisions = tuple(self._fallback(checks))
+        decisions = tuple(self._fallback.answer(checks))
         return BatchDecision(allowed=all(d.allowed for d in decisions), decisions=decisions)
 
     def refund(self, check: Check) -> Decision | None:

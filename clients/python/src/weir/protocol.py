@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Any
 
 from weir.checks import Check
-from weir.decision import BatchDecision, Decision, LimitReport
+from weir.decision import BatchDecision, Decision
 
 MAGIC = b"WR"
 VERSION = 1
@@ -260,31 +260,12 @@ def check_to_wire(check: Check, cost: int | None = None) -> dict[str, Any]:
 
 
 def decision_from_wire(wire: dict[str, Any]) -> Decision:
-    reports = tuple(
-        LimitReport(
-            name=r["name"],
-            algorithm=ALGORITHM_NAMES.get(r["algorithm"], "unknown"),
-            limit=r["limit"],
-            window_ms=r["window_ms"],
-            allowed=r["allowed"],
-            remaining=r["remaining"],
-            reset_after_ms=r["reset_after_ms"],
-            retry_after_ms=r["retry_after_ms"],
-        )
-        for r in wire["limits"]
-    )
-    return Decision(
-        allowed=wire["allowed"],
-        limit=wire["limit"],
-        remaining=wire["remaining"],
-        reset_after_ms=wire["reset_after_ms"],
-        retry_after_ms=wire["retry_after_ms"],
-        limits=reports,
-        policy=wire["policy"],
-        namespace=wire["namespace"],
-        tier=wire["tier"],
-        cost=wire["cost"],
-    )
+    """The same fields as the HTTP API's JSON, algorithms as codes."""
+    limits = [
+        {**report, "algorithm": ALGORITHM_NAMES.get(report["algorithm"], "unknown")}
+        for report in wire["limits"]
+    ]
+    return Decision.from_json({**wire, "limits": limits})
 
 
 def batch_from_wire(wire: dict[str, Any]) -> BatchDecision:

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from weir.client import FAILURE_MODES
+from weir.fallback import FAILURE_MODES
 from weir.rates import parse_rate
 
 DEFAULTS: dict[str, Any] = {
