@@ -133,8 +133,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let sweeper = tokio::spawn(server::sweep_every(engine.clone(), Duration::from_secs(10)));
         let reloader = tokio::spawn(reload_on_hangup(engine.clone(), args.config));
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signalled = shutdown_signal()?;
         tokio::spawn(async move {
-            shutdown_signal().await;
+            signalled.await;
             let _ = stop.send(true);
         });
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -159,21 +160,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM. The handlers are installed now, not on
+/// first poll, so that a signal arriving as soon as weir is ready is caught.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
+    let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-        Err(err) => {
-            warn!(error = %err, "cannot watch SIGTERM; stopping on ctrl-c only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
 /// Reloads the config file on every SIGHUP; a bad file is logged and the

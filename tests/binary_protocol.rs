@@ -349,3 +349,54 @@ async fn shutdown_stops_the_server_and_answers_what_was_asked() {
     assert!(closed(&mut stream).await);
     assert!(TcpStream::connect(server.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_replies_stops_being_read() {
+    use weir::server::binary::serve_connection;
+    let clock = Arc::new(ManualClock::new(1_800_000_000 * SECOND));
+    let engine = Arc::new(Engine::new(Config::parse(CONFIG).unwrap(), clock));
+    let limits = BinaryLimits {
+        max_in_flight: 8,
+        ..BinaryLimits::default()
+    };
+    // 4 KiB each way: room for a few hundred 16-byte frames, not thousands.
+    let (mut client, server_side) = tokio::io::duplex(4096);
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move { serve_connection(server_side, &engine, limits, stopped).await });
+
+    let pings: Vec<u8> = (0..5000u64)
+        .flat_map(|id| {
+            Frame {
+                opcode: Opcode::Ping,
+                request_id: id,
+                body: vec![],
+            }
+            .to_bytes()
+        })
+        .collect();
+    let (mut reader, mut writer) = tokio::io::split(client);
+    let writing = tokio::spawn(async move {
+        writer.write_all(&pings).await.unwrap();
+        writer
+    });
+    // Nobody reads the replies: the server's writes fill the pipe, it stops
+    // reading, and the client's writes stall too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !writing.is_finished(),
+        "the server kept reading without anyone reading its replies"
+    );
+
+    // Reading the replies lets everything through.
+    let mut pongs = 0;
+    let mut buffer = vec![0u8; 16];
+    while pongs < 5000 {
+        reader.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(buffer[7], Opcode::Pong as u8);
+        pongs += 1;
+    }
+    let writer = writing.await.unwrap();
+    client = reader.unsplit(writer);
+    drop(client);
+    server.await.unwrap().unwrap();
+}
