@@ -221,20 +221,22 @@ impl Locked<'_> {
         let ticks = store.ticks(now);
         let expires = ticks.saturating_add((retention >> TICK_SHIFT) as u32 + 2);
         let table = &mut self.shard(hash).table;
-        let found = table.find(hash, |(k, _)| &**k == key).is_some();
-        if !found {
-            store.make_room(table, ticks);
-            let entry = Entry {
-                limits: init(),
-                last_seen: ticks,
-                expires,
-            };
-            table.insert_unique(hash, (key.into(), entry), |(k, _)| store.hash(k));
-        }
-        let (_, entry) = table
-            .find_mut(hash, |(k, _)| &**k == key)
-            // Found above, or inserted just now under the same lock.
-            .expect("entry is present");
+        // One probe on a hit; on a miss the table comes back for the insert.
+        let (_, entry) = match table.find_entry(hash, |(k, _)| &**k == key) {
+            Ok(found) => found.into_mut(),
+            Err(absent) => {
+                let table = absent.into_table();
+                store.make_room(table, ticks);
+                let entry = Entry {
+                    limits: init(),
+                    last_seen: ticks,
+                    expires,
+                };
+                table
+                    .insert_unique(hash, (key.into(), entry), |(k, _)| store.hash(k))
+                    .into_mut()
+            }
+        };
         entry.last_seen = ticks;
         entry.expires = entry.expires.max(expires);
         entry
