@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Tests the chart with real helm: lint, then render with several value sets
+# and check what comes out (the rendered config is checked by weir itself).
+# Installs helm from the Go module proxy into target/tools when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HELM_VERSION=v3.19.0
+WEIR=${WEIR_BIN:-target/debug/weir}
+
+if [ -n "${HELM:-}" ]; then :
+elif command -v helm >/dev/null 2>&1; then HELM=helm
+else
+    TOOLS="$PWD/target/tools"
+    if [ ! -x "$TOOLS/helm" ]; then
+        mkdir -p "$TOOLS"
+        echo "installing helm $HELM_VERSION into $TOOLS (go install)"
+        GOBIN="$TOOLS" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    fi
+    HELM="$TOOLS/helm"
+fi
+
+passed=0
+failed=0
+check() {
+    local name=$1
+    shift
+    if "$@" >/dev/null 2>&1; then
+        passed=$((passed + 1))
+    else
+        echo "FAILED: $name"
+        failed=$((failed + 1))
+    fi
+}
+render() { "$HELM" template t helm/weir "$@"; }
+has() { grep -qF -- "$2" <<<"$1"; }
+lacks() { ! grep -qF -- "$2" <<<"$1"; }
+
+check "helm lint --strict" "$HELM" lint --strict helm/weir
+
+default=$(render)
+check "a Deployment" has "$default" "kind: Deployment"
+check "the HTTP port" has "$default" "containerPort: 7700"
+check "the binary port" has "$default" "containerPort: 7701"
+check "both ports on the Service" has "$(render --show-only templates/service.yaml)" "name: binary"
+check "readiness on /readyz" has "$default" "path: /readyz"
+check "liveness on /healthz" has "$default" "path: /healthz"
+check "listening on all interfaces" has "$default" "--http-addr=0.0.0.0:7700"
+check "the built-in config by default" lacks "$default" "--config="
+check "no ConfigMap by default" lacks "$default" "kind: ConfigMap"
+check "no Secret by default" lacks "$default" "kind: Secret"
+check "not root" has "$default" "runAsNonRoot: true"
+
+configured=$(render --set-file config=src/config/default.toml)
+check "a config becomes a ConfigMap" has "$configured" "kind: ConfigMap"
+check "and is passed to weir" has "$configured" "--config=/etc/weir/weir.toml"
+config_file=$(mktemp)
+render --set-file config=src/config/default.toml --show-only templates/configmap.yaml \
+    | sed -n '/weir.toml: |/,$p' | tail -n +2 | sed 's/^    //' >"$config_file"
+check "the rendered config is one weir accepts" "$WEIR" check-config "$config_file"
+rm -f "$config_file"
+
+secret=$(render --set adminToken.value=s3cret)
+check "an admin token becomes a Secret" has "$secret" "admin-token: \"czNjcmV0\""
+check "and reaches weir's environment" has "$secret" "name: WEIR_ADMIN_TOKEN"
+existing=$(render --set adminToken.existingSecret=mine)
+check "an existing Secret is used" has "$existing" "name: mine"
+check "and none is created" lacks "$existing" "kind: Secret"
+
+check "more than one replica is refused" bash -c "! '$HELM' template t helm/weir --set replicaCount=2"
+check "with a reason" bash -c "'$HELM' template t helm/weir --set replicaCount=2 2>&1 | grep -q 'single node'"
+
+echo "helm: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
