@@ -400,3 +400,31 @@ async fn a_client_that_does_not_read_its_replies_stops_being_read() {
     drop(client);
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let server = start(BinaryLimits {
+        max_connections: 1,
+        ..BinaryLimits::default()
+    })
+    .await;
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(
+        ask(&mut first, Opcode::Ping, 1, vec![]).await.opcode,
+        Opcode::Pong
+    );
+
+    // The kernel completes the second handshake, but weir does not accept it.
+    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    send(&mut second, Opcode::Ping, 2, vec![]).await;
+    let mut prefix = [0u8; 4];
+    let waited = tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut prefix)).await;
+    assert!(
+        waited.is_err(),
+        "a second connection was served past the cap of one"
+    );
+
+    drop(first);
+    let reply = receive(&mut second).await.expect("served once the first closed");
+    assert_eq!((reply.opcode, reply.request_id), (Opcode::Pong, 2));
+}

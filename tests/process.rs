@@ -353,3 +353,38 @@ fn the_binary_protocol_is_served_on_bin_addr() {
     assert_eq!((reply.opcode, reply.request_id), (Opcode::Decision, 7));
     assert_eq!((decision.allowed, decision.remaining), (true, Some(19)));
 }
+
+#[test]
+fn http_connections_beyond_the_cap_wait_until_one_closes() {
+    let weir = Weir::start(&["--max-connections", "1"], &[]);
+    let addr = weir.base.trim_start_matches("http://").to_owned();
+    let request = b"GET /healthz HTTP/1.1\r\nhost: weir\r\n\r\n";
+    let read_reply = |stream: &mut TcpStream| {
+        let mut buffer = [0u8; 512];
+        let read = stream
+            .read(&mut buffer)
+            .map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned());
+        read.unwrap_or_default()
+    };
+    // The readiness poll's connection may still be open: wait for the slot.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut first = TcpStream::connect(&addr).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    first.write_all(request).unwrap();
+    assert!(read_reply(&mut first).starts_with("HTTP/1.1 200"));
+
+    // The first stays open (keep-alive); the second is not served meanwhile.
+    let mut second = TcpStream::connect(&addr).unwrap();
+    second.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    second.write_all(request).unwrap();
+    assert_eq!(
+        read_reply(&mut second),
+        "",
+        "served past the cap of one connection"
+    );
+
+    drop(first);
+    second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(read_reply(&mut second).starts_with("HTTP/1.1 200"));
+}
