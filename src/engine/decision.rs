@@ -117,7 +117,7 @@ pub struct LimitReport {
 }
 
 /// Nanoseconds to milliseconds, rounded up.
-pub fn millis(nanos: Nanos) -> u64 {
+fn millis(nanos: Nanos) -> u64 {
     nanos.div_ceil(MILLI)
 }
 

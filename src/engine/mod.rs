@@ -22,7 +22,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
 
-pub use decision::{millis, BatchDecision, Decision, LimitReport, Scope, Verdict};
+pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use tiers::{AssignError, Subject, TierOverlay};
 
