@@ -12,6 +12,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from weir import ip
 from weir.fallback import FAILURE_MODES
 from weir.rates import parse_rate
 
@@ -137,7 +138,7 @@ def _parse(raw: Any) -> WeirSettings:
         timeout=float(merged["TIMEOUT"]),
         failure_mode=merged["FAILURE_MODE"],
         headers=merged["HEADERS"],
-        trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in merged["TRUSTED_PROXIES"]),
+        trusted_proxies=ip.networks(merged["TRUSTED_PROXIES"]),
         enabled=merged["ENABLED"],
         shadow=merged["SHADOW"],
         namespace=merged["NAMESPACE"],
