@@ -35,11 +35,29 @@ pub struct Entry {
     last_seen: u32,
     /// When the key is equal to a fresh one and may be dropped, in ticks.
     expires: u32,
+    /// This node's counts changed since they were last sent to peers.
+    changed: bool,
+}
+
+impl Entry {
+    /// Marks this node's counts as changed; true when they were not marked
+    /// yet, and the key must be queued with [`Locked::queue_changed`].
+    pub fn mark_changed(&mut self) -> bool {
+        !std::mem::replace(&mut self.changed, true)
+    }
+
+    /// Whether this node has counted anything the ring still holds: only
+    /// such keys are worth sending to peers.
+    pub fn has_own_counts(&self) -> bool {
+        self.limits.iter().any(|state| state.counter().own_column() != Default::default())
+    }
 }
 
 #[derive(Default)]
 struct Shard {
     table: HashTable<(Box<str>, Entry)>,
+    /// Keys whose counts changed since the last sync (cluster only).
+    changed: Vec<Box<str>>,
     allowed: u64,
     denied: u64,
 }
@@ -141,6 +159,40 @@ impl Store {
         removed
     }
 
+    /// Hands every key whose counts changed since the last call to `visit`,
+    /// with its entry, and clears the marks. One shard is locked at a time.
+    pub fn drain_changed(&self, now: Nanos, mut visit: impl FnMut(&str, &Entry, Nanos)) {
+        let ticks = self.ticks(now);
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            for key in std::mem::take(&mut shard.changed) {
+                let hash = self.hash(&key);
+                if let Some((key, entry)) = shard.table.find_mut(hash, |(k, _)| *k == key) {
+                    entry.changed = false;
+                    visit(key, entry, self.time_left(entry, ticks));
+                }
+            }
+        }
+    }
+
+    /// Hands every key used within the last `within` to `visit`: the periodic
+    /// resend that repairs lost datagrams.
+    pub fn visit_recent(&self, now: Nanos, within: Nanos, mut visit: impl FnMut(&str, &Entry, Nanos)) {
+        let ticks = self.ticks(now);
+        let since = self.ticks(now.saturating_sub(within));
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (key, entry) in shard.table.iter().filter(|(_, e)| e.last_seen >= since) {
+                visit(key, entry, self.time_left(entry, ticks));
+            }
+        }
+    }
+
+    fn time_left(&self, entry: &Entry, ticks: u32) -> Nanos {
+        (entry.expires.saturating_sub(ticks) as Nanos) << TICK_SHIFT
+    }
+
     /// Counts for metrics.
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats {
@@ -231,6 +283,7 @@ impl Locked<'_> {
                     limits: init(),
                     last_seen: ticks,
                     expires,
+                    changed: false,
                 };
                 table
                     .insert_unique(hash, (key.into(), entry), |(k, _)| store.hash(k))
@@ -246,6 +299,12 @@ impl Locked<'_> {
     pub fn get(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
         let table = &mut self.shard(hash).table;
         table.find_mut(hash, |(k, _)| &**k == key).map(|(_, entry)| entry)
+    }
+
+    /// Queues `key` (whose entry [`Entry::mark_changed`] just marked) for the
+    /// next counter sync.
+    pub fn queue_changed(&mut self, hash: u64, key: &str) {
+        self.shard(hash).changed.push(key.into());
     }
 
     /// Counts one decision on the shard of `hash`, for metrics.

@@ -60,6 +60,13 @@ struct Extra {
     /// Sum of the peers' net counts per slot, kept current on every merge so
     /// that a check never has to walk the peers.
     peer_net: [u32; RING],
+    /// Net growth merged in and not yet taken by [`SlotCounter::take_merged`]:
+    /// what a token bucket still has to charge.
+    merged: i64,
+    /// This node's own spend in one sync interval: (interval, units). Only
+    /// a node in a cluster keeps it, to spend no more than its share of the
+    /// remaining quota before its peers hear of it.
+    interval_spend: (u32, u32),
 }
 
 impl Extra {
@@ -255,7 +262,46 @@ impl SlotCounter {
             growth += mine.net(slot) as i64 - before;
         }
         self.store_column(me, node, mine);
+        if growth != 0 {
+            self.extra.get_or_insert_with(Box::default).merged += growth;
+        }
         growth
+    }
+
+    /// Takes the net growth merged in since the last call, so that a token
+    /// bucket can charge it when the key is next checked (merges happen where
+    /// the limit is not known).
+    pub fn take_merged(&mut self) -> i64 {
+        self.extra.as_deref_mut().map_or(0, |extra| std::mem::take(&mut extra.merged))
+    }
+
+    /// Units this node spent in sync interval `interval` (0 for any interval
+    /// but the last one noted).
+    pub fn spent_in(&self, interval: u32) -> u32 {
+        match self.extra.as_deref() {
+            Some(extra) if extra.interval_spend.0 == interval => extra.interval_spend.1,
+            _ => 0,
+        }
+    }
+
+    /// Notes `units` spent by this node in sync interval `interval`.
+    pub fn note_spent(&mut self, interval: u32, units: u32) {
+        let spent = self.spent_in(interval).saturating_add(units);
+        self.extra.get_or_insert_with(Box::default).interval_spend = (interval, spent);
+    }
+
+    /// Net count over the whole ring: this node's own, and every node's.
+    /// Their ratio is this node's share of the key's recent traffic.
+    pub fn ring_totals(&self) -> (u64, u64) {
+        let mut own = 0u64;
+        let mut all = 0u64;
+        for slot in 0..RING {
+            let refunded = self.extra.as_deref().map_or(0, |extra| extra.own_refunded[slot]);
+            let mine = self.own_spent[slot].saturating_sub(refunded) as u64;
+            own += mine;
+            all += mine + self.extra.as_deref().map_or(0, |extra| extra.peer_net[slot]) as u64;
+        }
+        (own, all)
     }
 
     fn peer_column(&self, node: NodeIdx) -> Column {
@@ -321,6 +367,44 @@ mod tests {
     #[test]
     fn a_single_node_counter_is_32_bytes() {
         assert_eq!(std::mem::size_of::<SlotCounter>(), 32);
+    }
+
+    #[test]
+    fn merged_growth_is_kept_until_taken_once() {
+        let mut counter = SlotCounter::new();
+        counter.advance(10, |_, _| {});
+        let column = Column {
+            spent: [5, 0, 0, 0],
+            refunded: [1, 0, 0, 0],
+        };
+        assert_eq!(counter.merge_column(ME, PEER, 12, &column, |_, _| {}), 4);
+        // The same column again: nothing new to charge.
+        assert_eq!(counter.merge_column(ME, PEER, 12, &column, |_, _| {}), 0);
+        assert_eq!(counter.take_merged(), 4);
+        assert_eq!(counter.take_merged(), 0);
+    }
+
+    #[test]
+    fn interval_spend_restarts_with_each_interval() {
+        let mut counter = SlotCounter::new();
+        counter.note_spent(7, 2);
+        counter.note_spent(7, 3);
+        assert_eq!((counter.spent_in(7), counter.spent_in(8)), (5, 0));
+        counter.note_spent(8, 1);
+        assert_eq!((counter.spent_in(7), counter.spent_in(8)), (0, 1));
+    }
+
+    #[test]
+    fn ring_totals_split_own_from_everyone() {
+        let mut counter = SlotCounter::new();
+        counter.advance(12, |_, _| {});
+        counter.add(3);
+        let column = Column {
+            spent: [5, 0, 0, 0],
+            refunded: [0; RING],
+        };
+        counter.merge_column(ME, PEER, 12, &column, |_, _| {});
+        assert_eq!(counter.ring_totals(), (3, 8));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod decision;
 pub mod request;
 mod resolve;
+pub mod share;
 pub mod tiers;
 
 use std::cell::RefCell;
@@ -24,6 +25,7 @@ use smallvec::SmallVec;
 
 pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
+pub use share::{ClusterView, Shares};
 pub use tiers::{AssignError, Subject, TierOverlay};
 
 use crate::clock::{Clock, Nanos};
@@ -60,6 +62,7 @@ pub struct Engine {
     overlay: TierOverlay,
     store: Store,
     clock: Arc<dyn Clock>,
+    cluster: ClusterView,
 }
 
 impl Engine {
@@ -72,7 +75,24 @@ impl Engine {
             version: AtomicU64::new(1),
             overlay: TierOverlay::default(),
             clock,
+            cluster: ClusterView::default(),
         }
+    }
+
+    /// The cluster as the accuracy rules see it; a standalone node leaves it
+    /// empty.
+    pub fn cluster_view(&self) -> &ClusterView {
+        &self.cluster
+    }
+
+    /// The key store, for replication.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The clock checks read.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
     }
 
     /// The config in force.
@@ -175,11 +195,17 @@ impl Engine {
                 let mut outcomes = Outcomes::new();
                 if !limits.is_empty() {
                     let now = self.clock.now();
+                    let shares = self.cluster.shares();
                     let hash = self.store.hash(key);
                     let mut locked = self.store.lock(&[hash]);
                     let entry = locked.entry(hash, key, now, retention(limits), || fresh(limits));
-                    outcomes = decide(entry, limits, now, resolved.cost);
-                    locked.count(hash, outcomes.iter().all(|o| o.allowed));
+                    outcomes = decide(entry, limits, now, resolved.cost, shares);
+                    let allowed = outcomes.iter().all(|o| o.allowed);
+                    let counted = allowed && resolved.cost > 0;
+                    if shares.is_some() && counted && entry.mark_changed() {
+                        locked.queue_changed(hash, key);
+                    }
+                    locked.count(hash, allowed);
                 }
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
@@ -219,6 +245,8 @@ impl Engine {
         }
         let hashes: Vec<u64> = keys.iter().map(|key| self.store.hash(key)).collect();
         let now = self.clock.now();
+        let shares = self.cluster.shares();
+        let scale = shares.map_or(1.0, |s| s.scale());
         let mut locked = self.store.lock(&hashes);
         let mut decisions = Vec::with_capacity(requests.len());
         for (i, item) in resolved.iter().enumerate() {
@@ -226,7 +254,11 @@ impl Engine {
             let mut outcomes = Outcomes::new();
             if !limits.is_empty() {
                 let entry = locked.entry(hashes[i], &keys[i], now, retention(limits), || fresh(limits));
-                outcomes = decide(entry, limits, now, item.cost);
+                outcomes = decide(entry, limits, now, item.cost, shares);
+                let counted = item.cost > 0 && outcomes.iter().all(|o| o.allowed);
+                if shares.is_some() && counted && entry.mark_changed() {
+                    locked.queue_changed(hashes[i], &keys[i]);
+                }
             }
             let verdict = Verdict {
                 scope: item.scope,
@@ -241,7 +273,7 @@ impl Engine {
             if !allowed && decision.allowed && decision.cost > 0 {
                 if let Some(entry) = locked.get(hashes[i], &keys[i]) {
                     for (state, limit) in entry.limits.iter_mut().zip(limits_of(&resolved[i])) {
-                        limit.limit.undo_commit(state, now, decision.cost);
+                        limit.limit.undo_commit(state, now, decision.cost, scale);
                     }
                 }
                 decision.roll_back();
@@ -265,6 +297,7 @@ impl Engine {
         let mut outcomes = Outcomes::new();
         if !limits.is_empty() {
             let now = self.clock.now();
+            let shares = self.cluster.shares();
             let hash = self.store.hash(&key);
             let mut locked = self.store.lock(&[hash]);
             outcomes = match locked.get(hash, &key) {
@@ -273,9 +306,13 @@ impl Engine {
                     for (state, limit) in entry.limits.iter_mut().zip(limits) {
                         limit.limit.refund(state, now, resolved.cost);
                     }
-                    decide(entry, limits, now, 0)
+                    let outcomes = decide(entry, limits, now, 0, shares);
+                    if shares.is_some() && entry.mark_changed() {
+                        locked.queue_changed(hash, &key);
+                    }
+                    outcomes
                 }
-                None => evaluate_all(&mut fresh(limits), limits, now, 0),
+                None => evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
             };
         }
         let verdict = Verdict {
@@ -323,29 +360,58 @@ fn reconcile(entry: &mut Entry, limits: &[NamedLimit]) {
         .collect();
 }
 
-fn evaluate_all(states: &mut [LimitState], limits: &[NamedLimit], now: Nanos, cost: u32) -> Outcomes {
+fn evaluate_all(
+    states: &mut [LimitState],
+    limits: &[NamedLimit],
+    now: Nanos,
+    cost: u32,
+    scale: f64,
+) -> Outcomes {
     limits
         .iter()
         .zip(states.iter_mut())
-        .map(|(limit, state)| limit.limit.evaluate(state, now, cost))
+        .map(|(limit, state)| limit.limit.evaluate_scaled(state, now, cost, scale))
         .collect()
 }
 
 /// Asks every limit, and counts the cost in all of them only if all allow.
-fn decide(entry: &mut Entry, limits: &[NamedLimit], now: Nanos, cost: u32) -> Outcomes {
+/// In a cluster (`shares`), a limit with room also needs this node's share
+/// of it (see [`share`]).
+fn decide(
+    entry: &mut Entry,
+    limits: &[NamedLimit],
+    now: Nanos,
+    cost: u32,
+    shares: Option<Shares>,
+) -> Outcomes {
     reconcile(entry, limits);
-    let mut outcomes = evaluate_all(&mut entry.limits, limits, now, cost);
+    let scale = shares.map_or(1.0, |s| s.scale());
+    let mut outcomes = evaluate_all(&mut entry.limits, limits, now, cost, scale);
+    let mut had_room: SmallVec<[bool; 2]> = outcomes.iter().map(|o| o.allowed).collect();
+    if let Some(shares) = shares.filter(|_| cost > 0) {
+        for (outcome, state) in outcomes.iter_mut().zip(entry.limits.iter()) {
+            let available = outcome.remaining + cost as u64;
+            if outcome.allowed && !shares.allows(state.counter(), available, cost, now) {
+                outcome.allowed = false;
+                outcome.retry_after = Some(shares.until_next_interval(now));
+            }
+        }
+    }
     if outcomes.iter().all(|o| o.allowed) {
         for (state, limit) in entry.limits.iter_mut().zip(limits) {
-            limit.limit.commit(state, now, cost);
+            limit.limit.commit_scaled(state, now, cost, scale);
+            if let Some(shares) = shares {
+                state.note_spent(shares.interval_of(now), cost);
+            }
         }
         return outcomes;
     }
     // Denied: limits that had room report what they hold, since their
     // outcome assumed the cost would be counted and it was not.
-    for ((outcome, limit), state) in outcomes.iter_mut().zip(limits).zip(entry.limits.iter_mut()) {
-        if outcome.allowed {
-            let held = limit.limit.evaluate(state, now, 0);
+    let limits_and_states = limits.iter().zip(entry.limits.iter_mut());
+    for ((outcome, room), (limit, state)) in outcomes.iter_mut().zip(had_room.iter_mut()).zip(limits_and_states) {
+        if std::mem::take(room) {
+            let held = limit.limit.evaluate_scaled(state, now, 0, scale);
             outcome.remaining = held.remaining;
             outcome.reset_after = held.reset_after;
         }

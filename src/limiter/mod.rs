@@ -21,7 +21,8 @@ pub use token_bucket::TokenBucket;
 
 use std::hash::BuildHasher;
 
-use weir_cluster::SlotCounter;
+use weir_cluster::nodes::ME;
+use weir_cluster::{Column, Epoch, NodeIdx, SlotCounter};
 
 use crate::clock::Nanos;
 
@@ -37,6 +38,26 @@ impl LimitState {
     /// The counts behind this state, for replication and inspection.
     pub fn counter(&self) -> &SlotCounter {
         &self.counter
+    }
+
+    /// A state for a limit with fingerprint `spec` that this node has not
+    /// checked yet: made when a peer's counts for it arrive first.
+    pub fn for_spec(spec: u16) -> Self {
+        Self {
+            counter: SlotCounter::with_tag(spec),
+            tat: 0,
+        }
+    }
+
+    /// Merges a peer's column (its ring ending at `head`). A token bucket
+    /// charges the growth when the key is next checked.
+    pub fn merge_peer(&mut self, node: NodeIdx, head: Epoch, column: &Column) {
+        self.counter.merge_column(ME, node, head, column, |_, _| {});
+    }
+
+    /// Notes `units` spent by this node in sync interval `interval`.
+    pub fn note_spent(&mut self, interval: u32, units: u32) {
+        self.counter.note_spent(interval, units);
     }
 
     /// The layout fingerprint this state was built for (kept as the
@@ -133,27 +154,39 @@ impl Limit {
     /// that once every limit of the request has allowed it. A cost of 0 is a
     /// peek: allowed unless the key is already over its limit.
     pub fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32) -> Outcome {
+        self.evaluate_scaled(state, now, cost, 1.0)
+    }
+
+    /// [`evaluate`](Self::evaluate) for a node that reaches only `scale` of
+    /// its cluster: it admits only that fraction of the limit, so that the
+    /// sides of a partition together admit no more than the whole limit.
+    pub fn evaluate_scaled(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) -> Outcome {
         match self {
-            Limit::TokenBucket(bucket) => bucket.evaluate(state, now, cost),
-            Limit::SlidingWindow(window) => window.evaluate(state, now, cost),
+            Limit::TokenBucket(bucket) => bucket.evaluate(state, now, cost, scale),
+            Limit::SlidingWindow(window) => window.evaluate(state, now, cost, scale),
         }
     }
 
     /// Counts `cost` units at `now`; call after [`evaluate`](Self::evaluate)
     /// allowed it, so that the state's slots are current.
     pub fn commit(&self, state: &mut LimitState, now: Nanos, cost: u32) {
+        self.commit_scaled(state, now, cost, 1.0);
+    }
+
+    /// [`commit`](Self::commit) after [`evaluate_scaled`](Self::evaluate_scaled).
+    pub fn commit_scaled(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) {
         state.counter.add(cost);
         if let Limit::TokenBucket(bucket) = self {
-            bucket.charge(state, now, cost);
+            bucket.charge(state, now, cost, scale);
         }
     }
 
-    /// Takes back a [`commit`](Self::commit) of `cost` made at `now` that no
-    /// one else has seen: the rollback of an atomic batch.
-    pub fn undo_commit(&self, state: &mut LimitState, now: Nanos, cost: u32) {
+    /// Takes back a [`commit_scaled`](Self::commit_scaled) of `cost` made at
+    /// `now` that no one else has seen: the rollback of an atomic batch.
+    pub fn undo_commit(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) {
         state.counter.undo_add(cost);
         if let Limit::TokenBucket(bucket) = self {
-            bucket.give_back(state, now, cost);
+            bucket.give_back(state, now, cost, scale);
         }
     }
 
@@ -164,7 +197,7 @@ impl Limit {
         let counted = state.counter.refund(units);
         match self {
             Limit::TokenBucket(bucket) => {
-                bucket.give_back(state, now, units);
+                bucket.give_back(state, now, units, 1.0);
                 units
             }
             Limit::SlidingWindow(_) => counted,

@@ -50,7 +50,9 @@ impl SlidingWindow {
         (self.window() / SLOTS_PER_WINDOW).max(1)
     }
 
-    pub(super) fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32) -> Outcome {
+    /// `scale` below 1 (a node cut off from part of its cluster) admits
+    /// only that fraction of the limit.
+    pub(super) fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) -> Outcome {
         let width = self.slot_width();
         let epoch = now / width;
         state.counter.advance(epoch, |_, _| {});
@@ -60,7 +62,7 @@ impl SlidingWindow {
             state.counter.net(epoch.saturating_sub(2)) as f64,
         ];
         let phase = (now - epoch * width) as f64 / width as f64;
-        let limit = self.limit() as f64;
+        let limit = self.limit() as f64 * scale.min(1.0);
         let estimate = counts[0] + counts[1] + (1.0 - phase) * counts[2];
         let cost_f = cost as f64;
         // A hair of tolerance so that float rounding never denies an exact fit.

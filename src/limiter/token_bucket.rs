@@ -82,10 +82,22 @@ impl TokenBucket {
         self.burst() as f64 - owed * self.rate.per_nano()
     }
 
-    pub(super) fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32) -> Outcome {
+    /// Time `cost` units hold the bucket for. Under a `scale` below 1 (a
+    /// node cut off from part of its cluster) each unit holds it longer, so
+    /// that the node admits only `scale` of the rate and of the burst.
+    fn hold_time(&self, cost: u32, scale: f64) -> Nanos {
+        let time = self.refill_time(cost);
+        if scale >= 1.0 {
+            return time;
+        }
+        (time as f64 / scale.max(1e-3)) as Nanos
+    }
+
+    pub(super) fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) -> Outcome {
         state.counter.advance(now / SLOT, |_, _| {});
+        self.absorb_merged(state, now);
         let start = state.tat.max(now);
-        let after = start.saturating_add(self.refill_time(cost));
+        let after = start.saturating_add(self.hold_time(cost, scale));
         let allowed = after - now <= self.fill_time();
         let tat = if allowed { after } else { state.tat };
         Outcome {
@@ -100,17 +112,27 @@ impl TokenBucket {
         }
     }
 
-    /// Moves `tat` for `units` counted now (by this node or, learned later,
-    /// by a peer).
-    pub(super) fn charge(&self, state: &mut LimitState, now: Nanos, units: u32) {
-        state.tat = state.tat.max(now).saturating_add(self.refill_time(units));
+    /// Charges what peers counted since the last check (merged in where
+    /// the limit is unknown), as if it was spent now.
+    fn absorb_merged(&self, state: &mut LimitState, now: Nanos) {
+        match state.counter.take_merged() {
+            0 => {}
+            grew if grew > 0 => self.charge(state, now, grew.min(u32::MAX as i64) as u32, 1.0),
+            shrank => self.give_back(state, now, shrank.unsigned_abs().min(u32::MAX as u64) as u32, 1.0),
+        }
+    }
+
+    /// Moves `tat` for `units` counted now, held at `scale` (see
+    /// [`hold_time`](Self::hold_time)).
+    pub(super) fn charge(&self, state: &mut LimitState, now: Nanos, units: u32, scale: f64) {
+        state.tat = state.tat.max(now).saturating_add(self.hold_time(units, scale));
     }
 
     /// Gives `units` back; the bucket never holds more than its burst.
-    pub(super) fn give_back(&self, state: &mut LimitState, now: Nanos, units: u32) {
+    pub(super) fn give_back(&self, state: &mut LimitState, now: Nanos, units: u32, scale: f64) {
         state.tat = state
             .tat
-            .saturating_sub(self.refill_time(units))
+            .saturating_sub(self.hold_time(units, scale))
             .max(now.min(state.tat));
     }
 }
@@ -230,7 +252,7 @@ mod tests {
         let mut state = limit.new_state();
         take(&limit, &mut state, T0, 1);
         take(&limit, &mut state, T0, 2);
-        limit.undo_commit(&mut state, T0, 2);
+        limit.undo_commit(&mut state, T0, 2, 1.0);
         assert_eq!(take(&limit, &mut state, T0, 0).remaining, 2);
     }
 
