@@ -16,11 +16,15 @@
 //!   cap on tracked keys.
 //! - [`engine`]: the decision path: resolve a request, ask every limit,
 //!   count all or nothing; atomic config swaps and tier assignments.
+//! - [`cluster`]: a node in a cluster: gossip membership, the counter and
+//!   config sync, and the member list (the accuracy rules are in
+//!   [`engine::share`]).
 //! - [`server`]: HTTP (axum) with rate-limit headers, admin endpoints,
 //!   metrics, and graceful shutdown.
 //! - `main.rs`: the `weir` command line.
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod limiter;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 
 use weir::clock::QuantaClock;
+use weir::cluster::{ClusterNode, Settings};
 use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
 use weir::server::binary::{self, BinaryLimits};
@@ -60,6 +61,103 @@ struct ServeArgs {
     /// Log filter, as in RUST_LOG (e.g. "info" or "weir=debug").
     #[arg(long, env = "WEIR_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Clustering: on when a cluster secret is given.
+#[derive(Args)]
+#[command(next_help_heading = "Cluster")]
+struct ClusterArgs {
+    /// Shared secret that authenticates peers (16+ bytes); clustering is on
+    /// when it is set.
+    #[arg(long, env = "WEIR_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Only nodes with the same cluster id form a cluster.
+    #[arg(long, env = "WEIR_CLUSTER_ID", default_value = "weir")]
+    cluster_id: String,
+    /// This node's id, unique in the cluster [default: $HOSTNAME, else weir-<gossip port>].
+    #[arg(long, env = "WEIR_NODE_ID")]
+    node_id: Option<String>,
+    /// Gossip (membership) address, UDP.
+    #[arg(long, env = "WEIR_GOSSIP_ADDR", default_value = "127.0.0.1:7702")]
+    gossip_addr: SocketAddr,
+    /// HOST:PORT where peers reach this node's gossip socket, when it binds
+    /// a wildcard address [default: --gossip-addr].
+    #[arg(long, env = "WEIR_ADVERTISE_ADDR")]
+    advertise_addr: Option<String>,
+    /// Counter-sync address, UDP; advertised on the advertise host.
+    #[arg(long, env = "WEIR_SYNC_ADDR", default_value = "127.0.0.1:7703")]
+    sync_addr: SocketAddr,
+    /// Gossip address of another node, HOST:PORT; repeat it, or give a
+    /// comma-separated list in WEIR_SEEDS. Host names are re-resolved.
+    #[arg(long = "seed", env = "WEIR_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// Milliseconds between counter syncs to peers.
+    #[arg(long, env = "WEIR_SYNC_INTERVAL_MS", default_value_t = 50)]
+    sync_interval_ms: u64,
+    /// Milliseconds between resends of recently used keys (repairs loss).
+    #[arg(long, default_value_t = 1000)]
+    resend_interval_ms: u64,
+    /// Milliseconds between gossip rounds.
+    #[arg(long, default_value_t = 200)]
+    gossip_interval_ms: u64,
+    /// Seconds a dead node stays listed, and counted as part of the cluster,
+    /// before it is forgotten.
+    #[arg(long, env = "WEIR_DEAD_NODE_GRACE_SECS", default_value_t = 60)]
+    dead_node_grace_secs: u64,
+}
+
+impl ClusterArgs {
+    /// The cluster settings, or `None` for a standalone node.
+    fn settings(&self, http_addr: SocketAddr) -> anyhow::Result<Option<Settings>> {
+        let Some(secret) = &self.cluster_secret else {
+            if !self.seeds.is_empty() {
+                anyhow::bail!("--seed needs --cluster-secret (WEIR_CLUSTER_SECRET): peers authenticate with it");
+            }
+            return Ok(None);
+        };
+        let advertise_addr = match &self.advertise_addr {
+            Some(text) => resolve(text).with_context(|| format!("--advertise-addr {text}"))?,
+            None if self.gossip_addr.ip().is_unspecified() => {
+                anyhow::bail!("--gossip-addr {} is a wildcard; give --advertise-addr", self.gossip_addr)
+            }
+            None => self.gossip_addr,
+        };
+        let node_id = self
+            .node_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("weir-{}", self.gossip_addr.port()));
+        let settings = Settings {
+            node_id,
+            cluster_id: self.cluster_id.clone(),
+            secret: secret.as_bytes().to_vec(),
+            gossip_addr: self.gossip_addr,
+            advertise_addr,
+            sync_addr: self.sync_addr,
+            seeds: self.seeds.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            sync_interval: Duration::from_millis(self.sync_interval_ms),
+            resend_interval: Duration::from_millis(self.resend_interval_ms),
+            gossip_interval: Duration::from_millis(self.gossip_interval_ms),
+            dead_node_grace: Duration::from_secs(self.dead_node_grace_secs),
+            http_addr: Some(http_addr),
+        };
+        settings.validate()?;
+        Ok(Some(settings))
+    }
+}
+
+/// Resolves `HOST:PORT` once, preferring IPv4.
+fn resolve(text: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = text.to_socket_addrs()?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .context("resolves to no address")
 }
 
 fn main() -> ExitCode {
@@ -116,6 +214,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = load(args.config.as_deref())?;
+    let cluster = args.cluster.settings(args.http_addr)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let engine = Arc::new(Engine::new(config, Arc::new(QuantaClock::new())));
@@ -123,6 +222,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             info!("no admin token: config and tier changes over HTTP are disabled");
         }
         let app = App::new(engine.clone(), args.admin_token);
+        if let Some(settings) = cluster {
+            let sync = tokio::net::UdpSocket::bind(settings.sync_addr)
+                .await
+                .with_context(|| format!("binding {} (counter sync)", settings.sync_addr))?;
+            let transport = weir_cluster::chitchat::transport::UdpTransport;
+            let node = ClusterNode::start(engine.clone(), settings, &transport, sync).await?;
+            let _ = app.cluster.set(Arc::new(node));
+        }
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
@@ -151,8 +258,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),
         };
-        server::run(listener, app, limits, until_stopped(stopped)).await?;
+        server::run(listener, app.clone(), limits, until_stopped(stopped)).await?;
         binary.await.context("binary server")??;
+        if let Some(node) = app.cluster.get().cloned() {
+            drop(app);
+            match Arc::try_unwrap(node) {
+                Ok(node) => node.leave().await,
+                Err(_) => warn!("cluster node still in use; stopping without announcing"),
+            }
+        }
         sweeper.abort();
         reloader.abort();
         info!("stopped");

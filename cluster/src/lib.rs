@@ -22,4 +22,7 @@ pub mod membership;
 pub mod nodes;
 pub mod transport;
 
+/// chitchat, re-exported so that a simulation can give the gossip its own
+/// transport.
+pub use chitchat;
 pub use counter::{Column, Epoch, NodeIdx, SlotCounter, MAX_EPOCH, RING};

@@ -25,7 +25,7 @@ pub mod keys {
     pub const LEAVING: &str = "leaving";
     /// The config the node runs, sealed (see weir's config sync).
     pub const CONFIG: &str = "config";
-    /// Requests this node decided per second, for operators.
+    /// Checks this node has decided so far, for operators.
     pub const LOAD: &str = "load";
 }
 

@@ -58,6 +58,9 @@ static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Engine {
     id: u64,
     config: ArcSwap<Config>,
+    /// Grows with every swap: what thread snapshots compare.
+    swaps: AtomicU64,
+    /// The version shown to users; in a cluster, the cluster-wide version.
     version: AtomicU64,
     overlay: TierOverlay,
     store: Store,
@@ -72,6 +75,7 @@ impl Engine {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             store: Store::new(config.max_keys, clock.now()),
             config: ArcSwap::from_pointee(config),
+            swaps: AtomicU64::new(1),
             version: AtomicU64::new(1),
             overlay: TierOverlay::default(),
             clock,
@@ -111,14 +115,24 @@ impl Engine {
     pub fn replace_config(&self, config: Config) -> u64 {
         self.store.set_max_keys(config.max_keys);
         self.config.store(Arc::new(config));
-        self.version.fetch_add(1, Ordering::SeqCst) + 1
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.swaps.fetch_add(1, Ordering::SeqCst);
+        version
+    }
+
+    /// Swaps in a config with a given version: one adopted from a peer.
+    pub fn replace_config_at(&self, config: Config, version: u64) {
+        self.store.set_max_keys(config.max_keys);
+        self.config.store(Arc::new(config));
+        self.version.store(version, Ordering::SeqCst);
+        self.swaps.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Runs `f` with the config in force, borrowed from this thread's
     /// snapshot when it is current. A re-entrant call (from inside `f`) that
     /// finds the snapshot stale uses the shared copy instead.
     fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
-        let version = self.version.load(Ordering::Acquire);
+        let version = self.swaps.load(Ordering::Acquire);
         let current =
             |s: &Option<Snapshot>| matches!(s, Some(s) if s.engine == self.id && s.version == version);
         SNAPSHOT.with(|cell| {

@@ -29,6 +29,7 @@ use axum::serve::Listener;
 use axum::Router;
 use tracing::info;
 
+use crate::cluster::ClusterNode;
 use crate::config::MAX_CONFIG_BYTES;
 use crate::engine::Engine;
 use listener::{Capped, ConnectionGauge};
@@ -46,6 +47,8 @@ pub struct App {
     pub ready: AtomicBool,
     /// Open connections, once serving.
     pub connections: OnceLock<ConnectionGauge>,
+    /// The cluster this node is part of, if any.
+    pub cluster: OnceLock<Arc<ClusterNode>>,
 }
 
 impl App {
@@ -56,6 +59,7 @@ impl App {
             admin_token: admin_token.filter(|token| !token.is_empty()),
             ready: AtomicBool::new(true),
             connections: OnceLock::new(),
+            cluster: OnceLock::new(),
         })
     }
 }
@@ -78,6 +82,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(small_bodies)
         .route("/v1/config", config)
         .route("/v1/tiers", get(admin::list_tiers))
+        .route("/v1/cluster", get(ops::cluster))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

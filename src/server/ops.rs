@@ -33,6 +33,20 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json
     }
 }
 
+/// `GET /v1/cluster`: the members this node sees, with liveness, last sync
+/// and lag; a node started without a cluster reports itself alone.
+pub async fn cluster(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    match app.cluster.get() {
+        Some(node) => Json(node.status()),
+        None => Json(json!({
+            "mode": "standalone",
+            "live": 1,
+            "expected": 1,
+            "members": [],
+        })),
+    }
+}
+
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let stats = app.engine.stats();
@@ -91,5 +105,29 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         "Open HTTP connections.",
         &[("", open)],
     );
+    if let Some(node) = app.cluster.get() {
+        let shape = node.shape();
+        metric(
+            "weir_cluster_nodes",
+            "gauge",
+            "Nodes this node reaches (live) and counts as the cluster (expected).",
+            &[
+                ("{state=\"live\"}", shape.map_or(1, |s| s.live as u64)),
+                ("{state=\"expected\"}", shape.map_or(1, |s| s.expected as u64)),
+            ],
+        );
+        let (counters, rejected) = node.stats().snapshot();
+        let samples: Vec<(String, u64)> = counters.iter().map(|(name, v)| (format!("{{kind=\"{name}\"}}"), *v)).collect();
+        let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric("weir_sync_total", "counter", "Counter-sync frames and entries, by kind.", &samples);
+        let samples: Vec<(String, u64)> = rejected.iter().map(|(name, v)| (format!("{{reason=\"{name}\"}}"), *v)).collect();
+        let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "weir_sync_rejected_total",
+            "counter",
+            "Counter-sync datagrams dropped, by reason.",
+            &samples,
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

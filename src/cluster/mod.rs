@@ -1,0 +1,303 @@
+//! A weir node in a cluster: membership by gossip, the counter sync, the
+//! config sync, and what `GET /v1/cluster` reports.
+//!
+//! [`ClusterNode::start`] takes its gossip transport and its sync socket as
+//! arguments, and every timer is tokio's, so that whole nodes run inside a
+//! simulated network (turmoil) in tests exactly as they run in production.
+//!
+//! - [`sync`]: counters out and in.
+//! - [`config_sync`]: the newest config wins everywhere.
+//! - [`status`]: the member list and sync statistics.
+//!
+//! The accuracy rules that use the cluster's shape live with the engine
+//! ([`crate::engine::share`]).
+
+pub mod config_sync;
+pub mod status;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::info;
+use weir_cluster::frame::{Sealer, MIN_SECRET_BYTES};
+use weir_cluster::membership::{keys, ClusterShape, Member, Membership, MembershipConfig};
+use weir_cluster::nodes::NodeRegistry;
+use weir_cluster::transport::Datagram;
+
+use crate::clock::Nanos;
+use crate::engine::Engine;
+use config_sync::ConfigSync;
+pub use status::SyncStats;
+
+/// How this node joins its cluster.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Unique in the cluster.
+    pub node_id: String,
+    /// Only nodes with the same id form a cluster.
+    pub cluster_id: String,
+    /// Authenticates counter frames and gossiped configs.
+    pub secret: Vec<u8>,
+    /// Where the gossip socket (UDP) binds.
+    pub gossip_addr: SocketAddr,
+    /// Where peers reach this node's gossip socket; the counter-sync
+    /// address is advertised on the same host.
+    pub advertise_addr: SocketAddr,
+    /// Where the counter-sync socket (UDP) binds.
+    pub sync_addr: SocketAddr,
+    /// `host:port` gossip addresses of other nodes.
+    pub seeds: Vec<String>,
+    /// Time between counter syncs.
+    pub sync_interval: Duration,
+    /// Time between resends of recently used keys.
+    pub resend_interval: Duration,
+    /// Time between gossip rounds.
+    pub gossip_interval: Duration,
+    /// How long a dead node is remembered (and counted, see
+    /// [`crate::engine::share`]) before it is forgotten.
+    pub dead_node_grace: Duration,
+    /// This node's HTTP address, gossiped for operators.
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    /// The secret is too short to authenticate anything.
+    #[error("the cluster secret must be at least {MIN_SECRET_BYTES} bytes")]
+    ShortSecret,
+    /// An empty or oversized node or cluster id.
+    #[error("{0} must be 1 to 128 characters")]
+    BadId(&'static str),
+    /// An interval out of range.
+    #[error("{0} must be between {1:?} and {2:?}")]
+    Interval(&'static str, Duration, Duration),
+}
+
+impl Settings {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// The first [`SettingsError`] found.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.secret.len() < MIN_SECRET_BYTES {
+            return Err(SettingsError::ShortSecret);
+        }
+        for (name, id) in [("node id", &self.node_id), ("cluster id", &self.cluster_id)] {
+            if id.is_empty() || id.len() > 128 {
+                return Err(SettingsError::BadId(name));
+            }
+        }
+        let ms = Duration::from_millis;
+        let ranges = [
+            ("sync interval", self.sync_interval, ms(5), ms(10_000)),
+            ("resend interval", self.resend_interval, self.sync_interval, ms(60_000)),
+            ("gossip interval", self.gossip_interval, ms(10), ms(10_000)),
+            ("dead node grace", self.dead_node_grace, ms(1_000), ms(86_400_000)),
+        ];
+        for (name, value, low, high) in ranges {
+            if value < low || value > high {
+                return Err(SettingsError::Interval(name, low, high));
+            }
+        }
+        Ok(())
+    }
+
+    /// The counter-sync address peers use: the advertised host, the sync
+    /// port.
+    pub fn advertised_sync_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.advertise_addr.ip(), self.sync_addr.port())
+    }
+}
+
+/// What the loops share.
+pub struct Shared {
+    engine: Arc<Engine>,
+    settings: Settings,
+    generation: u64,
+    sealer: Sealer,
+    registry: NodeRegistry,
+    stats: SyncStats,
+    view: Mutex<View>,
+}
+
+/// The latest membership round, as the other loops read it.
+#[derive(Default)]
+struct View {
+    members: Vec<Member>,
+    shape: Option<ClusterShape>,
+    targets: Vec<SocketAddr>,
+    /// Per node id: last frame received (engine time), its lag, and count.
+    frames: HashMap<String, status::PeerFrames>,
+}
+
+impl Shared {
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sync addresses of the live peers.
+    fn targets(&self) -> Vec<SocketAddr> {
+        self.view().targets.clone()
+    }
+
+    fn note_frame(&self, node_id: &str, generation: u64, now: Nanos, sent_at: Nanos) {
+        let mut view = self.view();
+        let frames = view.frames.entry(node_id.to_string()).or_default();
+        frames.generation = generation;
+        frames.last_at = now;
+        frames.lag = now as i64 - sent_at as i64;
+        frames.count += 1;
+    }
+
+    /// Takes a new member list: the shape goes to the engine, the targets to
+    /// the sender.
+    fn set_members(&self, members: Vec<Member>) {
+        let shape = ClusterShape::of(&members);
+        self.engine.cluster_view().update(shape, self.settings.sync_interval.as_nanos() as Nanos);
+        let targets = members
+            .iter()
+            .filter(|m| m.live && !m.is_self && !m.leaving())
+            .filter_map(Member::sync_addr)
+            .collect();
+        let mut view = self.view();
+        if view.shape != Some(shape) {
+            info!(live = shape.live, expected = shape.expected, "cluster shape changed");
+        }
+        let known: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
+        view.frames.retain(|id, _| known.contains(&id.as_str()));
+        view.members = members;
+        view.shape = Some(shape);
+        view.targets = targets;
+    }
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    shared: Arc<Shared>,
+    membership: Arc<Membership>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Joins the cluster: starts gossip over `gossip` and the counter sync
+    /// over `sync_socket` (already bound to the sync address).
+    ///
+    /// # Errors
+    /// Invalid settings, or a gossip socket that cannot be bound.
+    pub async fn start<D: Datagram>(
+        engine: Arc<Engine>,
+        settings: Settings,
+        gossip: &dyn weir_cluster::chitchat::transport::Transport,
+        sync_socket: D,
+    ) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let generation = engine.now() / 1_000_000;
+        let mut values = vec![(keys::SYNC_ADDR.to_string(), settings.advertised_sync_addr().to_string())];
+        if let Some(http) = settings.http_addr {
+            values.push((keys::HTTP_ADDR.to_string(), http.to_string()));
+        }
+        let membership = Membership::start(
+            MembershipConfig {
+                node_id: settings.node_id.clone(),
+                generation,
+                listen_addr: settings.gossip_addr,
+                advertise_addr: settings.advertise_addr,
+                seeds: settings.seeds.clone(),
+                cluster_id: settings.cluster_id.clone(),
+                gossip_interval: settings.gossip_interval,
+                dead_node_grace: settings.dead_node_grace,
+            },
+            values,
+            gossip,
+        )
+        .await?;
+        let shared = Arc::new(Shared {
+            sealer: Sealer::new(&settings.secret, &settings.cluster_id),
+            engine,
+            settings,
+            generation,
+            registry: NodeRegistry::default(),
+            stats: SyncStats::default(),
+            view: Mutex::default(),
+        });
+        let membership = Arc::new(membership);
+        let socket = Arc::new(sync_socket);
+        let tasks = vec![
+            tokio::spawn(membership_loop(shared.clone(), membership.clone())),
+            tokio::spawn(sync::send_loop(shared.clone(), socket.clone())),
+            tokio::spawn(sync::receive_loop(shared.clone(), socket)),
+        ];
+        info!(
+            node = %shared.settings.node_id,
+            cluster = %shared.settings.cluster_id,
+            gossip = %shared.settings.gossip_addr,
+            sync = %shared.settings.sync_addr,
+            seeds = ?shared.settings.seeds,
+            "cluster node started"
+        );
+        Ok(Self {
+            shared,
+            membership,
+            tasks,
+        })
+    }
+
+    /// What `GET /v1/cluster` reports.
+    pub fn status(&self) -> serde_json::Value {
+        status::describe(&self.shared)
+    }
+
+    /// Sync statistics, for metrics.
+    pub fn stats(&self) -> &SyncStats {
+        &self.shared.stats
+    }
+
+    /// The cluster's shape as last seen.
+    pub fn shape(&self) -> Option<ClusterShape> {
+        self.shared.view().shape
+    }
+
+    /// Leaves on purpose: tells peers (so they stop counting this node as
+    /// part of the cluster at once), sends the last counts, then stops.
+    pub async fn leave(self) {
+        self.membership.set(keys::LEAVING, "1".into()).await;
+        tokio::time::sleep(self.shared.settings.gossip_interval * 3 + self.shared.settings.sync_interval).await;
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Ok(membership) = Arc::try_unwrap(self.membership) {
+            membership.shutdown().await;
+        }
+        info!("left the cluster");
+    }
+}
+
+/// Every gossip interval: reads the member list, updates the engine's view,
+/// and runs the config sync.
+async fn membership_loop(shared: Arc<Shared>, membership: Arc<Membership>) {
+    let mut ticks = tokio::time::interval(shared.settings.gossip_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut config = ConfigSync::new(&shared.settings.node_id);
+    loop {
+        ticks.tick().await;
+        let members = membership.members().await;
+        let gossiped = members
+            .iter()
+            .filter(|m| !m.is_self)
+            .filter_map(|m| m.values.get(keys::CONFIG).map(String::as_str));
+        if let Some(text) = config.step(&shared.engine, &shared.sealer, gossiped) {
+            membership.set(keys::CONFIG, text).await;
+        }
+        let load = shared.engine.stats();
+        membership
+            .set(keys::LOAD, (load.allowed + load.denied).to_string())
+            .await;
+        shared.set_members(members);
+    }
+}

@@ -1,0 +1,222 @@
+//! The counter sync: every sync interval, this node's own counts for the
+//! keys it changed go to every live peer, in sealed datagrams; every resend
+//! interval, the keys used lately go again, so that a lost datagram is
+//! repaired. What arrives is merged (max per key, slot and node), so loss,
+//! duplication and reordering do no harm.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, warn};
+use weir_cluster::frame::{self, SyncBatch, SyncEntry, SyncLimit, MAX_DATAGRAM};
+use weir_cluster::transport::Datagram;
+
+use super::Shared;
+use crate::clock::{Nanos, SECOND};
+use crate::limiter::LimitState;
+use crate::store::Entry;
+
+/// This node's counts for one key, as sent.
+fn sync_entry(key: &str, entry: &Entry, time_left: Nanos) -> SyncEntry {
+    SyncEntry {
+        key: key.to_string(),
+        keep_secs: (time_left / SECOND).min(u32::MAX as u64) as u32,
+        limits: entry
+            .limits
+            .iter()
+            .map(|state| {
+                let counter = state.counter();
+                let column = counter.own_column();
+                SyncLimit {
+                    spec: state.spec(),
+                    head: counter.head(),
+                    spent: column.spent,
+                    refunded: column.refunded,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Splits `entries` into batches that each fit in a datagram.
+pub fn pack(from: &str, generation: u64, sent_at: u64, entries: Vec<SyncEntry>) -> Vec<SyncBatch> {
+    let room = MAX_DATAGRAM - frame::overhead(from);
+    let mut batches = Vec::new();
+    let mut current: Vec<SyncEntry> = Vec::new();
+    let mut used = 0;
+    for entry in entries {
+        let size = frame::encoded_len(&entry);
+        if size > room {
+            // Keys are at most 1 KiB and limits few; cannot happen with a
+            // valid config, and must not stall the rest.
+            warn!(key_bytes = entry.key.len(), "a key too large to sync was skipped");
+            continue;
+        }
+        if used + size > room {
+            batches.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used += size;
+        current.push(entry);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+        .into_iter()
+        .map(|entries| SyncBatch {
+            from: from.to_string(),
+            generation,
+            sent_at,
+            entries,
+        })
+        .collect()
+}
+
+/// Sends changed keys every sync interval, and recent keys every resend
+/// interval, to the peers the membership loop last found alive.
+pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
+    let settings = &shared.settings;
+    let mut ticks = tokio::time::interval(settings.sync_interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let resend_every = (settings.resend_interval.as_nanos() / settings.sync_interval.as_nanos()).max(1) as u64;
+    let mut datagram = Vec::with_capacity(MAX_DATAGRAM);
+    for round in 0u64.. {
+        ticks.tick().await;
+        let engine = &shared.engine;
+        let now = engine.now();
+        let mut entries = Vec::new();
+        engine
+            .store()
+            .drain_changed(now, |key, entry, left| entries.push(sync_entry(key, entry, left)));
+        if round % resend_every == 0 {
+            // Three resend intervals back: a key is sent about three more
+            // times after its last change.
+            let within = 3 * settings.resend_interval.as_nanos() as Nanos;
+            engine.store().visit_recent(now, within, |key, entry, left| {
+                if entry.has_own_counts() {
+                    entries.push(sync_entry(key, entry, left));
+                }
+            });
+        }
+        let targets = shared.targets();
+        if entries.is_empty() || targets.is_empty() {
+            continue;
+        }
+        for batch in pack(&settings.node_id, shared.generation, now, entries) {
+            if let Err(error) = shared.sealer.seal(&batch, &mut datagram) {
+                warn!(%error, "could not seal a sync batch");
+                continue;
+            }
+            for target in &targets {
+                send(&shared, &*socket, &datagram, *target, batch.entries.len()).await;
+            }
+        }
+    }
+}
+
+async fn send<D: Datagram>(shared: &Shared, socket: &D, datagram: &[u8], to: SocketAddr, entries: usize) {
+    match socket.send_to(datagram, to).await {
+        Ok(_) => shared.stats.sent(entries),
+        Err(error) => {
+            shared.stats.send_failed();
+            debug!(%error, %to, "sync datagram not sent");
+        }
+    }
+}
+
+/// Receives, authenticates and merges datagrams until the socket fails.
+pub async fn receive_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
+    // One byte more than the largest datagram, to tell "too large" apart.
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                // Transient on most platforms (an ICMP unreachable); pause
+                // so that a persistent error cannot spin.
+                debug!(%error, "sync receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        match shared.sealer.open(&buf[..len]) {
+            Ok(batch) => merge(&shared, batch),
+            Err(error) => {
+                shared.stats.rejected(error);
+                debug!(%error, %from, "sync datagram dropped");
+            }
+        }
+    }
+}
+
+/// Merges a peer's batch into the store.
+pub fn merge(shared: &Shared, batch: SyncBatch) {
+    if batch.from == shared.settings.node_id && batch.generation == shared.generation {
+        return;
+    }
+    let Some(node) = shared.registry.index(&batch.from, batch.generation) else {
+        shared.stats.unknown_node();
+        return;
+    };
+    let engine = &shared.engine;
+    let store = engine.store();
+    let now = engine.now();
+    let mut merged = 0;
+    for entry in &batch.entries {
+        let hash = store.hash(&entry.key);
+        let mut locked = store.lock(&[hash]);
+        let keep = entry.keep_secs as Nanos * SECOND;
+        let fresh = || entry.limits.iter().map(|l| LimitState::for_spec(l.spec)).collect();
+        let stored = locked.entry(hash, &entry.key, now, keep, fresh);
+        let same_layout = stored.limits.len() == entry.limits.len()
+            && stored.limits.iter().zip(&entry.limits).all(|(s, l)| s.spec() == l.spec);
+        if !same_layout {
+            // The nodes run different configs for a moment; the config
+            // sync will settle it, and the next sync carries the counts.
+            shared.stats.mismatched();
+            continue;
+        }
+        for (state, limit) in stored.limits.iter_mut().zip(&entry.limits) {
+            state.merge_peer(node, limit.head, &limit.column());
+        }
+        merged += 1;
+    }
+    shared.stats.received(merged);
+    shared.note_frame(&batch.from, batch.generation, now, batch.sent_at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize) -> SyncEntry {
+        SyncEntry {
+            key: format!("key-{i:05}"),
+            keep_secs: 10,
+            limits: vec![SyncLimit {
+                spec: 1,
+                head: 5,
+                spent: [1; 4],
+                refunded: [0; 4],
+            }],
+        }
+    }
+
+    #[test]
+    fn packing_fills_datagrams_without_overflowing_or_losing_entries() {
+        let entries: Vec<SyncEntry> = (0..2000).map(entry).collect();
+        let batches = pack("node-a", 1, 2, entries);
+        assert!(batches.len() > 1);
+        assert_eq!(batches.iter().map(|b| b.entries.len()).sum::<usize>(), 2000);
+        let sealer = weir_cluster::frame::Sealer::new(b"0123456789abcdef", "c");
+        let mut out = Vec::new();
+        for batch in &batches {
+            sealer.seal(batch, &mut out).unwrap();
+            assert!(out.len() <= MAX_DATAGRAM);
+            assert!(out.len() > MAX_DATAGRAM - 200 || batch == batches.last().unwrap());
+        }
+    }
+}
