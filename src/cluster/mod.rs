@@ -123,6 +123,8 @@ pub struct Shared {
     registry: NodeRegistry,
     stats: SyncStats,
     view: Mutex<View>,
+    /// Set when a peer appears: the sender resends recent keys at once.
+    resend_now: std::sync::atomic::AtomicBool,
 }
 
 /// The latest membership round, as the other loops read it.
@@ -154,19 +156,46 @@ impl Shared {
         frames.count += 1;
     }
 
+    /// How long a live member may go without a sync frame (every node sends
+    /// one each interval, heartbeats included) before it counts as cut off:
+    /// much sooner than gossip's failure detector, which bounds how long a
+    /// partition runs at full limits.
+    fn reach_timeout(&self) -> Nanos {
+        let settings = &self.settings;
+        (settings.sync_interval * 12).max(settings.gossip_interval * 3).as_nanos() as Nanos
+    }
+
     /// Takes a new member list: the shape goes to the engine, the targets to
-    /// the sender.
-    fn set_members(&self, members: Vec<Member>) {
+    /// the sender. A live member this node has heard from, but not lately,
+    /// counts as cut off.
+    fn set_members(&self, mut members: Vec<Member>) {
+        let now = self.engine.now();
+        {
+            let view = self.view();
+            for member in members.iter_mut().filter(|m| m.live && !m.is_self) {
+                let heard = view.frames.get(&member.node_id).filter(|f| f.generation == member.generation);
+                if heard.is_some_and(|f| now.saturating_sub(f.last_at) > self.reach_timeout()) {
+                    member.live = false;
+                }
+            }
+        }
         let shape = ClusterShape::of(&members);
         self.engine.cluster_view().update(shape, self.settings.sync_interval.as_nanos() as Nanos);
-        let targets = members
+        // Cut-off members still get frames: that is how they are heard again.
+        let targets: Vec<SocketAddr> = members
             .iter()
-            .filter(|m| m.live && !m.is_self && !m.leaving())
+            .filter(|m| !m.is_self && !m.leaving())
+            .filter(|m| m.live || self.view().frames.contains_key(&m.node_id))
             .filter_map(Member::sync_addr)
             .collect();
         let mut view = self.view();
         if view.shape != Some(shape) {
             info!(live = shape.live, expected = shape.expected, "cluster shape changed");
+        }
+        if targets.iter().any(|t: &SocketAddr| !view.targets.contains(t)) {
+            // A new or returning peer: send it the recent counts now rather
+            // than at the next resend.
+            self.resend_now.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let known: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
         view.frames.retain(|id, _| known.contains(&id.as_str()));
@@ -224,6 +253,7 @@ impl ClusterNode {
             registry: NodeRegistry::default(),
             stats: SyncStats::default(),
             view: Mutex::default(),
+            resend_now: Default::default(),
         });
         let membership = Arc::new(membership);
         let socket = Arc::new(sync_socket);

@@ -91,7 +91,8 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
         engine
             .store()
             .drain_changed(now, |key, entry, left| entries.push(sync_entry(key, entry, left)));
-        if round % resend_every == 0 {
+        let resend_now = shared.resend_now.swap(false, std::sync::atomic::Ordering::Relaxed);
+        if round % resend_every == 0 || resend_now {
             // Three resend intervals back: a key is sent about three more
             // times after its last change.
             let within = 3 * settings.resend_interval.as_nanos() as Nanos;
@@ -102,10 +103,20 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
             });
         }
         let targets = shared.targets();
-        if entries.is_empty() || targets.is_empty() {
+        if targets.is_empty() {
             continue;
         }
-        for batch in pack(&settings.node_id, shared.generation, now, entries) {
+        let mut batches = pack(&settings.node_id, shared.generation, now, entries);
+        if batches.is_empty() {
+            // A heartbeat: peers tell a quiet node from a cut-off one by it.
+            batches.push(SyncBatch {
+                from: settings.node_id.clone(),
+                generation: shared.generation,
+                sent_at: now,
+                entries: Vec::new(),
+            });
+        }
+        for batch in batches {
             if let Err(error) = shared.sealer.seal(&batch, &mut datagram) {
                 warn!(%error, "could not seal a sync batch");
                 continue;
