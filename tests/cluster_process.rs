@@ -1,0 +1,79 @@
+//! Three real `weir serve` processes on loopback form a cluster: one key's
+//! limit holds across them within the bound of docs/consistency.md, and
+//! when a node is killed the others keep serving and drop it from the
+//! member list.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::nodes::{start_cluster, Node};
+
+const CONFIG: &str = r#"
+[policies.shared]
+key = ["user"]
+default_tier = "t"
+[policies.shared.tiers.t]
+limits = [{ algorithm = "token_bucket", rate = "20/s", burst = 20 }]
+"#;
+
+/// The bound of docs/consistency.md: at most `rate * (sync interval +
+/// delay) + nodes` units over what one node would admit. The delay allowed
+/// here (half a second) is far above loopback's, for a loaded CI machine.
+fn bound(rate: f64, nodes: usize) -> f64 {
+    rate * (0.050 + 0.5) + nodes as f64
+}
+
+fn members(node: &Node) -> Vec<String> {
+    let status = node.get("/v1/cluster").unwrap_or_default();
+    let members = status["members"].as_array().cloned().unwrap_or_default();
+    members
+        .iter()
+        .filter_map(|m| m["node_id"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
+    let dir = std::env::temp_dir().join(format!("weir-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("weir.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let mut nodes = start_cluster(3, &config, &["--dead-node-grace-secs", "2"]);
+
+    // Requests for one key, round robin over the nodes, as fast as they go.
+    let request = json!({ "policy": "shared", "key": { "user": "alice" } });
+    let start = Instant::now();
+    let (mut admitted, mut sent) = (0u32, 0u32);
+    while start.elapsed() < Duration::from_secs(3) {
+        admitted += nodes[sent as usize % 3].check(&request) as u32;
+        sent += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let allowed = 20.0 + 20.0 * elapsed;
+    let overshoot = admitted as f64 - allowed;
+    eprintln!("sent {sent}, admitted {admitted}, one node would admit {allowed:.0}, over by {overshoot:.1}");
+    assert!(sent as f64 > 3.0 * allowed, "the test must offer well over the limit");
+    assert!(
+        overshoot <= bound(20.0, 3),
+        "admitted {admitted} of {allowed:.0}: over the bound {:.1}",
+        bound(20.0, 3)
+    );
+    assert!(admitted as f64 >= 0.8 * allowed, "admitted {admitted} of {allowed:.0}: starved");
+
+    // A node crashes: the others keep deciding, and forget it once its
+    // grace has passed.
+    nodes[2].kill();
+    for node in &nodes[..2] {
+        node.check(&request);
+        node.wait_until(Duration::from_secs(40), "forgetting node-2", |n| {
+            !members(n).contains(&"node-2".to_string())
+        });
+        assert_eq!(members(node).len(), 2);
+    }
+    let other = json!({ "policy": "shared", "key": { "user": "bob" } });
+    assert!(nodes[0].check(&other));
+    assert!(nodes[1].check(&other));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,148 @@
+//! Real `weir serve` processes on loopback, clustered: shared by the
+//! cluster process test and the accuracy benchmark.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The secret every test cluster shares.
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One running node, killed when dropped.
+pub struct Node {
+    child: Child,
+    /// Its node id.
+    pub id: String,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// Its gossip address, for other nodes' `--seed`.
+    pub gossip: String,
+    agent: ureq::Agent,
+}
+
+impl Node {
+    /// Starts node `id` with `config` (a TOML file), joining `seeds`.
+    pub fn start(id: &str, config: &Path, seeds: &[String], extra: &[&str]) -> Self {
+        let http = format!("127.0.0.1:{}", free_tcp_port());
+        let gossip = format!("127.0.0.1:{}", free_udp_port());
+        let sync = format!("127.0.0.1:{}", free_udp_port());
+        let bin = format!("127.0.0.1:{}", free_tcp_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
+            .args(["serve", "--node-id", id, "--http-addr", &http, "--bin-addr", &bin])
+            .args(["--gossip-addr", &gossip, "--sync-addr", &sync])
+            .arg("--config")
+            .arg(config)
+            .args(["--log", "warn"])
+            .args(extra)
+            .env("WEIR_CLUSTER_SECRET", SECRET)
+            .env_remove("WEIR_SEEDS")
+            .env_remove("WEIR_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for seed in seeds {
+            command.args(["--seed", seed]);
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let node = Self {
+            child: command.spawn().expect("weir starts"),
+            id: id.to_string(),
+            base: format!("http://{http}"),
+            gossip,
+            agent,
+        };
+        node.wait_until(Duration::from_secs(20), "ready", |n| n.get("/readyz").is_some());
+        node
+    }
+
+    /// `GET path` as JSON, `None` if unreachable.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        let mut reply = self.agent.get(format!("{}{path}", self.base)).call().ok()?;
+        reply.body_mut().read_json().ok()
+    }
+
+    /// `POST /v1/check`: whether it was allowed.
+    pub fn check(&self, body: &Value) -> bool {
+        let reply = self
+            .agent
+            .post(format!("{}/v1/check", self.base))
+            .send_json(body)
+            .expect("weir answers");
+        match reply.status().as_u16() {
+            200 => true,
+            429 => false,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+
+    /// Live members this node sees, itself included.
+    pub fn live_members(&self) -> Vec<String> {
+        let Some(status) = self.get("/v1/cluster") else {
+            return Vec::new();
+        };
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        members
+            .iter()
+            .filter(|m| m["live"] == true)
+            .filter_map(|m| m["node_id"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// Waits until `condition` holds, or panics naming `what`.
+    pub fn wait_until(&self, timeout: Duration, what: &str, condition: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if condition(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {}: not {what} after {timeout:?}", self.id);
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `count` nodes (the first is every other's seed) and waits until
+/// each sees all of them live.
+pub fn start_cluster(count: usize, config: &Path, extra: &[&str]) -> Vec<Node> {
+    let first = Node::start("node-0", config, &[], extra);
+    let seeds = vec![first.gossip.clone()];
+    let mut nodes = vec![first];
+    for i in 1..count {
+        nodes.push(Node::start(&format!("node-{i}"), config, &seeds, extra));
+    }
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(30), "seeing every member", |n| {
+            n.live_members().len() == count
+        });
+    }
+    nodes
+}
