@@ -88,6 +88,35 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
     }
+
+    /// Sets the clock to `at` (which may be earlier: a replay decides).
+    pub fn set(&self, at: Nanos) {
+        self.0.store(at, Ordering::SeqCst);
+    }
+}
+
+/// Time as tokio sees it, from a given Unix time: it follows tokio's paused
+/// or simulated time (turmoil), which quanta and `Instant` do not.
+#[derive(Debug)]
+pub struct TokioClock {
+    start_unix: Nanos,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading `start_unix` now; call inside a runtime.
+    pub fn new(start_unix: Nanos) -> Self {
+        Self {
+            start_unix,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Nanos {
+        self.start_unix + self.start.elapsed().as_nanos() as Nanos
+    }
 }
 
 impl Clock for ManualClock {

@@ -1,7 +1,7 @@
 //! Three real `weir serve` processes on loopback form a cluster: one key's
-//! limit holds across them within the bound of docs/consistency.md, and
-//! when a node is killed the others keep serving and drop it from the
-//! member list.
+//! limit holds across them within the bound of docs/consistency.md, a config
+//! changed on one node reaches the others, and when a node is killed the
+//! others keep serving and drop it from the member list.
 
 mod support;
 
@@ -40,7 +40,8 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("weir.toml");
     std::fs::write(&config, CONFIG).unwrap();
-    let mut nodes = start_cluster(3, &config, &["--dead-node-grace-secs", "2"]);
+    let extra = ["--dead-node-grace-secs", "2", "--admin-token", "let-me-in"];
+    let mut nodes = start_cluster(3, &config, &extra);
 
     // Requests for one key, round robin over the nodes, as fast as they go.
     let request = json!({ "policy": "shared", "key": { "user": "alice" } });
@@ -61,6 +62,23 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
         bound(20.0, 3)
     );
     assert!(admitted as f64 >= 0.8 * allowed, "admitted {admitted} of {allowed:.0}: starved");
+
+    // A config change on one node reaches every node, with its version.
+    let changed = CONFIG.replace("20/s", "7/s");
+    let reply = ureq::put(format!("{}/v1/config", nodes[0].base))
+        .header("Authorization", "Bearer let-me-in")
+        .send(changed.as_str())
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let version = nodes[0].get("/v1/config").unwrap()["version"].as_u64().unwrap();
+    assert!(version > 1);
+    for node in &nodes[1..] {
+        node.wait_until(Duration::from_secs(10), "running the new config", |n| {
+            let config = n.get("/v1/config").unwrap_or_default();
+            config["version"].as_u64() == Some(version)
+                && config["config"]["policies"]["shared"]["tiers"]["t"]["limits"][0]["rate"] == "7/s"
+        });
+    }
 
     // A node crashes: the others keep deciding, and forget it once its
     // grace has passed.
