@@ -123,7 +123,8 @@ pub struct Shared {
     registry: NodeRegistry,
     stats: SyncStats,
     view: Mutex<View>,
-    /// Set when a peer appears: the sender resends recent keys at once.
+    /// Set when a peer is heard after a gap: the sender resends recent keys
+    /// at once.
     resend_now: std::sync::atomic::AtomicBool,
 }
 
@@ -148,8 +149,14 @@ impl Shared {
     }
 
     fn note_frame(&self, node_id: &str, generation: u64, now: Nanos, sent_at: Nanos) {
+        let reach_timeout = self.reach_timeout();
         let mut view = self.view();
         let frames = view.frames.entry(node_id.to_string()).or_default();
+        if frames.count == 0 || frames.generation != generation || now.saturating_sub(frames.last_at) > reach_timeout {
+            // Heard from a new, restarted or returning peer: send it the
+            // recent counts now rather than at the next resend.
+            self.resend_now.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         frames.generation = generation;
         frames.last_at = now;
         frames.lag = now as i64 - sent_at as i64;
@@ -191,11 +198,6 @@ impl Shared {
         let mut view = self.view();
         if view.shape != Some(shape) {
             info!(live = shape.live, expected = shape.expected, "cluster shape changed");
-        }
-        if targets.iter().any(|t: &SocketAddr| !view.targets.contains(t)) {
-            // A new or returning peer: send it the recent counts now rather
-            // than at the next resend.
-            self.resend_now.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let known: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
         view.frames.retain(|id, _| known.contains(&id.as_str()));
