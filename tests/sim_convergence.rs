@@ -34,8 +34,8 @@ fn a_three_node_cluster_converges() -> turmoil::Result {
 
         // 90 requests for one key, spread over the nodes: all fit.
         let alice = json!({ "policy": "api", "key": { "user": "alice" } });
-        let (admitted, answered) = offer(&NODES, &alice, 30.0, Duration::from_secs(3)).await;
-        assert_eq!((admitted, answered), (90, 90));
+        let (admitted, answered, sent) = offer(&NODES, &alice, 30.0, Duration::from_secs(3)).await;
+        assert_eq!((admitted, answered, sent), (90, 90, 90));
 
         // Within a few sync intervals every node reports 300 - 90 left.
         let agreed = wait_for(Duration::from_millis(500), || {

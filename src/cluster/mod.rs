@@ -173,16 +173,17 @@ impl Shared {
     }
 
     /// Takes a new member list: the shape goes to the engine, the targets to
-    /// the sender. A live member this node has heard from, but not lately,
-    /// counts as cut off.
+    /// the sender. For a member whose sync frames this node has had, the
+    /// frames decide reachability (they come every sync interval, gossip's
+    /// verdict takes seconds either way); for the others, gossip decides.
     fn set_members(&self, mut members: Vec<Member>) {
         let now = self.engine.now();
         {
             let view = self.view();
-            for member in members.iter_mut().filter(|m| m.live && !m.is_self) {
+            for member in members.iter_mut().filter(|m| !m.is_self && !m.leaving()) {
                 let heard = view.frames.get(&member.node_id).filter(|f| f.generation == member.generation);
-                if heard.is_some_and(|f| now.saturating_sub(f.last_at) > self.reach_timeout()) {
-                    member.live = false;
+                if let Some(frames) = heard {
+                    member.live = now.saturating_sub(frames.last_at) <= self.reach_timeout();
                 }
             }
         }

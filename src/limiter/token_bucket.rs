@@ -95,7 +95,7 @@ impl TokenBucket {
 
     pub(super) fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) -> Outcome {
         state.counter.advance(now / SLOT, |_, _| {});
-        self.absorb_merged(state, now);
+        self.absorb_merged(state, now, scale);
         let start = state.tat.max(now);
         let after = start.saturating_add(self.hold_time(cost, scale));
         let allowed = after - now <= self.fill_time();
@@ -113,12 +113,14 @@ impl TokenBucket {
     }
 
     /// Charges what peers counted since the last check (merged in where
-    /// the limit is unknown), as if it was spent now.
-    fn absorb_merged(&self, state: &mut LimitState, now: Nanos) {
+    /// the limit is unknown), as if it was spent now, at the same `scale` as
+    /// this node's own units: the nodes on one side of a partition share
+    /// that side's fraction.
+    fn absorb_merged(&self, state: &mut LimitState, now: Nanos, scale: f64) {
         match state.counter.take_merged() {
             0 => {}
-            grew if grew > 0 => self.charge(state, now, grew.min(u32::MAX as i64) as u32, 1.0),
-            shrank => self.give_back(state, now, shrank.unsigned_abs().min(u32::MAX as u64) as u32, 1.0),
+            grew if grew > 0 => self.charge(state, now, grew.min(u32::MAX as i64) as u32, scale),
+            shrank => self.give_back(state, now, shrank.unsigned_abs().min(u32::MAX as u64) as u32, scale),
         }
     }
 

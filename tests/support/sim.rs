@@ -257,8 +257,8 @@ where
 }
 
 /// Sends `rate` checks per second of `body`, spread evenly over `hosts`
-/// (one sender each), for `length`; returns (admitted, answered).
-pub async fn offer(hosts: &[&'static str], body: &Value, rate: f64, length: Duration) -> (u64, u64) {
+/// (one sender each), for `length`; returns (admitted, answered, sent).
+pub async fn offer(hosts: &[&'static str], body: &Value, rate: f64, length: Duration) -> (u64, u64, u64) {
     let per_host = rate / hosts.len() as f64;
     let senders: Vec<_> = hosts
         .iter()
@@ -266,26 +266,27 @@ pub async fn offer(hosts: &[&'static str], body: &Value, rate: f64, length: Dura
             let (host, body) = (*host, body.clone());
             tokio::spawn(async move {
                 let start = tokio::time::Instant::now();
-                let (mut admitted, mut answered) = (0u64, 0u64);
+                let (mut admitted, mut answered, mut sent) = (0u64, 0u64, 0u64);
                 for k in 0u64.. {
                     let due = start + Duration::from_secs_f64(k as f64 / per_host);
                     if due - start >= length {
                         break;
                     }
                     tokio::time::sleep_until(due).await;
+                    sent += 1;
                     if let Some(allowed) = check(host, &body).await {
                         admitted += allowed as u64;
                         answered += 1;
                     }
                 }
-                (admitted, answered)
+                (admitted, answered, sent)
             })
         })
         .collect();
-    let mut total = (0, 0);
+    let mut total = (0, 0, 0);
     for sender in senders {
-        let (admitted, answered) = sender.await.expect("sender finished");
-        total = (total.0 + admitted, total.1 + answered);
+        let (admitted, answered, sent) = sender.await.expect("sender finished");
+        total = (total.0 + admitted, total.1 + answered, total.2 + sent);
     }
     total
 }
