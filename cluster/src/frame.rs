@@ -40,6 +40,9 @@ pub struct SyncBatch {
     pub generation: u64,
     /// Sender's clock when sent, Unix nanoseconds, for the lag report.
     pub sent_at: u64,
+    /// The counts are `from`'s as the sender holds them, relayed to a
+    /// restarted or returning peer; not a sign that `from` is reachable.
+    pub relayed: bool,
     /// The keys.
     pub entries: Vec<SyncEntry>,
 }
@@ -87,7 +90,7 @@ pub fn encoded_len(entry: &SyncEntry) -> usize {
 
 /// Bytes of a datagram around its entries.
 pub fn overhead(from: &str) -> usize {
-    HEADER + 8 + from.len() + 8 + 8 + 8 + MAC_BYTES
+    HEADER + 8 + from.len() + 8 + 8 + 1 + 8 + MAC_BYTES
 }
 
 /// Why a datagram was dropped.
@@ -240,6 +243,7 @@ mod tests {
             from: "node-a".into(),
             generation: 7,
             sent_at: 1_800_000_000_000_000_000,
+            relayed: false,
             entries: (0..keys)
                 .map(|i| SyncEntry {
                     key: format!("api\0free\0u{i}"),
@@ -313,6 +317,7 @@ mod tests {
         body.push(b'a');
         body.extend_from_slice(&7u64.to_le_bytes());
         body.extend_from_slice(&0u64.to_le_bytes());
+        body.push(0);
         body.extend_from_slice(&(1u64 << 60).to_le_bytes());
         let mut mac = sealer.mac.clone();
         mac.update(&body);

@@ -17,7 +17,14 @@ pub const ME: NodeIdx = NodeIdx(0);
 /// Hands out column indices to node incarnations.
 #[derive(Debug, Default)]
 pub struct NodeRegistry {
-    known: Mutex<HashMap<(String, u64), NodeIdx>>,
+    known: Mutex<Known>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    by_name: HashMap<(String, u64), NodeIdx>,
+    /// Index `i` names column `i + 1`.
+    names: Vec<(String, u64)>,
 }
 
 impl NodeRegistry {
@@ -26,12 +33,20 @@ impl NodeRegistry {
     /// new incarnations are then dropped and counted).
     pub fn index(&self, node_id: &str, generation: u64) -> Option<NodeIdx> {
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(index) = known.get(&(node_id.to_string(), generation)) {
+        let name = (node_id.to_string(), generation);
+        if let Some(index) = known.by_name.get(&name) {
             return Some(*index);
         }
-        let next = u16::try_from(known.len() + 1).ok()?;
-        known.insert((node_id.to_string(), generation), NodeIdx(next));
+        let next = u16::try_from(known.names.len() + 1).ok()?;
+        known.by_name.insert(name.clone(), NodeIdx(next));
+        known.names.push(name);
         Some(NodeIdx(next))
+    }
+
+    /// The node id and generation behind a peer's column.
+    pub fn incarnation(&self, index: NodeIdx) -> Option<(String, u64)> {
+        let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.names.get((index.0 as usize).checked_sub(1)?).cloned()
     }
 }
 
@@ -49,5 +64,7 @@ mod tests {
         assert_ne!(a1, b1);
         assert_ne!(a1, a2);
         assert_eq!(registry.index("a", 1), Some(a1));
+        assert_eq!(registry.incarnation(a2), Some(("a".to_string(), 2)));
+        assert_eq!(registry.incarnation(ME), None);
     }
 }

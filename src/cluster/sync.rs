@@ -4,6 +4,7 @@
 //! repaired. What arrives is merged (max per key, slot and node), so loss,
 //! duplication and reordering do no harm.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,9 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
 use weir_cluster::frame::{self, SyncBatch, SyncEntry, SyncLimit, MAX_DATAGRAM};
+use weir_cluster::nodes::ME;
 use weir_cluster::transport::Datagram;
+use weir_cluster::NodeIdx;
 
 use super::Shared;
 use crate::clock::{Nanos, SECOND};
@@ -40,8 +43,20 @@ fn sync_entry(key: &str, entry: &Entry, time_left: Nanos) -> SyncEntry {
     }
 }
 
+/// Who the counts of a batch belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// Node id.
+    pub node_id: &'a str,
+    /// Its generation.
+    pub generation: u64,
+    /// Whether this node relays them (they are not its own).
+    pub relayed: bool,
+}
+
 /// Splits `entries` into batches that each fit in a datagram.
-pub fn pack(from: &str, generation: u64, sent_at: u64, entries: Vec<SyncEntry>) -> Vec<SyncBatch> {
+pub fn pack(origin: Origin<'_>, sent_at: u64, entries: Vec<SyncEntry>) -> Vec<SyncBatch> {
+    let from = origin.node_id;
     let room = MAX_DATAGRAM - frame::overhead(from);
     let mut batches = Vec::new();
     let mut current: Vec<SyncEntry> = Vec::new();
@@ -68,11 +83,48 @@ pub fn pack(from: &str, generation: u64, sent_at: u64, entries: Vec<SyncEntry>) 
         .into_iter()
         .map(|entries| SyncBatch {
             from: from.to_string(),
-            generation,
+            generation: origin.generation,
             sent_at,
+            relayed: origin.relayed,
             entries,
         })
         .collect()
+}
+
+/// The peers' columns this node holds for one key, one entry per peer:
+/// relayed to a restarted or returning node, so that it learns counts it
+/// missed, its own previous incarnation's included.
+fn relayed_entries(key: &str, entry: &Entry, time_left: Nanos, into: &mut HashMap<NodeIdx, Vec<SyncEntry>>) {
+    let mut nodes: Vec<NodeIdx> = entry
+        .limits
+        .iter()
+        .flat_map(|state| state.counter().columns(ME).into_iter().map(|(node, _)| node))
+        .filter(|node| *node != ME)
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    for node in nodes {
+        let limits = entry
+            .limits
+            .iter()
+            .map(|state| {
+                let counter = state.counter();
+                let columns = counter.columns(ME);
+                let column = columns.iter().find(|(n, _)| *n == node).map(|(_, c)| *c).unwrap_or_default();
+                SyncLimit {
+                    spec: state.spec(),
+                    head: counter.head(),
+                    spent: column.spent,
+                    refunded: column.refunded,
+                }
+            })
+            .collect();
+        into.entry(node).or_default().push(SyncEntry {
+            key: key.to_string(),
+            keep_secs: (time_left / SECOND).min(u32::MAX as u64) as u32,
+            limits,
+        });
+    }
 }
 
 /// Sends changed keys every sync interval, and recent keys every resend
@@ -92,13 +144,17 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
             .store()
             .drain_changed(now, |key, entry, left| entries.push(sync_entry(key, entry, left)));
         let resend_now = shared.resend_now.swap(false, std::sync::atomic::Ordering::Relaxed);
+        // Three resend intervals back: a key is sent about three more times
+        // after its last change.
+        let within = 3 * settings.resend_interval.as_nanos() as Nanos;
+        let mut relayed = HashMap::new();
         if round % resend_every == 0 || resend_now {
-            // Three resend intervals back: a key is sent about three more
-            // times after its last change.
-            let within = 3 * settings.resend_interval.as_nanos() as Nanos;
             engine.store().visit_recent(now, within, |key, entry, left| {
                 if entry.has_own_counts() {
                     entries.push(sync_entry(key, entry, left));
+                }
+                if resend_now {
+                    relayed_entries(key, entry, left, &mut relayed);
                 }
             });
         }
@@ -106,15 +162,31 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
         if targets.is_empty() {
             continue;
         }
-        let mut batches = pack(&settings.node_id, shared.generation, now, entries);
+        let me = Origin {
+            node_id: &settings.node_id,
+            generation: shared.generation,
+            relayed: false,
+        };
+        let mut batches = pack(me, now, entries);
         if batches.is_empty() {
             // A heartbeat: peers tell a quiet node from a cut-off one by it.
             batches.push(SyncBatch {
                 from: settings.node_id.clone(),
                 generation: shared.generation,
                 sent_at: now,
+                relayed: false,
                 entries: Vec::new(),
             });
+        }
+        for (node, entries) in relayed {
+            if let Some((node_id, generation)) = shared.registry.incarnation(node) {
+                let origin = Origin {
+                    node_id: &node_id,
+                    generation,
+                    relayed: true,
+                };
+                batches.extend(pack(origin, now, entries));
+            }
         }
         for batch in batches {
             if let Err(error) = shared.sealer.seal(&batch, &mut datagram) {
@@ -196,7 +268,9 @@ pub fn merge(shared: &Shared, batch: SyncBatch) {
         merged += 1;
     }
     shared.stats.received(merged);
-    shared.note_frame(&batch.from, batch.generation, now, batch.sent_at);
+    if !batch.relayed {
+        shared.note_frame(&batch.from, batch.generation, now, batch.sent_at);
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +293,12 @@ mod tests {
     #[test]
     fn packing_fills_datagrams_without_overflowing_or_losing_entries() {
         let entries: Vec<SyncEntry> = (0..2000).map(entry).collect();
-        let batches = pack("node-a", 1, 2, entries);
+        let origin = Origin {
+            node_id: "node-a",
+            generation: 1,
+            relayed: false,
+        };
+        let batches = pack(origin, 2, entries);
         assert!(batches.len() > 1);
         assert_eq!(batches.iter().map(|b| b.entries.len()).sum::<usize>(), 2000);
         let sealer = weir_cluster::frame::Sealer::new(b"0123456789abcdef", "c");
