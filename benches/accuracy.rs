@@ -65,7 +65,9 @@ impl Spread {
             Spread::Skewed => std::iter::once(0.9)
                 .chain(std::iter::repeat_n(0.1 / (nodes - 1) as f64, nodes - 1))
                 .collect(),
-            Spread::OneNode => std::iter::once(1.0).chain(std::iter::repeat_n(0.0, nodes - 1)).collect(),
+            Spread::OneNode => std::iter::once(1.0)
+                .chain(std::iter::repeat_n(0.0, nodes - 1))
+                .collect(),
         }
     }
 }
@@ -117,7 +119,9 @@ fn run(nodes: &[Node], policy: &str, user: &str, spread: Spread, load: f64, seco
                 let mut sent = Vec::new();
                 for k in 0u64.. {
                     let due = start + Duration::from_secs_f64(k as f64 / rate);
-                    if due.saturating_duration_since(start).as_secs_f64() >= seconds || stop.load(Ordering::Relaxed) {
+                    if due.saturating_duration_since(start).as_secs_f64() >= seconds
+                        || stop.load(Ordering::Relaxed)
+                    {
                         break;
                     }
                     std::thread::sleep(due.saturating_duration_since(Instant::now()));

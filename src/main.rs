@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a weir node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a config file; print every problem with its line; exit 1 if any.
     CheckConfig {
         /// The TOML file.
@@ -113,14 +113,19 @@ impl ClusterArgs {
     fn settings(&self, http_addr: SocketAddr) -> anyhow::Result<Option<Settings>> {
         let Some(secret) = &self.cluster_secret else {
             if !self.seeds.is_empty() {
-                anyhow::bail!("--seed needs --cluster-secret (WEIR_CLUSTER_SECRET): peers authenticate with it");
+                anyhow::bail!(
+                    "--seed needs --cluster-secret (WEIR_CLUSTER_SECRET): peers authenticate with it"
+                );
             }
             return Ok(None);
         };
         let advertise_addr = match &self.advertise_addr {
             Some(text) => resolve(text).with_context(|| format!("--advertise-addr {text}"))?,
             None if self.gossip_addr.ip().is_unspecified() => {
-                anyhow::bail!("--gossip-addr {} is a wildcard; give --advertise-addr", self.gossip_addr)
+                anyhow::bail!(
+                    "--gossip-addr {} is a wildcard; give --advertise-addr",
+                    self.gossip_addr
+                )
             }
             None => self.gossip_addr,
         };
@@ -163,7 +168,7 @@ fn resolve(text: &str) -> anyhow::Result<SocketAddr> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::CheckConfig { file } => check_config(&file),
         Command::DefaultConfig => {
             print!("{DEFAULT_CONFIG}");

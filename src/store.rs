@@ -49,7 +49,9 @@ impl Entry {
     /// Whether this node has counted anything the ring still holds: only
     /// such keys are worth sending to peers.
     pub fn has_own_counts(&self) -> bool {
-        self.limits.iter().any(|state| state.counter().own_column() != Default::default())
+        self.limits
+            .iter()
+            .any(|state| state.counter().own_column() != Default::default())
     }
 }
 

@@ -55,13 +55,19 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
     let allowed = 20.0 + 20.0 * elapsed;
     let overshoot = admitted as f64 - allowed;
     eprintln!("sent {sent}, admitted {admitted}, one node would admit {allowed:.0}, over by {overshoot:.1}");
-    assert!(sent as f64 > 3.0 * allowed, "the test must offer well over the limit");
+    assert!(
+        sent as f64 > 3.0 * allowed,
+        "the test must offer well over the limit"
+    );
     assert!(
         overshoot <= bound(20.0, 3),
         "admitted {admitted} of {allowed:.0}: over the bound {:.1}",
         bound(20.0, 3)
     );
-    assert!(admitted as f64 >= 0.8 * allowed, "admitted {admitted} of {allowed:.0}: starved");
+    assert!(
+        admitted as f64 >= 0.8 * allowed,
+        "admitted {admitted} of {allowed:.0}: starved"
+    );
 
     // A config change on one node reaches every node, with its version.
     let changed = CONFIG.replace("20/s", "7/s");

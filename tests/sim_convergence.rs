@@ -23,12 +23,24 @@ fn a_three_node_cluster_converges() -> turmoil::Result {
     let mut sim = simulation(7);
     for (i, name) in NODES.into_iter().enumerate() {
         let seed = (i > 0).then_some("n1");
-        add_node(&mut sim, NodeSpec { name, seed, config: CONFIG, duplicate_every: 0 });
+        add_node(
+            &mut sim,
+            NodeSpec {
+                name,
+                seed,
+                config: CONFIG,
+                duplicate_every: 0,
+            },
+        );
     }
     sim.client("driver", async {
         // Membership: every node sees all three within seconds.
         for node in NODES {
-            let took = wait_for(Duration::from_secs(10), || async move { live(node).await.len() == 3 }).await;
+            let took = wait_for(
+                Duration::from_secs(10),
+                || async move { live(node).await.len() == 3 },
+            )
+            .await;
             assert!(took.is_some(), "{node} never saw three live nodes");
         }
 

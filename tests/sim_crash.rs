@@ -26,11 +26,24 @@ fn a_node_crashes_restarts_and_catches_up() -> turmoil::Result {
     let mut sim = simulation(3);
     for (i, name) in NODES.into_iter().enumerate() {
         let seed = (i > 0).then_some("n1");
-        add_node(&mut sim, NodeSpec { name, seed, config: CONFIG, duplicate_every: 0 });
+        add_node(
+            &mut sim,
+            NodeSpec {
+                name,
+                seed,
+                config: CONFIG,
+                duplicate_every: 0,
+            },
+        );
     }
     sim.client("driver", async {
         for node in NODES {
-            assert!(wait_for(Duration::from_secs(6), || async move { live(node).await.len() == 3 }).await.is_some());
+            assert!(wait_for(
+                Duration::from_secs(6),
+                || async move { live(node).await.len() == 3 }
+            )
+            .await
+            .is_some());
         }
         // 60 requests on every node before the crash.
         let dana = json!({ "policy": "api", "key": { "user": "dana" } });

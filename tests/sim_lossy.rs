@@ -39,7 +39,15 @@ fn lossy_duplicating_slow_links_keep_the_limit_and_converge() -> turmoil::Result
         .build();
     for (i, name) in NODES.into_iter().enumerate() {
         let seed = (i > 0).then_some("n1");
-        add_node(&mut sim, NodeSpec { name, seed, config: CONFIG, duplicate_every: 3 });
+        add_node(
+            &mut sim,
+            NodeSpec {
+                name,
+                seed,
+                config: CONFIG,
+                duplicate_every: 3,
+            },
+        );
     }
     for (i, a) in NODES.into_iter().enumerate() {
         for b in &NODES[i + 1..] {
@@ -48,15 +56,26 @@ fn lossy_duplicating_slow_links_keep_the_limit_and_converge() -> turmoil::Result
     }
     sim.client("driver", async {
         for node in NODES {
-            assert!(wait_for(Duration::from_secs(20), || async move { live(node).await.len() == 3 }).await.is_some());
+            assert!(wait_for(
+                Duration::from_secs(20),
+                || async move { live(node).await.len() == 3 }
+            )
+            .await
+            .is_some());
         }
         let erin = json!({ "policy": "bucket", "key": { "user": "erin" } });
         let (admitted, _, _) = offer(&NODES, &erin, 2.0 * RATE, Duration::from_secs(15)).await;
         let allowed = 20.0 + RATE * 15.0;
         let bound = RATE * (SYNC_INTERVAL + MAX_DELAY).as_secs_f64() + NODES.len() as f64;
         eprintln!("lossy 15 s: admitted {admitted} of {allowed}, bound {bound}");
-        assert!(admitted as f64 <= allowed + bound, "admitted {admitted} of {allowed}");
-        assert!(admitted as f64 >= 0.8 * allowed, "starved: {admitted} of {allowed}");
+        assert!(
+            admitted as f64 <= allowed + bound,
+            "admitted {admitted} of {allowed}"
+        );
+        assert!(
+            admitted as f64 >= 0.8 * allowed,
+            "starved: {admitted} of {allowed}"
+        );
 
         // Counts made everywhere over lossy links agree once the periodic
         // resend (every second) has repaired the losses.

@@ -42,11 +42,24 @@ fn a_partitioned_node_keeps_serving_within_the_bound_and_heals() -> turmoil::Res
     let mut sim = simulation(13);
     for (i, name) in NODES.into_iter().enumerate() {
         let seed = (i > 0).then_some("n1");
-        add_node(&mut sim, NodeSpec { name, seed, config: CONFIG, duplicate_every: 0 });
+        add_node(
+            &mut sim,
+            NodeSpec {
+                name,
+                seed,
+                config: CONFIG,
+                duplicate_every: 0,
+            },
+        );
     }
     sim.client("driver", async {
         for node in NODES {
-            assert!(wait_for(Duration::from_secs(10), || async move { live(node).await.len() == 3 }).await.is_some());
+            assert!(wait_for(
+                Duration::from_secs(10),
+                || async move { live(node).await.len() == 3 }
+            )
+            .await
+            .is_some());
         }
         let alice = json!({ "policy": "bucket", "key": { "user": "alice" } });
         let bob = json!({ "policy": "window", "key": { "user": "bob" } });
@@ -55,7 +68,10 @@ fn a_partitioned_node_keeps_serving_within_the_bound_and_heals() -> turmoil::Res
         let (healthy, _, _) = offer(&NODES, &alice, 2.0 * RATE, Duration::from_secs(5)).await;
         let allowed = 20.0 + RATE * 5.0;
         eprintln!("healthy 5 s: admitted {healthy} of {allowed}");
-        assert!(healthy as f64 <= allowed + RATE * 0.1 + 3.0, "healthy: {healthy} of {allowed}");
+        assert!(
+            healthy as f64 <= allowed + RATE * 0.1 + 3.0,
+            "healthy: {healthy} of {allowed}"
+        );
 
         // n3 is cut off from n1 and n2; the driver still reaches all three.
         turmoil::partition("n3", "n1");
@@ -64,13 +80,25 @@ fn a_partitioned_node_keeps_serving_within_the_bound_and_heals() -> turmoil::Res
         assert_eq!(answered, sent, "every node keeps answering");
         let allowed = RATE * 10.0;
         let excess = admitted as f64 - allowed;
-        eprintln!("partitioned 10 s: admitted {admitted} of {allowed}, excess {excess}, bound {:.1}", partition_bound());
+        eprintln!(
+            "partitioned 10 s: admitted {admitted} of {allowed}, excess {excess}, bound {:.1}",
+            partition_bound()
+        );
         assert!(excess <= partition_bound(), "admitted {admitted} of {allowed}");
-        assert!(admitted as f64 >= 0.8 * allowed, "starved: {admitted} of {allowed}");
+        assert!(
+            admitted as f64 >= 0.8 * allowed,
+            "starved: {admitted} of {allowed}"
+        );
         let majority = cluster("n1").await;
         let minority = cluster("n3").await;
-        assert_eq!((majority["live"].as_u64(), majority["expected"].as_u64()), (Some(2), Some(3)));
-        assert_eq!((minority["live"].as_u64(), minority["expected"].as_u64()), (Some(1), Some(3)));
+        assert_eq!(
+            (majority["live"].as_u64(), majority["expected"].as_u64()),
+            (Some(2), Some(3))
+        );
+        assert_eq!(
+            (minority["live"].as_u64(), minority["expected"].as_u64()),
+            (Some(1), Some(3))
+        );
 
         // Counts made on both sides during the partition...
         offer(&NODES, &bob, 30.0, Duration::from_secs(2)).await;
@@ -89,9 +117,17 @@ fn a_partitioned_node_keeps_serving_within_the_bound_and_heals() -> turmoil::Res
         })
         .await;
         eprintln!("counts agreed {agreed:?} after the repair");
-        assert!(agreed.is_some_and(|took| took <= SYNC_INTERVAL * 10), "counts did not agree: {agreed:?}");
+        assert!(
+            agreed.is_some_and(|took| took <= SYNC_INTERVAL * 10),
+            "counts did not agree: {agreed:?}"
+        );
         for node in NODES {
-            assert!(wait_for(Duration::from_secs(10), || async move { live(node).await.len() == 3 }).await.is_some());
+            assert!(wait_for(
+                Duration::from_secs(10),
+                || async move { live(node).await.len() == 3 }
+            )
+            .await
+            .is_some());
         }
         Ok(())
     });

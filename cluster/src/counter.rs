@@ -272,7 +272,9 @@ impl SlotCounter {
     /// bucket can charge it when the key is next checked (merges happen where
     /// the limit is not known).
     pub fn take_merged(&mut self) -> i64 {
-        self.extra.as_deref_mut().map_or(0, |extra| std::mem::take(&mut extra.merged))
+        self.extra
+            .as_deref_mut()
+            .map_or(0, |extra| std::mem::take(&mut extra.merged))
     }
 
     /// Units this node spent in sync interval `interval` (0 for any interval

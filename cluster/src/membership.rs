@@ -172,7 +172,10 @@ impl Membership {
                         gossip_addr: id.gossip_advertise_addr,
                         live: live.contains(id),
                         is_self: *id == me,
-                        values: state.key_values().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                        values: state
+                            .key_values()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
                     })
                     .collect()
             })

@@ -32,7 +32,10 @@ impl NodeRegistry {
     /// `None` once every index is taken (65,535 incarnations: frames from
     /// new incarnations are then dropped and counted).
     pub fn index(&self, node_id: &str, generation: u64) -> Option<NodeIdx> {
-        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let name = (node_id.to_string(), generation);
         if let Some(index) = known.by_name.get(&name) {
             return Some(*index);
@@ -45,7 +48,10 @@ impl NodeRegistry {
 
     /// The node id and generation behind a peer's column.
     pub fn incarnation(&self, index: NodeIdx) -> Option<(String, u64)> {
-        let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         known.names.get((index.0 as usize).checked_sub(1)?).cloned()
     }
 }

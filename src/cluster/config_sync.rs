@@ -72,7 +72,11 @@ impl Published {
     }
 
     fn authentic(&self, sealer: &Sealer) -> bool {
-        let parts: [&[u8]; 3] = [&self.version.to_le_bytes(), self.origin.as_bytes(), self.toml.as_bytes()];
+        let parts: [&[u8]; 3] = [
+            &self.version.to_le_bytes(),
+            self.origin.as_bytes(),
+            self.toml.as_bytes(),
+        ];
         unhex(&self.mac).is_some_and(|tag| sealer.verify(&parts, &tag))
     }
 
@@ -134,7 +138,10 @@ impl ConfigSync {
         }
         let text = serde_json::to_string(newest).ok()?;
         if text.len() > MAX_GOSSIPED_CONFIG {
-            warn!(bytes = text.len(), "config too large to gossip; change it on every node");
+            warn!(
+                bytes = text.len(),
+                "config too large to gossip; change it on every node"
+            );
             self.published = Some(self.newest.marker.clone());
             return None;
         }
@@ -181,7 +188,12 @@ mod tests {
     fn a_forged_config_is_ignored() {
         let (engine, sealer) = (engine(), sealer());
         let mut sync = ConfigSync::new("a");
-        let forged = Published::sign(9, "evil", &A.replace("1/m", "999/m"), &Sealer::new(b"wrong-secret-0000", "test"));
+        let forged = Published::sign(
+            9,
+            "evil",
+            &A.replace("1/m", "999/m"),
+            &Sealer::new(b"wrong-secret-0000", "test"),
+        );
         let text = serde_json::to_string(&forged).unwrap();
         sync.step(&engine, &sealer, [text.as_str(), "not json"].into_iter());
         assert_eq!(engine.config_version(), 1);

@@ -95,7 +95,12 @@ impl Settings {
         let ms = Duration::from_millis;
         let ranges = [
             ("sync interval", self.sync_interval, ms(5), ms(10_000)),
-            ("resend interval", self.resend_interval, self.sync_interval, ms(60_000)),
+            (
+                "resend interval",
+                self.resend_interval,
+                self.sync_interval,
+                ms(60_000),
+            ),
             ("gossip interval", self.gossip_interval, ms(10), ms(10_000)),
             ("dead node grace", self.dead_node_grace, ms(1_000), ms(86_400_000)),
         ];
@@ -152,7 +157,10 @@ impl Shared {
         let reach_timeout = self.reach_timeout();
         let mut view = self.view();
         let frames = view.frames.entry(node_id.to_string()).or_default();
-        if frames.count == 0 || frames.generation != generation || now.saturating_sub(frames.last_at) > reach_timeout {
+        if frames.count == 0
+            || frames.generation != generation
+            || now.saturating_sub(frames.last_at) > reach_timeout
+        {
             // Heard from a new, restarted or returning peer: send it the
             // recent counts now rather than at the next resend.
             self.resend_now.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -169,7 +177,9 @@ impl Shared {
     /// partition runs at full limits.
     fn reach_timeout(&self) -> Nanos {
         let settings = &self.settings;
-        (settings.sync_interval * 12).max(settings.gossip_interval * 3).as_nanos() as Nanos
+        (settings.sync_interval * 12)
+            .max(settings.gossip_interval * 3)
+            .as_nanos() as Nanos
     }
 
     /// Takes a new member list: the shape goes to the engine, the targets to
@@ -181,14 +191,19 @@ impl Shared {
         {
             let view = self.view();
             for member in members.iter_mut().filter(|m| !m.is_self && !m.leaving()) {
-                let heard = view.frames.get(&member.node_id).filter(|f| f.generation == member.generation);
+                let heard = view
+                    .frames
+                    .get(&member.node_id)
+                    .filter(|f| f.generation == member.generation);
                 if let Some(frames) = heard {
                     member.live = now.saturating_sub(frames.last_at) <= self.reach_timeout();
                 }
             }
         }
         let shape = ClusterShape::of(&members);
-        self.engine.cluster_view().update(shape, self.settings.sync_interval.as_nanos() as Nanos);
+        self.engine
+            .cluster_view()
+            .update(shape, self.settings.sync_interval.as_nanos() as Nanos);
         // Cut-off members still get frames: that is how they are heard again.
         let targets: Vec<SocketAddr> = members
             .iter()
@@ -198,7 +213,11 @@ impl Shared {
             .collect();
         let mut view = self.view();
         if view.shape != Some(shape) {
-            info!(live = shape.live, expected = shape.expected, "cluster shape changed");
+            info!(
+                live = shape.live,
+                expected = shape.expected,
+                "cluster shape changed"
+            );
         }
         let known: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
         view.frames.retain(|id, _| known.contains(&id.as_str()));
@@ -229,7 +248,10 @@ impl ClusterNode {
     ) -> anyhow::Result<Self> {
         settings.validate()?;
         let generation = engine.now() / 1_000_000;
-        let mut values = vec![(keys::SYNC_ADDR.to_string(), settings.advertised_sync_addr().to_string())];
+        let mut values = vec![(
+            keys::SYNC_ADDR.to_string(),
+            settings.advertised_sync_addr().to_string(),
+        )];
         if let Some(http) = settings.http_addr {
             values.push((keys::HTTP_ADDR.to_string(), http.to_string()));
         }
@@ -299,7 +321,8 @@ impl ClusterNode {
     /// part of the cluster at once), sends the last counts, then stops.
     pub async fn leave(self) {
         self.membership.set(keys::LEAVING, "1".into()).await;
-        tokio::time::sleep(self.shared.settings.gossip_interval * 3 + self.shared.settings.sync_interval).await;
+        tokio::time::sleep(self.shared.settings.gossip_interval * 3 + self.shared.settings.sync_interval)
+            .await;
         for task in self.tasks {
             task.abort();
             let _ = task.await;

@@ -24,6 +24,9 @@ pub struct PeerFrames {
     pub count: u64,
 }
 
+/// Named counts.
+pub type Counts = Vec<(&'static str, u64)>;
+
 /// Counters of the counter sync.
 #[derive(Debug, Default)]
 pub struct SyncStats {
@@ -74,7 +77,7 @@ impl SyncStats {
     }
 
     /// Every counter by name, and the rejections by reason.
-    pub fn snapshot(&self) -> (Vec<(&'static str, u64)>, Vec<(&'static str, u64)>) {
+    pub fn snapshot(&self) -> (Counts, Counts) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let counters = vec![
             ("frames_sent", load(&self.frames_sent)),
@@ -146,5 +149,10 @@ pub fn describe(shared: &Shared) -> Value {
 }
 
 fn to_object(pairs: Vec<(&str, u64)>) -> Value {
-    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+    Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect(),
+    )
 }

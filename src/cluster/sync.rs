@@ -110,7 +110,11 @@ fn relayed_entries(key: &str, entry: &Entry, time_left: Nanos, into: &mut HashMa
             .map(|state| {
                 let counter = state.counter();
                 let columns = counter.columns(ME);
-                let column = columns.iter().find(|(n, _)| *n == node).map(|(_, c)| *c).unwrap_or_default();
+                let column = columns
+                    .iter()
+                    .find(|(n, _)| *n == node)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_default();
                 SyncLimit {
                     spec: state.spec(),
                     head: counter.head(),
@@ -133,7 +137,8 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
     let settings = &shared.settings;
     let mut ticks = tokio::time::interval(settings.sync_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let resend_every = (settings.resend_interval.as_nanos() / settings.sync_interval.as_nanos()).max(1) as u64;
+    let resend_every =
+        (settings.resend_interval.as_nanos() / settings.sync_interval.as_nanos()).max(1) as u64;
     let mut datagram = Vec::with_capacity(MAX_DATAGRAM);
     for round in 0u64.. {
         ticks.tick().await;
@@ -143,7 +148,9 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
         engine
             .store()
             .drain_changed(now, |key, entry, left| entries.push(sync_entry(key, entry, left)));
-        let resend_now = shared.resend_now.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let resend_now = shared
+            .resend_now
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
         // Three resend intervals back: a key is sent about three more times
         // after its last change.
         let within = 3 * settings.resend_interval.as_nanos() as Nanos;
@@ -252,10 +259,20 @@ pub fn merge(shared: &Shared, batch: SyncBatch) {
         let hash = store.hash(&entry.key);
         let mut locked = store.lock(&[hash]);
         let keep = entry.keep_secs as Nanos * SECOND;
-        let fresh = || entry.limits.iter().map(|l| LimitState::for_spec(l.spec)).collect();
+        let fresh = || {
+            entry
+                .limits
+                .iter()
+                .map(|l| LimitState::for_spec(l.spec))
+                .collect()
+        };
         let stored = locked.entry(hash, &entry.key, now, keep, fresh);
         let same_layout = stored.limits.len() == entry.limits.len()
-            && stored.limits.iter().zip(&entry.limits).all(|(s, l)| s.spec() == l.spec);
+            && stored
+                .limits
+                .iter()
+                .zip(&entry.limits)
+                .all(|(s, l)| s.spec() == l.spec);
         if !same_layout {
             // The nodes run different configs for a moment; the config
             // sync will settle it, and the next sync carries the counts.

@@ -423,7 +423,11 @@ fn decide(
     // Denied: limits that had room report what they hold, since their
     // outcome assumed the cost would be counted and it was not.
     let limits_and_states = limits.iter().zip(entry.limits.iter_mut());
-    for ((outcome, room), (limit, state)) in outcomes.iter_mut().zip(had_room.iter_mut()).zip(limits_and_states) {
+    for ((outcome, room), (limit, state)) in outcomes
+        .iter_mut()
+        .zip(had_room.iter_mut())
+        .zip(limits_and_states)
+    {
         if std::mem::take(room) {
             let held = limit.limit.evaluate_scaled(state, now, 0, scale);
             outcome.remaining = held.remaining;

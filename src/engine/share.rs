@@ -37,7 +37,8 @@ impl ClusterView {
         self.interval.store(interval.max(1), Ordering::Relaxed);
         self.live.store(shape.live.max(1), Ordering::Relaxed);
         self.rank.store(shape.rank, Ordering::Relaxed);
-        self.expected.store(shape.expected.max(shape.live), Ordering::Release);
+        self.expected
+            .store(shape.expected.max(shape.live), Ordering::Release);
     }
 
     /// The rules in force, or `None` for a node alone (which then behaves

@@ -120,7 +120,12 @@ impl TokenBucket {
         match state.counter.take_merged() {
             0 => {}
             grew if grew > 0 => self.charge(state, now, grew.min(u32::MAX as i64) as u32, scale),
-            shrank => self.give_back(state, now, shrank.unsigned_abs().min(u32::MAX as u64) as u32, scale),
+            shrank => self.give_back(
+                state,
+                now,
+                shrank.unsigned_abs().min(u32::MAX as u64) as u32,
+                scale,
+            ),
         }
     }
 

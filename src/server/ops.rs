@@ -117,10 +117,21 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             ],
         );
         let (counters, rejected) = node.stats().snapshot();
-        let samples: Vec<(String, u64)> = counters.iter().map(|(name, v)| (format!("{{kind=\"{name}\"}}"), *v)).collect();
+        let samples: Vec<(String, u64)> = counters
+            .iter()
+            .map(|(name, v)| (format!("{{kind=\"{name}\"}}"), *v))
+            .collect();
         let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric("weir_sync_total", "counter", "Counter-sync frames and entries, by kind.", &samples);
-        let samples: Vec<(String, u64)> = rejected.iter().map(|(name, v)| (format!("{{reason=\"{name}\"}}"), *v)).collect();
+        metric(
+            "weir_sync_total",
+            "counter",
+            "Counter-sync frames and entries, by kind.",
+            &samples,
+        );
+        let samples: Vec<(String, u64)> = rejected
+            .iter()
+            .map(|(name, v)| (format!("{{reason=\"{name}\"}}"), *v))
+            .collect();
         let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric(
             "weir_sync_rejected_total",

@@ -47,7 +47,9 @@ struct SimGossipSocket(turmoil::net::UdpSocket);
 #[async_trait::async_trait]
 impl Transport for SimGossip {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        Ok(Box::new(SimGossipSocket(turmoil::net::UdpSocket::bind(listen_addr).await?)))
+        Ok(Box::new(SimGossipSocket(
+            turmoil::net::UdpSocket::bind(listen_addr).await?,
+        )))
     }
 }
 
@@ -91,7 +93,7 @@ pub struct SimSync {
 impl Datagram for SimSync {
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> std::io::Result<usize> {
         let n = self.sent.fetch_add(1, Ordering::Relaxed);
-        if self.duplicate_every > 0 && n % self.duplicate_every == 0 {
+        if self.duplicate_every > 0 && n.is_multiple_of(self.duplicate_every) {
             self.socket.send_to(buf, to).await?;
         }
         self.socket.send_to(buf, to).await
@@ -184,7 +186,12 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
 }
 
 /// An HTTP/1.1 client over turmoil's TCP, one connection per request.
-pub async fn http(host: &str, method: &str, path: &str, body: Option<&Value>) -> turmoil::Result<(u16, Value)> {
+pub async fn http(
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> turmoil::Result<(u16, Value)> {
     let stream = turmoil::net::TcpStream::connect((host, HTTP_PORT)).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
@@ -193,7 +200,9 @@ pub async fn http(host: &str, method: &str, path: &str, body: Option<&Value>) ->
         .uri(path)
         .header("host", host)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))?;
+        .body(Full::new(Bytes::from(
+            body.map(Value::to_string).unwrap_or_default(),
+        )))?;
     let reply = sender.send_request(request).await?;
     let status = reply.status().as_u16();
     let bytes = reply.into_body().collect().await?.to_bytes();
@@ -203,7 +212,11 @@ pub async fn http(host: &str, method: &str, path: &str, body: Option<&Value>) ->
 /// A check against `host`: `Some(allowed)`, or `None` if the node did not
 /// answer (crashed).
 pub async fn check(host: &str, body: &Value) -> Option<bool> {
-    let answer = tokio::time::timeout(Duration::from_secs(2), http(host, "POST", "/v1/check", Some(body))).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        http(host, "POST", "/v1/check", Some(body)),
+    )
+    .await;
     match answer {
         Ok(Ok((200, _))) => Some(true),
         Ok(Ok((429, _))) => Some(false),
@@ -223,7 +236,10 @@ pub async fn peek(host: &str, body: &Value) -> Option<u64> {
 
 /// `GET /v1/cluster` on `host`.
 pub async fn cluster(host: &str) -> Value {
-    http(host, "GET", "/v1/cluster", None).await.map(|(_, v)| v).unwrap_or(Value::Null)
+    http(host, "GET", "/v1/cluster", None)
+        .await
+        .map(|(_, v)| v)
+        .unwrap_or(Value::Null)
 }
 
 /// Live node ids `host` sees.
