@@ -173,5 +173,26 @@ fn main() {
         }
     }
     println!("\nworst admitted / allowed: {worst:.3} ({seconds} s per run)");
+
+    // For contrast: three nodes that do not form a cluster each enforce the
+    // whole limit.
+    let alone: Vec<Node> = (0..3)
+        .map(|i| Node::start_standalone(&format!("alone-{i}"), &config))
+        .collect();
+    for load in [2.0, 10.0] {
+        let (admitted, times) = run(
+            &alone,
+            "bucket",
+            &format!("alone-{load}"),
+            Spread::Even,
+            load,
+            seconds,
+        );
+        let allowed = one_node_admits("bucket", times);
+        println!(
+            "without a cluster, 3 nodes, bucket, even, {load}x: admitted {admitted} of {allowed} ({:.3})",
+            admitted as f64 / allowed as f64
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -38,7 +38,7 @@ lacks() { ! grep -qF -- "$2" <<<"$1"; }
 check "helm lint --strict" "$HELM" lint --strict helm/weir
 
 default=$(render)
-check "a Deployment" has "$default" "kind: Deployment"
+check "a StatefulSet" has "$default" "kind: StatefulSet"
 check "the HTTP port" has "$default" "containerPort: 7700"
 check "the binary port" has "$default" "containerPort: 7701"
 check "both ports on the Service" has "$(render --show-only templates/service.yaml)" "name: binary"
@@ -66,8 +66,37 @@ existing=$(render --set adminToken.existingSecret=mine)
 check "an existing Secret is used" has "$existing" "name: mine"
 check "and none is created" lacks "$existing" "kind: Secret"
 
-check "more than one replica is refused" bash -c "! '$HELM' template t helm/weir --set replicaCount=2"
-check "with a reason" bash -c "'$HELM' template t helm/weir --set replicaCount=2 2>&1 | grep -q 'single node'"
+check "one replica is not a cluster" lacks "$default" "--seed="
+check "and needs no cluster secret" lacks "$default" "WEIR_CLUSTER_SECRET"
+check "more replicas without a secret are refused" bash -c "! '$HELM' template t helm/weir --set replicaCount=3"
+check "with a reason" bash -c "'$HELM' template t helm/weir --set replicaCount=3 2>&1 | grep -q 'needs a shared secret'"
+check "a short secret is refused" bash -c "! '$HELM' template t helm/weir --set replicaCount=3 --set cluster.secret.value=short"
+cluster=$(render --set replicaCount=3 --set cluster.secret.value=0123456789abcdef0123)
+check "three replicas" has "$cluster" "replicas: 3"
+check "seeded by the headless Service" has "$cluster" "--seed=t-weir-peers.default.svc.cluster.local:7702"
+check "advertising the pod IP" has "$cluster" '--advertise-addr=$(POD_IP):7702'
+check "the gossip port (UDP)" has "$cluster" "containerPort: 7702"
+check "the sync port (UDP)" has "$cluster" "containerPort: 7703"
+check "a cluster Secret" has "$cluster" "cluster-secret: \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM=\""
+check "reaching weir's environment" has "$cluster" "name: WEIR_CLUSTER_SECRET"
+check "a headless Service that lists starting pods" has "$cluster" "publishNotReadyAddresses: true"
+existing_cluster=$(render --set replicaCount=2 --set cluster.secret.existingSecret=ours)
+check "an existing cluster Secret is used" has "$existing_cluster" "name: ours"
+
+# The flags the chart passes are flags weir accepts: run them (with local
+# addresses) and ask the node for its cluster view.
+flags=$(render --set replicaCount=3 --set cluster.secret.value=0123456789abcdef0123 \
+    | sed -n 's/^ *- \(--\(sync-interval-ms\|dead-node-grace-secs\|cluster-id\)=.*\)$/\1/p' | tr '\n' ' ')
+check "weir accepts the chart's cluster flags" bash -c "
+    WEIR_CLUSTER_SECRET=0123456789abcdef0123 '$WEIR' serve $flags --http-addr 127.0.0.1:17990 \
+        --bin-addr 127.0.0.1:17991 --gossip-addr 127.0.0.1:17992 --sync-addr 127.0.0.1:17993 --log error &
+    pid=\$!; trap 'kill \$pid' EXIT
+    for _ in \$(seq 1 100); do
+        python3 -c 'import json, sys, urllib.request as u
+sys.exit(json.load(u.urlopen(\"http://127.0.0.1:17990/v1/cluster\"))[\"cluster_id\"] != \"t-weir\")' 2>/dev/null && exit 0
+        sleep 0.1
+    done
+    exit 1"
 
 echo "helm: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

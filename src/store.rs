@@ -31,19 +31,29 @@ const TICK_SHIFT: u32 = 30;
 pub struct Entry {
     /// One state per limit, in the order of the limits that built them.
     pub limits: Box<[LimitState]>,
-    /// Last access, in ticks since the store started.
-    last_seen: u32,
+    /// Last access, in ticks since the store started (31 bits: 73 years),
+    /// and in the top bit, [`CHANGED`]: kept in one word so that the flag
+    /// costs a standalone node no memory.
+    seen: u32,
     /// When the key is equal to a fresh one and may be dropped, in ticks.
     expires: u32,
-    /// This node's counts changed since they were last sent to peers.
-    changed: bool,
 }
+
+/// Set in [`Entry::seen`] when this node's counts changed since they were
+/// last sent to peers.
+const CHANGED: u32 = 1 << 31;
 
 impl Entry {
     /// Marks this node's counts as changed; true when they were not marked
     /// yet, and the key must be queued with [`Locked::queue_changed`].
     pub fn mark_changed(&mut self) -> bool {
-        !std::mem::replace(&mut self.changed, true)
+        let was = self.seen & CHANGED != 0;
+        self.seen |= CHANGED;
+        !was
+    }
+
+    fn last_seen(&self) -> u32 {
+        self.seen & !CHANGED
     }
 
     /// Whether this node has counted anything the ring still holds: only
@@ -130,7 +140,7 @@ impl Store {
     }
 
     fn ticks(&self, now: Nanos) -> u32 {
-        (now.saturating_sub(self.origin) >> TICK_SHIFT) as u32
+        ((now.saturating_sub(self.origin) >> TICK_SHIFT) as u32).min(!CHANGED)
     }
 
     /// Locks the shards of `hashes` in shard order (so that two batches can
@@ -171,7 +181,7 @@ impl Store {
             for key in std::mem::take(&mut shard.changed) {
                 let hash = self.hash(&key);
                 if let Some((key, entry)) = shard.table.find_mut(hash, |(k, _)| *k == key) {
-                    entry.changed = false;
+                    entry.seen &= !CHANGED;
                     visit(key, entry, self.time_left(entry, ticks));
                 }
             }
@@ -185,7 +195,7 @@ impl Store {
         let since = self.ticks(now.saturating_sub(within));
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            for (key, entry) in shard.table.iter().filter(|(_, e)| e.last_seen >= since) {
+            for (key, entry) in shard.table.iter().filter(|(_, e)| e.last_seen() >= since) {
                 visit(key, entry, self.time_left(entry, ticks));
             }
         }
@@ -224,11 +234,11 @@ impl Store {
             return;
         }
         let target = (table.len() + 1 - cap).max(table.len() / 16).max(1);
-        let mut ages: Vec<u32> = table.iter().map(|(_, entry)| entry.last_seen).collect();
+        let mut ages: Vec<u32> = table.iter().map(|(_, entry)| entry.last_seen()).collect();
         let (_, &mut threshold, _) = ages.select_nth_unstable(target - 1);
         let mut left = target;
         table.retain(|(_, entry)| {
-            let evict = left > 0 && entry.last_seen <= threshold;
+            let evict = left > 0 && entry.last_seen() <= threshold;
             left -= evict as usize;
             !evict
         });
@@ -283,16 +293,15 @@ impl Locked<'_> {
                 store.make_room(table, ticks);
                 let entry = Entry {
                     limits: init(),
-                    last_seen: ticks,
+                    seen: ticks,
                     expires,
-                    changed: false,
                 };
                 table
                     .insert_unique(hash, (key.into(), entry), |(k, _)| store.hash(k))
                     .into_mut()
             }
         };
-        entry.last_seen = ticks;
+        entry.seen = (ticks & !CHANGED) | (entry.seen & CHANGED);
         entry.expires = entry.expires.max(expires);
         entry
     }
@@ -333,6 +342,31 @@ mod tests {
         store
             .lock(&[hash])
             .entry(hash, key, now, retention, || Box::new([]));
+    }
+
+    #[test]
+    fn an_entry_is_24_bytes_and_its_changed_mark_survives_use_until_drained() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        let store = Store::new(1000, 0);
+        let hash = store.hash("k");
+        {
+            let mut locked = store.lock(&[hash]);
+            let entry = locked.entry(hash, "k", 0, SECOND, || Box::new([]));
+            assert!(entry.mark_changed());
+            assert!(!entry.mark_changed());
+            locked.queue_changed(hash, "k");
+        }
+        touch(&store, "k", 3 * SECOND);
+        let mut drained = Vec::new();
+        store.drain_changed(3 * SECOND, |key, _, _| drained.push(key.to_string()));
+        assert_eq!(drained, ["k"]);
+        store.drain_changed(3 * SECOND, |key, _, _| drained.push(key.to_string()));
+        assert_eq!(drained.len(), 1);
+        let hash = store.hash("k");
+        assert!(store
+            .lock(&[hash])
+            .entry(hash, "k", 4 * SECOND, SECOND, || Box::new([]))
+            .mark_changed());
     }
 
     #[test]

@@ -69,6 +69,36 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
         "admitted {admitted} of {allowed:.0}: starved"
     );
 
+    // A peer that sends garbage, or frames sealed with another secret, to
+    // the sync and gossip ports: dropped, counted, and nothing breaks.
+    let status = nodes[0].get("/v1/cluster").unwrap();
+    let me = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["self"] == true)
+        .unwrap()
+        .clone();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for target in [
+        me["sync_addr"].as_str().unwrap(),
+        me["gossip_addr"].as_str().unwrap(),
+    ] {
+        socket.send_to(b"garbage", target).unwrap();
+        socket.send_to(&[0xff; 3000], target).unwrap();
+        let mut forged = b"WS\x01\x00".to_vec();
+        forged.extend_from_slice(&[7u8; 100]);
+        socket.send_to(&forged, target).unwrap();
+    }
+    nodes[0].wait_until(Duration::from_secs(5), "counting the rejected datagrams", |n| {
+        let status = n.get("/v1/cluster").unwrap_or_default();
+        let rejected = &status["rejected"];
+        ["size", "header", "auth"]
+            .iter()
+            .all(|reason| rejected[reason].as_u64() >= Some(1))
+    });
+    assert_eq!(nodes[0].live_members().len(), 3);
+
     // A config change on one node reaches every node, with its version.
     let changed = CONFIG.replace("20/s", "7/s");
     let reply = ureq::put(format!("{}/v1/config", nodes[0].base))
@@ -83,6 +113,23 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
             let config = n.get("/v1/config").unwrap_or_default();
             config["version"].as_u64() == Some(version)
                 && config["config"]["policies"]["shared"]["tiers"]["t"]["limits"][0]["rate"] == "7/s"
+        });
+    }
+
+    // So does a tier assignment.
+    let reply = ureq::put(format!("{}/v1/tiers/user/carol", nodes[1].base))
+        .header("Authorization", "Bearer let-me-in")
+        .send_json(json!({ "tier": "t" }))
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    for node in [&nodes[0], &nodes[2]] {
+        node.wait_until(Duration::from_secs(10), "holding the tier assignment", |n| {
+            let reply = ureq::get(format!("{}/v1/tiers", n.base))
+                .header("Authorization", "Bearer let-me-in")
+                .call();
+            let listed: serde_json::Value =
+                reply.map_or(json!(null), |mut r| r.body_mut().read_json().unwrap());
+            listed["users"]["carol"] == "t"
         });
     }
 

@@ -189,6 +189,18 @@ impl Membership {
             .await;
     }
 
+    /// Publishes (or replaces) several values at once.
+    pub async fn set_many(&self, values: Vec<(String, String)>) {
+        self.handle
+            .with_chitchat(|chitchat| {
+                let state = chitchat.self_node_state();
+                for (key, value) in &values {
+                    state.set(key, value);
+                }
+            })
+            .await;
+    }
+
     /// Stops gossiping.
     pub async fn shutdown(self) {
         if let Err(error) = self.handle.shutdown().await {

@@ -7,6 +7,7 @@
 //!
 //! - [`sync`]: counters out and in.
 //! - [`config_sync`]: the newest config wins everywhere.
+//! - [`tier_sync`]: so does the newest change to each tier assignment.
 //! - [`status`]: the member list and sync statistics.
 //!
 //! The accuracy rules that use the cluster's shape live with the engine
@@ -15,6 +16,7 @@
 pub mod config_sync;
 pub mod status;
 pub mod sync;
+pub mod tier_sync;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ use crate::clock::Nanos;
 use crate::engine::Engine;
 use config_sync::ConfigSync;
 pub use status::SyncStats;
+use tier_sync::TierSync;
 
 /// How this node joins its cluster.
 #[derive(Debug, Clone)]
@@ -340,15 +343,24 @@ async fn membership_loop(shared: Arc<Shared>, membership: Arc<Membership>) {
     let mut ticks = tokio::time::interval(shared.settings.gossip_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut config = ConfigSync::new(&shared.settings.node_id);
+    let mut tiers = TierSync::new(&shared.settings.node_id, &shared.engine);
     loop {
         ticks.tick().await;
         let members = membership.members().await;
-        let gossiped = members
-            .iter()
-            .filter(|m| !m.is_self)
-            .filter_map(|m| m.values.get(keys::CONFIG).map(String::as_str));
+        let peers = || members.iter().filter(|m| !m.is_self);
+        let gossiped = peers().filter_map(|m| m.values.get(keys::CONFIG).map(String::as_str));
         if let Some(text) = config.step(&shared.engine, &shared.sealer, gossiped) {
             membership.set(keys::CONFIG, text).await;
+        }
+        let assignments = peers().flat_map(|m| {
+            m.values
+                .range(tier_sync::PREFIX.to_string()..)
+                .take_while(|(k, _)| k.starts_with(tier_sync::PREFIX))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+        });
+        let publish = tiers.step(&shared.engine, &shared.sealer, assignments);
+        if !publish.is_empty() {
+            membership.set_many(publish).await;
         }
         let load = shared.engine.stats();
         membership

@@ -26,7 +26,7 @@ use smallvec::SmallVec;
 pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use share::{ClusterView, Shares};
-pub use tiers::{AssignError, Subject, TierOverlay};
+pub use tiers::{AssignError, Subject, TierChange, TierOverlay};
 
 use crate::clock::{Clock, Nanos};
 use crate::config::Config;
@@ -401,13 +401,15 @@ fn decide(
     reconcile(entry, limits);
     let scale = shares.map_or(1.0, |s| s.scale());
     let mut outcomes = evaluate_all(&mut entry.limits, limits, now, cost, scale);
-    let mut had_room: SmallVec<[bool; 2]> = outcomes.iter().map(|o| o.allowed).collect();
+    // Limits that had room but not for this node's share (one bit each).
+    let mut share_denied = 0u64;
     if let Some(shares) = shares.filter(|_| cost > 0) {
-        for (outcome, state) in outcomes.iter_mut().zip(entry.limits.iter()) {
+        for (i, (outcome, state)) in outcomes.iter_mut().zip(entry.limits.iter()).enumerate() {
             let available = outcome.remaining + cost as u64;
             if outcome.allowed && !shares.allows(state.counter(), available, cost, now) {
                 outcome.allowed = false;
                 outcome.retry_after = Some(shares.until_next_interval(now));
+                share_denied |= 1 << (i % 64);
             }
         }
     }
@@ -423,12 +425,8 @@ fn decide(
     // Denied: limits that had room report what they hold, since their
     // outcome assumed the cost would be counted and it was not.
     let limits_and_states = limits.iter().zip(entry.limits.iter_mut());
-    for ((outcome, room), (limit, state)) in outcomes
-        .iter_mut()
-        .zip(had_room.iter_mut())
-        .zip(limits_and_states)
-    {
-        if std::mem::take(room) {
+    for (i, (outcome, (limit, state))) in outcomes.iter_mut().zip(limits_and_states).enumerate() {
+        if outcome.allowed || share_denied & (1 << (i % 64)) != 0 {
             let held = limit.limit.evaluate_scaled(state, now, 0, scale);
             outcome.remaining = held.remaining;
             outcome.reset_after = held.reset_after;

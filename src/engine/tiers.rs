@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,20 @@ pub enum AssignError {
 
 type Table = HashMap<String, CompactString>;
 
+/// Most changes held for the cluster between two gossip rounds.
+const MAX_PENDING_CHANGES: usize = 100_000;
+
+/// A change made on this node, for the cluster to replicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierChange {
+    /// Token or user.
+    pub subject: Subject,
+    /// Its id.
+    pub id: String,
+    /// The tier assigned, or `None` for a removal.
+    pub tier: Option<CompactString>,
+}
+
 /// Runtime assignments, token and user.
 #[derive(Debug, Default)]
 pub struct TierOverlay {
@@ -50,6 +64,8 @@ pub struct TierOverlay {
     /// Entries in both tables: lets a check skip the locks while the
     /// overlay is empty, as it usually is.
     entries: AtomicUsize,
+    /// Changes made here, kept only once a cluster asked for them.
+    changes: Mutex<Option<Vec<TierChange>>>,
 }
 
 impl TierOverlay {
@@ -74,32 +90,80 @@ impl TierOverlay {
     /// # Errors
     /// [`AssignError`] for a bad id, an unknown tier or a full table.
     pub fn set(&self, subject: Subject, id: &str, tier: &str, tier_exists: bool) -> Result<(), AssignError> {
-        if id.is_empty() || id.len() > MAX_VALUE {
-            return Err(AssignError::BadId);
-        }
         if !tier_exists {
             return Err(AssignError::UnknownTier(tier.into()));
         }
-        let mut table = self
-            .table(subject)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if table.len() >= MAX_ASSIGNMENTS && !table.contains_key(id) {
-            return Err(AssignError::Full);
-        }
-        if table.insert(id.into(), tier.into()).is_none() {
-            self.entries.fetch_add(1, Ordering::Release);
-        }
+        self.apply(subject, id, Some(tier))?;
+        self.note(subject, id, Some(tier));
         Ok(())
     }
 
     /// Removes the assignment of `id`; true if there was one.
     pub fn remove(&self, subject: Subject, id: &str) -> bool {
+        let removed = self.apply(subject, id, None).unwrap_or(false);
+        if removed {
+            self.note(subject, id, None);
+        }
+        removed
+    }
+
+    /// Assigns (`Some`) or removes (`None`) without recording a change: how
+    /// a change made on a peer is applied. Returns whether an entry was
+    /// replaced or removed.
+    ///
+    /// # Errors
+    /// [`AssignError`] for a bad id or a full table.
+    pub fn apply(&self, subject: Subject, id: &str, tier: Option<&str>) -> Result<bool, AssignError> {
+        if id.is_empty() || id.len() > MAX_VALUE {
+            return Err(AssignError::BadId);
+        }
         let mut table = self
             .table(subject)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        table.remove(id).is_some()
+        let Some(tier) = tier else {
+            let removed = table.remove(id).is_some();
+            if removed {
+                self.entries.fetch_sub(1, Ordering::Release);
+            }
+            return Ok(removed);
+        };
+        if table.len() >= MAX_ASSIGNMENTS && !table.contains_key(id) {
+            return Err(AssignError::Full);
+        }
+        let replaced = table.insert(id.into(), tier.into()).is_some();
+        if !replaced {
+            self.entries.fetch_add(1, Ordering::Release);
+        }
+        Ok(replaced)
+    }
+
+    fn changes(&self) -> std::sync::MutexGuard<'_, Option<Vec<TierChange>>> {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note(&self, subject: Subject, id: &str, tier: Option<&str>) {
+        if let Some(changes) = self.changes().as_mut() {
+            if changes.len() < MAX_PENDING_CHANGES {
+                changes.push(TierChange {
+                    subject,
+                    id: id.into(),
+                    tier: tier.map(CompactString::from),
+                });
+            } else {
+                tracing::warn!("too many tier changes between gossip rounds; this one stays on this node");
+            }
+        }
+    }
+
+    /// Starts recording changes for [`take_changes`](Self::take_changes).
+    pub fn record_changes(&self) {
+        self.changes().get_or_insert_with(Vec::new);
+    }
+
+    /// The changes made here since the last call.
+    pub fn take_changes(&self) -> Vec<TierChange> {
+        self.changes().as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Every runtime assignment of `subject`, sorted.

@@ -44,6 +44,15 @@ pub struct Node {
 impl Node {
     /// Starts node `id` with `config` (a TOML file), joining `seeds`.
     pub fn start(id: &str, config: &Path, seeds: &[String], extra: &[&str]) -> Self {
+        Self::start_as(id, config, seeds, extra, true)
+    }
+
+    /// Starts node `id` on its own: no cluster secret, no cluster.
+    pub fn start_standalone(id: &str, config: &Path) -> Self {
+        Self::start_as(id, config, &[], &[], false)
+    }
+
+    fn start_as(id: &str, config: &Path, seeds: &[String], extra: &[&str], clustered: bool) -> Self {
         let http = format!("127.0.0.1:{}", free_tcp_port());
         let gossip = format!("127.0.0.1:{}", free_udp_port());
         let sync = format!("127.0.0.1:{}", free_udp_port());
@@ -56,11 +65,14 @@ impl Node {
             .arg(config)
             .args(["--log", "warn"])
             .args(extra)
-            .env("WEIR_CLUSTER_SECRET", SECRET)
+            .env_remove("WEIR_CLUSTER_SECRET")
             .env_remove("WEIR_SEEDS")
             .env_remove("WEIR_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if clustered {
+            command.env("WEIR_CLUSTER_SECRET", SECRET);
+        }
         for seed in seeds {
             command.args(["--seed", seed]);
         }

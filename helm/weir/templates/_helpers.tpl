@@ -22,3 +22,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "weir.adminSecret" -}}
 {{- .Values.adminToken.existingSecret | default (printf "%s-admin" (include "weir.fullname" .)) -}}
 {{- end -}}
+
+{{- define "weir.clusterSecret" -}}
+{{- .Values.cluster.secret.existingSecret | default (printf "%s-cluster" (include "weir.fullname" .)) -}}
+{{- end -}}
+
+{{- define "weir.clustered" -}}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end -}}
+{{- end -}}
