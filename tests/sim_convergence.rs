@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::sim::{add_node, live, offer, peek, simulation, wait_for, NodeSpec};
+use support::sim::{add_cluster, agree_on, all_see_each_other, offer, simulation};
 
 const CONFIG: &str = r#"
 [policies.api]
@@ -21,28 +21,10 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 #[test]
 fn a_three_node_cluster_converges() -> turmoil::Result {
     let mut sim = simulation(7);
-    for (i, name) in NODES.into_iter().enumerate() {
-        let seed = (i > 0).then_some("n1");
-        add_node(
-            &mut sim,
-            NodeSpec {
-                name,
-                seed,
-                config: CONFIG,
-                duplicate_every: 0,
-            },
-        );
-    }
+    add_cluster(&mut sim, &NODES, CONFIG, 0);
     sim.client("driver", async {
         // Membership: every node sees all three within seconds.
-        for node in NODES {
-            let took = wait_for(
-                Duration::from_secs(10),
-                || async move { live(node).await.len() == 3 },
-            )
-            .await;
-            assert!(took.is_some(), "{node} never saw three live nodes");
-        }
+        assert!(all_see_each_other(&NODES, Duration::from_secs(10)).await);
 
         // 90 requests for one key, spread over the nodes: all fit.
         let alice = json!({ "policy": "api", "key": { "user": "alice" } });
@@ -50,17 +32,7 @@ fn a_three_node_cluster_converges() -> turmoil::Result {
         assert_eq!((admitted, answered, sent), (90, 90, 90));
 
         // Within a few sync intervals every node reports 300 - 90 left.
-        let agreed = wait_for(Duration::from_millis(500), || {
-            let alice = alice.clone();
-            async move {
-                let mut left = Vec::new();
-                for node in NODES {
-                    left.push(peek(node, &alice).await);
-                }
-                left.iter().all(|l| *l == Some(210))
-            }
-        })
-        .await;
+        let agreed = agree_on(&NODES, &alice, 210, Duration::from_millis(500)).await;
         assert!(agreed.is_some(), "nodes did not agree on the count");
         Ok(())
     });

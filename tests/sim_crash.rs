@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::sim::{add_node, check, live, offer, peek, simulation, wait_for, NodeSpec};
+use support::sim::{add_cluster, agree_on, all_see_each_other, check, live, offer, simulation, wait_for};
 
 const CONFIG: &str = r#"
 [policies.api]
@@ -24,27 +24,9 @@ const RESTART_AT: Duration = Duration::from_secs(14);
 #[test]
 fn a_node_crashes_restarts_and_catches_up() -> turmoil::Result {
     let mut sim = simulation(3);
-    for (i, name) in NODES.into_iter().enumerate() {
-        let seed = (i > 0).then_some("n1");
-        add_node(
-            &mut sim,
-            NodeSpec {
-                name,
-                seed,
-                config: CONFIG,
-                duplicate_every: 0,
-            },
-        );
-    }
+    add_cluster(&mut sim, &NODES, CONFIG, 0);
     sim.client("driver", async {
-        for node in NODES {
-            assert!(wait_for(
-                Duration::from_secs(6),
-                || async move { live(node).await.len() == 3 }
-            )
-            .await
-            .is_some());
-        }
+        assert!(all_see_each_other(&NODES, Duration::from_secs(6)).await);
         // 60 requests on every node before the crash.
         let dana = json!({ "policy": "api", "key": { "user": "dana" } });
         let (admitted, _, _) = offer(&NODES, &dana, 60.0, Duration::from_secs(3)).await;
@@ -67,18 +49,7 @@ fn a_node_crashes_restarts_and_catches_up() -> turmoil::Result {
         })
         .await;
         assert!(rejoined.is_some(), "n3 did not rejoin");
-        let expected = 600 - 180 - 40;
-        let agreed = wait_for(Duration::from_secs(2), || {
-            let dana = dana.clone();
-            async move {
-                let mut left = Vec::new();
-                for node in NODES {
-                    left.push(peek(node, &dana).await);
-                }
-                left.iter().all(|l| *l == Some(expected))
-            }
-        })
-        .await;
+        let agreed = agree_on(&NODES, &dana, 600 - 180 - 40, Duration::from_secs(2)).await;
         assert!(agreed.is_some(), "the restarted node did not catch up");
         Ok(())
     });

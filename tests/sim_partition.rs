@@ -9,21 +9,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::sim::{add_node, cluster, live, offer, peek, simulation, wait_for, NodeSpec, SYNC_INTERVAL};
-
-const CONFIG: &str = r#"
-[policies.bucket]
-key = ["user"]
-default_tier = "t"
-[policies.bucket.tiers.t]
-limits = [{ algorithm = "token_bucket", rate = "20/s", burst = 20 }]
-
-[policies.window]
-key = ["user"]
-default_tier = "t"
-[policies.window.tiers.t]
-limits = [{ algorithm = "sliding_window", rate = "1000/m" }]
-"#;
+use support::sim::{
+    add_cluster, agree_on, all_see_each_other, cluster, offer, simulation, BUCKET_AND_WINDOW, SYNC_INTERVAL,
+};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const RATE: f64 = 20.0;
@@ -40,27 +28,9 @@ fn partition_bound() -> f64 {
 #[test]
 fn a_partitioned_node_keeps_serving_within_the_bound_and_heals() -> turmoil::Result {
     let mut sim = simulation(13);
-    for (i, name) in NODES.into_iter().enumerate() {
-        let seed = (i > 0).then_some("n1");
-        add_node(
-            &mut sim,
-            NodeSpec {
-                name,
-                seed,
-                config: CONFIG,
-                duplicate_every: 0,
-            },
-        );
-    }
+    add_cluster(&mut sim, &NODES, BUCKET_AND_WINDOW, 0);
     sim.client("driver", async {
-        for node in NODES {
-            assert!(wait_for(
-                Duration::from_secs(10),
-                || async move { live(node).await.len() == 3 }
-            )
-            .await
-            .is_some());
-        }
+        assert!(all_see_each_other(&NODES, Duration::from_secs(10)).await);
         let alice = json!({ "policy": "bucket", "key": { "user": "alice" } });
         let bob = json!({ "policy": "window", "key": { "user": "bob" } });
 
@@ -80,55 +50,29 @@ fn a_partitioned_node_keeps_serving_within_the_bound_and_heals() -> turmoil::Res
         assert_eq!(answered, sent, "every node keeps answering");
         let allowed = RATE * 10.0;
         let excess = admitted as f64 - allowed;
-        eprintln!(
-            "partitioned 10 s: admitted {admitted} of {allowed}, excess {excess}, bound {:.1}",
-            partition_bound()
-        );
-        assert!(excess <= partition_bound(), "admitted {admitted} of {allowed}");
+        let bound = partition_bound();
+        eprintln!("partitioned 10 s: admitted {admitted} of {allowed}, excess {excess}, bound {bound:.1}");
+        assert!(excess <= bound, "admitted {admitted} of {allowed}");
         assert!(
             admitted as f64 >= 0.8 * allowed,
             "starved: {admitted} of {allowed}"
         );
-        let majority = cluster("n1").await;
-        let minority = cluster("n3").await;
-        assert_eq!(
-            (majority["live"].as_u64(), majority["expected"].as_u64()),
-            (Some(2), Some(3))
-        );
-        assert_eq!(
-            (minority["live"].as_u64(), minority["expected"].as_u64()),
-            (Some(1), Some(3))
-        );
+        let shape = |status: serde_json::Value| (status["live"].as_u64(), status["expected"].as_u64());
+        assert_eq!(shape(cluster("n1").await), (Some(2), Some(3)));
+        assert_eq!(shape(cluster("n3").await), (Some(1), Some(3)));
 
         // Counts made on both sides during the partition...
         offer(&NODES, &bob, 30.0, Duration::from_secs(2)).await;
         // ...agree everywhere within a few sync intervals of the repair.
         turmoil::repair("n3", "n1");
         turmoil::repair("n3", "n2");
-        let agreed = wait_for(Duration::from_secs(2), || {
-            let bob = bob.clone();
-            async move {
-                let mut left = Vec::new();
-                for node in NODES {
-                    left.push(peek(node, &bob).await);
-                }
-                left.iter().all(|l| *l == Some(1000 - 60))
-            }
-        })
-        .await;
+        let agreed = agree_on(&NODES, &bob, 1000 - 60, Duration::from_secs(2)).await;
         eprintln!("counts agreed {agreed:?} after the repair");
         assert!(
             agreed.is_some_and(|took| took <= SYNC_INTERVAL * 10),
             "counts did not agree: {agreed:?}"
         );
-        for node in NODES {
-            assert!(wait_for(
-                Duration::from_secs(10),
-                || async move { live(node).await.len() == 3 }
-            )
-            .await
-            .is_some());
-        }
+        assert!(all_see_each_other(&NODES, Duration::from_secs(10)).await);
         Ok(())
     });
     sim.run()

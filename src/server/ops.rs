@@ -117,28 +117,35 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             ],
         );
         let (counters, rejected) = node.stats().snapshot();
-        let samples: Vec<(String, u64)> = counters
-            .iter()
-            .map(|(name, v)| (format!("{{kind=\"{name}\"}}"), *v))
-            .collect();
-        let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        let kinds = labelled("kind", &counters);
         metric(
             "weir_sync_total",
             "counter",
             "Counter-sync frames and entries, by kind.",
-            &samples,
+            &borrowed(&kinds),
         );
-        let samples: Vec<(String, u64)> = rejected
-            .iter()
-            .map(|(name, v)| (format!("{{reason=\"{name}\"}}"), *v))
-            .collect();
-        let samples: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        let reasons = labelled("reason", &rejected);
         metric(
             "weir_sync_rejected_total",
             "counter",
             "Counter-sync datagrams dropped, by reason.",
-            &samples,
+            &borrowed(&reasons),
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Samples labelled `{label="name"}`.
+fn labelled(label: &str, counts: &[(&str, u64)]) -> Vec<(String, u64)> {
+    counts
+        .iter()
+        .map(|(name, value)| (format!("{{{label}=\"{name}\"}}"), *value))
+        .collect()
+}
+
+fn borrowed(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
+    samples
+        .iter()
+        .map(|(labels, value)| (labels.as_str(), *value))
+        .collect()
 }

@@ -32,6 +32,22 @@ pub const SYNC_PORT: u16 = 7703;
 /// The sync interval every simulated node uses.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 
+/// A token bucket (20/s, burst 20) and a sliding window (1000 a minute),
+/// both keyed by user.
+pub const BUCKET_AND_WINDOW: &str = r#"
+[policies.bucket]
+key = ["user"]
+default_tier = "t"
+[policies.bucket.tiers.t]
+limits = [{ algorithm = "token_bucket", rate = "20/s", burst = 20 }]
+
+[policies.window]
+key = ["user"]
+default_tier = "t"
+[policies.window.tiers.t]
+limits = [{ algorithm = "sliding_window", rate = "1000/m" }]
+"#;
+
 /// chitchat's envelope encoding is private to chitchat, so envelopes travel
 /// through this process-wide table and only an 8-byte ticket crosses the
 /// simulated network (and is lost, delayed or partitioned like any other
@@ -142,6 +158,58 @@ pub struct NodeSpec {
 /// the simulation ends.
 pub fn add_node(sim: &mut turmoil::Sim<'_>, spec: NodeSpec) {
     sim.host(spec.name, move || run_node(spec));
+}
+
+/// Registers `names` as nodes running `config`, all joining through the
+/// first.
+pub fn add_cluster(
+    sim: &mut turmoil::Sim<'_>,
+    names: &[&'static str],
+    config: &'static str,
+    duplicate_every: u64,
+) {
+    for (i, name) in names.iter().enumerate() {
+        let seed = (i > 0).then_some(names[0]);
+        add_node(
+            sim,
+            NodeSpec {
+                name,
+                seed,
+                config,
+                duplicate_every,
+            },
+        );
+    }
+}
+
+/// Whether every node of `names` sees all of them live within `limit`.
+pub async fn all_see_each_other(names: &[&'static str], limit: Duration) -> bool {
+    for name in names {
+        let sees_all = || async move { live(name).await.len() == names.len() };
+        if wait_for(limit, sees_all).await.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// How long until every node of `names` reports `remaining` for `body` (a
+/// peek), or `None` after `limit`.
+pub async fn agree_on(
+    names: &[&'static str],
+    body: &Value,
+    remaining: u64,
+    limit: Duration,
+) -> Option<Duration> {
+    wait_for(limit, || async move {
+        for name in names {
+            if peek(name, body).await != Some(remaining) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
 }
 
 fn wildcard(port: u16) -> SocketAddr {
