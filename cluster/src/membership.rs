@@ -117,6 +117,19 @@ impl ClusterShape {
     }
 }
 
+/// Why gossip could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// chitchat could not open its socket (the address is taken, say).
+    #[error("gossip could not start on {addr}: {reason}")]
+    Start {
+        /// The gossip listen address.
+        addr: SocketAddr,
+        /// chitchat's explanation.
+        reason: String,
+    },
+}
+
 /// A running gossip node.
 pub struct Membership {
     handle: ChitchatHandle,
@@ -127,12 +140,13 @@ impl Membership {
     /// publishing `values`.
     ///
     /// # Errors
-    /// When the socket cannot be bound.
+    /// [`MembershipError::Start`] when the socket cannot be bound.
     pub async fn start(
         config: MembershipConfig,
         values: Vec<(String, String)>,
         transport: &dyn Transport,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, MembershipError> {
+        let addr = config.listen_addr;
         let failure_detector_config = FailureDetectorConfig {
             dead_node_grace_period: config.dead_node_grace,
             // Expect heartbeats at the gossip pace from the start, so that a
@@ -153,7 +167,12 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
-        let handle = spawn_chitchat(chitchat_config, values, transport).await?;
+        let handle = spawn_chitchat(chitchat_config, values, transport)
+            .await
+            .map_err(|error| MembershipError::Start {
+                addr,
+                reason: format!("{error:#}"),
+            })?;
         Ok(Self { handle })
     }
 

@@ -67,6 +67,17 @@ pub struct Settings {
     pub http_addr: Option<SocketAddr>,
 }
 
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting that cannot work.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// Gossip could not start.
+    #[error(transparent)]
+    Gossip(#[from] weir_cluster::membership::MembershipError),
+}
+
 /// A setting that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
@@ -242,13 +253,14 @@ impl ClusterNode {
     /// over `sync_socket` (already bound to the sync address).
     ///
     /// # Errors
-    /// Invalid settings, or a gossip socket that cannot be bound.
+    /// [`StartError`] for invalid settings or a gossip socket that cannot be
+    /// bound.
     pub async fn start<D: Datagram>(
         engine: Arc<Engine>,
         settings: Settings,
         gossip: &dyn weir_cluster::chitchat::transport::Transport,
         sync_socket: D,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         settings.validate()?;
         let generation = engine.now() / 1_000_000;
         let mut values = vec![(
