@@ -36,6 +36,8 @@ impl Weir {
             .args(args)
             .env_remove("WEIR_ADMIN_TOKEN")
             .env_remove("WEIR_CONFIG")
+            .env_remove("WEIR_CLUSTER_SECRET")
+            .env_remove("WEIR_SEEDS")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (name, value) in env {

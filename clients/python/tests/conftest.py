@@ -54,7 +54,10 @@ class WeirServer:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [str(binary), "serve", "--config", str(config)]
         command += ["--http-addr", f"127.0.0.1:{self.port}", "--bin-addr", f"127.0.0.1:{self.bin_port}"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A standalone node, whatever cluster settings the caller's shell has.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_CLUSTER") and k != "WEIR_SEEDS"}
+        quiet = subprocess.DEVNULL
+        self.process = subprocess.Popen(command, stdout=quiet, stderr=quiet, env=env)
         http = urllib3.PoolManager(retries=False, timeout=1.0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
