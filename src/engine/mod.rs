@@ -416,7 +416,7 @@ fn decide(
     if outcomes.iter().all(|o| o.allowed) {
         for (state, limit) in entry.limits.iter_mut().zip(limits) {
             limit.limit.commit_scaled(state, now, cost, scale);
-            if let Some(shares) = shares {
+            if let Some(shares) = shares.filter(|_| cost > 0) {
                 state.note_spent(shares.interval_of(now), cost);
             }
         }
