@@ -17,11 +17,13 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const RATE: f64 = 20.0;
 
 /// docs/consistency.md: a partition runs at full limits until it is
-/// detected (at most 12 sync intervals or 3 gossip rounds without a frame,
-/// plus one gossip round), then each side enforces its fraction; on top of
-/// the steady bound `rate * (interval + delay) + nodes`.
+/// detected (12 sync intervals or 3 gossip rounds without a frame, whichever
+/// is longer, noticed within one more interval), then each side enforces
+/// its fraction; on top of the steady bound `rate * (interval + delay) +
+/// nodes`.
 fn partition_bound() -> f64 {
-    let detect = (12.0 * SYNC_INTERVAL.as_secs_f64()).max(0.6) + 0.2;
+    let interval = SYNC_INTERVAL.as_secs_f64();
+    let detect = (12.0 * interval).max(0.6) + interval;
     RATE * (SYNC_INTERVAL.as_secs_f64() + 0.005 + detect) + NODES.len() as f64
 }
 

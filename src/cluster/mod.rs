@@ -150,6 +150,9 @@ pub struct Shared {
 /// The latest membership round, as the other loops read it.
 #[derive(Default)]
 struct View {
+    /// Members as gossip last reported them.
+    gossiped: Vec<Member>,
+    /// The same, with reachability from sync frames applied.
     members: Vec<Member>,
     shape: Option<ClusterShape>,
     targets: Vec<SocketAddr>,
@@ -196,22 +199,36 @@ impl Shared {
             .as_nanos() as Nanos
     }
 
-    /// Takes a new member list: the shape goes to the engine, the targets to
-    /// the sender. For a member whose sync frames this node has had, the
-    /// frames decide reachability (they come every sync interval, gossip's
-    /// verdict takes seconds either way); for the others, gossip decides.
-    fn set_members(&self, mut members: Vec<Member>) {
+    /// Takes a new member list from gossip and refreshes the view.
+    fn set_members(&self, members: Vec<Member>) {
+        let mut view = self.view();
+        let known: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
+        view.frames.retain(|id, _| known.contains(&id.as_str()));
+        view.gossiped = members;
+        self.refresh_view(&mut view);
+    }
+
+    /// Works out who is reachable now; the sender calls it every sync
+    /// interval, so that a cut-off peer is noticed within one interval of
+    /// [`reach_timeout`](Self::reach_timeout), not at the next gossip round.
+    fn refresh(&self) {
+        self.refresh_view(&mut self.view());
+    }
+
+    /// The shape goes to the engine, the targets to the sender. For a member
+    /// whose sync frames this node has had, the frames decide reachability
+    /// (they come every sync interval; gossip's verdict takes seconds either
+    /// way); for the others, gossip decides.
+    fn refresh_view(&self, view: &mut View) {
         let now = self.engine.now();
-        {
-            let view = self.view();
-            for member in members.iter_mut().filter(|m| !m.is_self && !m.leaving()) {
-                let heard = view
-                    .frames
-                    .get(&member.node_id)
-                    .filter(|f| f.generation == member.generation);
-                if let Some(frames) = heard {
-                    member.live = now.saturating_sub(frames.last_at) <= self.reach_timeout();
-                }
+        let mut members = view.gossiped.clone();
+        for member in members.iter_mut().filter(|m| !m.is_self && !m.leaving()) {
+            let heard = view
+                .frames
+                .get(&member.node_id)
+                .filter(|f| f.generation == member.generation);
+            if let Some(frames) = heard {
+                member.live = now.saturating_sub(frames.last_at) <= self.reach_timeout();
             }
         }
         let shape = ClusterShape::of(&members);
@@ -219,13 +236,12 @@ impl Shared {
             .cluster_view()
             .update(shape, self.settings.sync_interval.as_nanos() as Nanos);
         // Cut-off members still get frames: that is how they are heard again.
-        let targets: Vec<SocketAddr> = members
+        view.targets = members
             .iter()
             .filter(|m| !m.is_self && !m.leaving())
-            .filter(|m| m.live || self.view().frames.contains_key(&m.node_id))
+            .filter(|m| m.live || view.frames.contains_key(&m.node_id))
             .filter_map(Member::sync_addr)
             .collect();
-        let mut view = self.view();
         if view.shape != Some(shape) {
             info!(
                 live = shape.live,
@@ -233,11 +249,8 @@ impl Shared {
                 "cluster shape changed"
             );
         }
-        let known: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
-        view.frames.retain(|id, _| known.contains(&id.as_str()));
         view.members = members;
         view.shape = Some(shape);
-        view.targets = targets;
     }
 }
 

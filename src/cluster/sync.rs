@@ -165,6 +165,7 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
                 }
             });
         }
+        shared.refresh();
         let targets = shared.targets();
         if targets.is_empty() {
             continue;

@@ -41,39 +41,99 @@ pub struct Node {
     agent: ureq::Agent,
 }
 
+/// Where a node listens.
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    /// HTTP, `ip:port`.
+    pub http: String,
+    /// Gossip, `ip:port`.
+    pub gossip: String,
+    /// Counter sync, `ip:port`.
+    pub sync: String,
+    /// Binary protocol, `ip:port`.
+    pub bin: String,
+}
+
+impl Addrs {
+    /// Free ports on loopback.
+    pub fn loopback() -> Self {
+        Self {
+            http: format!("127.0.0.1:{}", free_tcp_port()),
+            gossip: format!("127.0.0.1:{}", free_udp_port()),
+            sync: format!("127.0.0.1:{}", free_udp_port()),
+            bin: format!("127.0.0.1:{}", free_tcp_port()),
+        }
+    }
+}
+
+/// How a node is started.
+#[derive(Debug, Clone, Default)]
+pub struct Launch<'a> {
+    /// Gossip addresses to join through.
+    pub seeds: &'a [String],
+    /// More `serve` flags.
+    pub extra: &'a [&'a str],
+    /// Without a cluster secret: a standalone node.
+    pub standalone: bool,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+}
+
 impl Node {
-    /// Starts node `id` with `config` (a TOML file), joining `seeds`.
+    /// Starts node `id` with `config` (a TOML file) on loopback, joining
+    /// `seeds`.
     pub fn start(id: &str, config: &Path, seeds: &[String], extra: &[&str]) -> Self {
-        Self::start_as(id, config, seeds, extra, true)
+        let launch = Launch {
+            seeds,
+            extra,
+            ..Launch::default()
+        };
+        Self::launch(id, config, Addrs::loopback(), &launch)
     }
 
     /// Starts node `id` on its own: no cluster secret, no cluster.
     pub fn start_standalone(id: &str, config: &Path) -> Self {
-        Self::start_as(id, config, &[], &[], false)
+        let launch = Launch {
+            standalone: true,
+            ..Launch::default()
+        };
+        Self::launch(id, config, Addrs::loopback(), &launch)
     }
 
-    fn start_as(id: &str, config: &Path, seeds: &[String], extra: &[&str], clustered: bool) -> Self {
-        let http = format!("127.0.0.1:{}", free_tcp_port());
-        let gossip = format!("127.0.0.1:{}", free_udp_port());
-        let sync = format!("127.0.0.1:{}", free_udp_port());
-        let bin = format!("127.0.0.1:{}", free_tcp_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    /// Starts node `id` listening on `addrs`, as `launch` says.
+    pub fn launch(id: &str, config: &Path, addrs: Addrs, launch: &Launch<'_>) -> Self {
+        let Addrs {
+            http,
+            gossip,
+            sync,
+            bin,
+        } = addrs;
+        let weir = env!("CARGO_BIN_EXE_weir");
+        let mut command = match launch.netns {
+            Some(netns) => {
+                // `ip netns exec` execs weir, so the child is weir itself.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, weir]);
+                command
+            }
+            None => Command::new(weir),
+        };
         command
             .args(["serve", "--node-id", id, "--http-addr", &http, "--bin-addr", &bin])
             .args(["--gossip-addr", &gossip, "--sync-addr", &sync])
             .arg("--config")
             .arg(config)
             .args(["--log", "warn"])
-            .args(extra)
+            .args(launch.extra)
             .env_remove("WEIR_CLUSTER_SECRET")
             .env_remove("WEIR_SEEDS")
             .env_remove("WEIR_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if clustered {
+        if !launch.standalone {
             command.env("WEIR_CLUSTER_SECRET", SECRET);
         }
-        for seed in seeds {
+        for seed in launch.seeds {
             command.args(["--seed", seed]);
         }
         let agent = ureq::Agent::config_builder()
@@ -96,6 +156,15 @@ impl Node {
     pub fn get(&self, path: &str) -> Option<Value> {
         let mut reply = self.agent.get(format!("{}{path}", self.base)).call().ok()?;
         reply.body_mut().read_json().ok()
+    }
+
+    /// `POST path` with a JSON body: the JSON reply (null if unreachable).
+    pub fn post(&self, path: &str, body: &Value) -> Value {
+        let reply = self.agent.post(format!("{}{path}", self.base)).send_json(body);
+        reply
+            .ok()
+            .and_then(|mut reply| reply.body_mut().read_json().ok())
+            .unwrap_or_default()
     }
 
     /// `POST /v1/check`: whether it was allowed.
