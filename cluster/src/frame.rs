@@ -181,6 +181,24 @@ impl Sealer {
         mac.verify_slice(tag).is_ok()
     }
 
+    /// [`sign`](Self::sign) as lower-case hex, for values gossiped as text.
+    pub fn sign_hex(&self, parts: &[&[u8]]) -> String {
+        self.sign(parts).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `hex` is [`sign_hex`](Self::sign_hex) of `parts`; malformed
+    /// hex is simply not authentic.
+    pub fn verify_hex(&self, parts: &[&[u8]], hex: &str) -> bool {
+        if hex.len() != 2 * MAC_BYTES || !hex.is_ascii() {
+            return false;
+        }
+        let tag: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
+        tag.is_some_and(|tag| self.verify(parts, &tag))
+    }
+
     /// Encodes and seals `batch` into `out` (cleared first).
     ///
     /// # Errors
@@ -284,6 +302,17 @@ mod tests {
             flipped[i] ^= 0x01;
             assert_eq!(sealer.open(&flipped), Err(FrameError::Auth), "byte {i}");
         }
+    }
+
+    #[test]
+    fn a_hex_signature_verifies_and_anything_else_does_not() {
+        let sealer = Sealer::new(b"0123456789abcdef", "prod");
+        let tag = sealer.sign_hex(&[b"a", b"bc"]);
+        assert!(sealer.verify_hex(&[b"a", b"bc"], &tag));
+        assert!(!sealer.verify_hex(&[b"ab", b"c"], &tag));
+        assert!(!sealer.verify_hex(&[b"a", b"bc"], &tag[2..]));
+        assert!(!sealer.verify_hex(&[b"a", b"bc"], &"zz".repeat(32)));
+        assert!(!sealer.verify_hex(&[b"a", b"bc"], &"é".repeat(32)));
     }
 
     #[test]

@@ -46,28 +46,13 @@ pub struct ConfigSync {
     refused: Option<Marker>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 impl Published {
     fn sign(version: u64, origin: &str, toml: &str, sealer: &Sealer) -> Self {
-        let tag = sealer.sign(&[&version.to_le_bytes(), origin.as_bytes(), toml.as_bytes()]);
         Self {
             version,
             origin: origin.into(),
             toml: toml.into(),
-            mac: hex(&tag),
+            mac: sealer.sign_hex(&[&version.to_le_bytes(), origin.as_bytes(), toml.as_bytes()]),
         }
     }
 
@@ -77,7 +62,7 @@ impl Published {
             self.origin.as_bytes(),
             self.toml.as_bytes(),
         ];
-        unhex(&self.mac).is_some_and(|tag| sealer.verify(&parts, &tag))
+        sealer.verify_hex(&parts, &self.mac)
     }
 
     fn marker(&self) -> Marker {

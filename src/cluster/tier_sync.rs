@@ -64,36 +64,23 @@ fn parse_key(key: &str) -> Option<(Subject, &str)> {
     Some((subject, id))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Gossiped {
     fn sign(key: &str, tier: &str, version: u64, origin: &str, sealer: &Sealer) -> Self {
-        let tag = sealer.sign(&[
-            key.as_bytes(),
-            tier.as_bytes(),
-            &version.to_le_bytes(),
-            origin.as_bytes(),
-        ]);
         Self {
             tier: tier.into(),
             version,
             origin: origin.into(),
-            mac: hex(&tag),
+            mac: sealer.sign_hex(&Self::parts(key, tier, &version.to_le_bytes(), origin)),
         }
     }
 
+    fn parts<'a>(key: &'a str, tier: &'a str, version: &'a [u8; 8], origin: &'a str) -> [&'a [u8]; 4] {
+        [key.as_bytes(), tier.as_bytes(), version, origin.as_bytes()]
+    }
+
     fn authentic(&self, key: &str, sealer: &Sealer) -> bool {
-        let expected = Self::sign(key, &self.tier, self.version, &self.origin, sealer);
-        // Both sides are hex of a fixed-length MAC; compare in constant time.
-        expected.mac.len() == self.mac.len()
-            && expected
-                .mac
-                .bytes()
-                .zip(self.mac.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        let version = self.version.to_le_bytes();
+        sealer.verify_hex(&Self::parts(key, &self.tier, &version, &self.origin), &self.mac)
     }
 }
 
