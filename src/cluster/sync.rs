@@ -14,33 +14,38 @@ use tracing::{debug, warn};
 use weir_cluster::frame::{self, SyncBatch, SyncEntry, SyncLimit, MAX_DATAGRAM};
 use weir_cluster::nodes::ME;
 use weir_cluster::transport::Datagram;
-use weir_cluster::NodeIdx;
+use weir_cluster::{Column, NodeIdx};
 
 use super::Shared;
 use crate::clock::{Nanos, SECOND};
 use crate::limiter::LimitState;
 use crate::store::Entry;
 
-/// This node's counts for one key, as sent.
-fn sync_entry(key: &str, entry: &Entry, time_left: Nanos) -> SyncEntry {
+/// One column per limit of a key, as sent: `column(i)` gives limit `i`'s.
+fn sync_entry(key: &str, entry: &Entry, time_left: Nanos, column: impl Fn(usize) -> Column) -> SyncEntry {
     SyncEntry {
         key: key.to_string(),
         keep_secs: (time_left / SECOND).min(u32::MAX as u64) as u32,
         limits: entry
             .limits
             .iter()
-            .map(|state| {
-                let counter = state.counter();
-                let column = counter.own_column();
+            .enumerate()
+            .map(|(i, state)| {
+                let Column { spent, refunded } = column(i);
                 SyncLimit {
                     spec: state.spec(),
-                    head: counter.head(),
-                    spent: column.spent,
-                    refunded: column.refunded,
+                    head: state.counter().head(),
+                    spent,
+                    refunded,
                 }
             })
             .collect(),
     }
+}
+
+/// This node's own counts for one key.
+fn own_entry(key: &str, entry: &Entry, time_left: Nanos) -> SyncEntry {
+    sync_entry(key, entry, time_left, |i| entry.limits[i].counter().own_column())
 }
 
 /// Who the counts of a batch belong to.
@@ -95,39 +100,23 @@ pub fn pack(origin: Origin<'_>, sent_at: u64, entries: Vec<SyncEntry>) -> Vec<Sy
 /// relayed to a restarted or returning node, so that it learns counts it
 /// missed, its own previous incarnation's included.
 fn relayed_entries(key: &str, entry: &Entry, time_left: Nanos, into: &mut HashMap<NodeIdx, Vec<SyncEntry>>) {
-    let mut nodes: Vec<NodeIdx> = entry
-        .limits
+    let columns: Vec<Vec<(NodeIdx, Column)>> = entry.limits.iter().map(|s| s.counter().columns(ME)).collect();
+    let mut nodes: Vec<NodeIdx> = columns
         .iter()
-        .flat_map(|state| state.counter().columns(ME).into_iter().map(|(node, _)| node))
-        .filter(|node| *node != ME)
+        .flatten()
+        .map(|(node, _)| *node)
+        .filter(|n| *n != ME)
         .collect();
     nodes.sort_unstable();
     nodes.dedup();
     for node in nodes {
-        let limits = entry
-            .limits
-            .iter()
-            .map(|state| {
-                let counter = state.counter();
-                let columns = counter.columns(ME);
-                let column = columns
-                    .iter()
-                    .find(|(n, _)| *n == node)
-                    .map(|(_, c)| *c)
-                    .unwrap_or_default();
-                SyncLimit {
-                    spec: state.spec(),
-                    head: counter.head(),
-                    spent: column.spent,
-                    refunded: column.refunded,
-                }
-            })
-            .collect();
-        into.entry(node).or_default().push(SyncEntry {
-            key: key.to_string(),
-            keep_secs: (time_left / SECOND).min(u32::MAX as u64) as u32,
-            limits,
-        });
+        let column_of = |i: usize| {
+            let found = columns[i].iter().find(|(n, _)| *n == node);
+            found.map(|(_, column)| *column).unwrap_or_default()
+        };
+        into.entry(node)
+            .or_default()
+            .push(sync_entry(key, entry, time_left, column_of));
     }
 }
 
@@ -147,7 +136,7 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
         let mut entries = Vec::new();
         engine
             .store()
-            .drain_changed(now, |key, entry, left| entries.push(sync_entry(key, entry, left)));
+            .drain_changed(now, |key, entry, left| entries.push(own_entry(key, entry, left)));
         let resend_now = shared
             .resend_now
             .swap(false, std::sync::atomic::Ordering::Relaxed);
@@ -158,7 +147,7 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
         if round % resend_every == 0 || resend_now {
             engine.store().visit_recent(now, within, |key, entry, left| {
                 if entry.has_own_counts() {
-                    entries.push(sync_entry(key, entry, left));
+                    entries.push(own_entry(key, entry, left));
                 }
                 if resend_now {
                     relayed_entries(key, entry, left, &mut relayed);
