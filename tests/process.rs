@@ -2,13 +2,16 @@
 //! 429s with headers, SIGHUP reload, admin changes, `check-config`, garbage
 //! on the socket, and graceful shutdown.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::nodes::free_tcp_port;
 
 /// A running `weir serve`, killed when dropped.
 struct Weir {
@@ -18,18 +21,10 @@ struct Weir {
     agent: ureq::Agent,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Weir {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let bin_addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", free_tcp_port());
+        let bin_addr = format!("127.0.0.1:{}", free_tcp_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
         command
             .args(["serve", "--http-addr", &addr, "--bin-addr", &bin_addr])

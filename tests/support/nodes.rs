@@ -13,7 +13,8 @@ use serde_json::Value;
 /// The secret every test cluster shares.
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
-fn free_tcp_port() -> u16 {
+/// A TCP port free on loopback now.
+pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
