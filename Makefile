@@ -1,19 +1,36 @@
 # weir's two entry points: `make run` starts a node with the built-in config,
 # `make test` runs every check CI runs. Both work on a fresh machine with Rust,
-# Python 3.11, Go and make; `make test` installs what else the tests need (the
-# Python packages into clients/python/.venv, helm into target/tools).
+# Python 3.11, Go, Node 20 and make; `make test` installs what else the tests
+# need (the Python packages into clients/python/.venv, helm into target/tools,
+# the dashboard's npm packages into dashboard/node_modules, Debian's chromium).
 
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := clients/python/.venv
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test lint rust-tests python-tests helm-tests bench
+.PHONY: run test lint rust-tests python-tests helm-tests dashboard dashboard-tests bench
 
-run:
+run: dashboard
 	$(CARGO) run --release --bin weir -- serve
 
-test: lint rust-tests python-tests helm-tests
+test: dashboard lint rust-tests python-tests helm-tests dashboard-tests
+
+# The web page: TypeScript and uPlot bundled into dashboard/dist, which the
+# weir binary embeds when it is built (see build.rs).
+dashboard: dashboard/node_modules/.installed
+	cd dashboard && npm run build
+
+dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund
+	touch $@
+
+# The dashboard in a real browser against three real weir nodes.
+dashboard-tests: dashboard
+	$(CARGO) build --bin weir --locked
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	mkdir -p docs
+	cd dashboard && WEIR_BIN=$(TARGET_DIR)/debug/weir npm test
 
 lint:
 	$(CARGO) fmt --all --check

@@ -17,6 +17,7 @@ use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
 use weir::server::binary::{self, BinaryLimits};
 use weir::server::{self, App, ServeLimits};
+use weir::usage::{Usage, UsageSettings};
 
 #[derive(Parser)]
 #[command(name = "weir", version, about = "A clustered in-memory API rate limiter")]
@@ -52,6 +53,21 @@ struct ServeArgs {
     /// Bearer token for the admin endpoints; without one they are disabled.
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Bearer token for the usage API and dashboard data (the admin token
+    /// works too); without either, only loopback clients may read usage.
+    #[arg(long, env = "WEIR_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
+    /// Turn usage analytics (and the dashboard's data) off.
+    #[arg(long)]
+    no_usage: bool,
+    /// Keys kept per heavy-hitter summary (per policy, allowed and denied
+    /// apart, per minute for an hour and per hour for a day).
+    #[arg(long, env = "WEIR_USAGE_TOP_K", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    usage_top_k: u16,
+    /// Inline namespaces tracked apart in usage and metrics; the rest count
+    /// together as "*".
+    #[arg(long, env = "WEIR_USAGE_MAX_NAMESPACES", default_value_t = 32)]
+    usage_max_namespaces: usize,
     /// Most open connections, HTTP and binary each.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -226,7 +242,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if args.admin_token.is_none() {
             info!("no admin token: config and tier changes over HTTP are disabled");
         }
-        let app = App::new(engine.clone(), args.admin_token);
+        let app = App::new(engine.clone(), args.admin_token, args.read_token);
+        let usage_drain = (!args.no_usage).then(|| {
+            let settings = UsageSettings {
+                top_k: args.usage_top_k as usize,
+                max_namespaces: args.usage_max_namespaces,
+            };
+            let usage = Usage::install(engine.clone(), settings);
+            let _ = app.usage.set(usage.clone());
+            tokio::spawn(usage.drain_every_second())
+        });
         if let Some(settings) = cluster {
             let sync = tokio::net::UdpSocket::bind(settings.sync_addr)
                 .await
@@ -274,6 +299,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         sweeper.abort();
         reloader.abort();
+        if let Some(drain) = usage_drain {
+            drain.abort();
+        }
         info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -15,6 +15,7 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use crate::clock::Nanos;
+use crate::engine::hook::{CheckEvent, Recorder, RecorderFactory};
 #[cfg(test)]
 use crate::clock::SECOND;
 use crate::limiter::LimitState;
@@ -72,6 +73,8 @@ struct Shard {
     changed: Vec<Box<str>>,
     allowed: u64,
     denied: u64,
+    /// Sees every decision on this shard, when a room above installed one.
+    recorder: Option<Box<dyn Recorder>>,
 }
 
 /// Counts for metrics.
@@ -205,6 +208,22 @@ impl Store {
         (entry.expires.saturating_sub(ticks) as Nanos) << TICK_SHIFT
     }
 
+    /// Gives every shard a recorder from `make`, replacing any before.
+    pub fn install_recorders(&self, make: &RecorderFactory) {
+        for shard in self.shards.iter() {
+            lock(shard).recorder = Some(make());
+        }
+    }
+
+    /// Hands each shard's recorder to `visit`, one shard locked at a time.
+    pub fn visit_recorders(&self, mut visit: impl FnMut(&mut dyn Recorder)) {
+        for shard in self.shards.iter() {
+            if let Some(recorder) = lock(shard).recorder.as_deref_mut() {
+                visit(recorder);
+            }
+        }
+    }
+
     /// Counts for metrics.
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats {
@@ -318,13 +337,17 @@ impl Locked<'_> {
         self.shard(hash).changed.push(key.into());
     }
 
-    /// Counts one decision on the shard of `hash`, for metrics.
-    pub fn count(&mut self, hash: u64, allowed: bool) {
-        let shard = self.shard(hash);
-        if allowed {
+    /// Counts one decision on the shard of `hash`, for metrics, and shows
+    /// it to the shard's recorder.
+    pub fn count(&mut self, event: &CheckEvent<'_>) {
+        let shard = self.shard(event.key_hash);
+        if event.allowed {
             shard.allowed += 1;
         } else {
             shard.denied += 1;
+        }
+        if let Some(recorder) = shard.recorder.as_deref_mut() {
+            recorder.record(event);
         }
     }
 }

@@ -281,7 +281,13 @@ impl ClusterNode {
             settings.advertised_sync_addr().to_string(),
         )];
         if let Some(http) = settings.http_addr {
-            values.push((keys::HTTP_ADDR.to_string(), http.to_string()));
+            // Peers dial it (the usage API asks them for their counts): a
+            // wildcard bind is advertised on the advertise host.
+            let ip = match http.ip().is_unspecified() {
+                true => settings.advertise_addr.ip(),
+                false => http.ip(),
+            };
+            values.push((keys::HTTP_ADDR.to_string(), SocketAddr::new(ip, http.port()).to_string()));
         }
         let membership = Membership::start(
             MembershipConfig {
@@ -333,6 +339,42 @@ impl ClusterNode {
     /// What `GET /v1/cluster` reports.
     pub fn status(&self) -> serde_json::Value {
         status::describe(&self.shared)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared.settings.node_id
+    }
+
+    /// Peers still in the member list and not leaving: id, the HTTP
+    /// address they gossip (if any), and whether they are live.
+    pub fn peers(&self) -> Vec<(String, Option<SocketAddr>, bool)> {
+        let view = self.shared.view();
+        view.members
+            .iter()
+            .filter(|m| !m.is_self && !m.leaving())
+            .map(|m| {
+                let http = m.values.get(keys::HTTP_ADDR).and_then(|a| a.parse().ok());
+                (m.node_id.clone(), http, m.live)
+            })
+            .collect()
+    }
+
+    /// Signs a request from this node to a peer's HTTP API: a MAC with the
+    /// cluster secret over `what` (the path and query) and the time.
+    pub fn sign_peer_request(&self, what: &str, unix_secs: u64) -> String {
+        let at = unix_secs.to_string();
+        self.shared
+            .sealer
+            .sign_hex(&[b"peer-http", what.as_bytes(), at.as_bytes()])
+    }
+
+    /// Whether `mac` is this cluster's signature of `what` at `unix_secs`.
+    pub fn verify_peer_request(&self, what: &str, unix_secs: u64, mac: &str) -> bool {
+        let at = unix_secs.to_string();
+        self.shared
+            .sealer
+            .verify_hex(&[b"peer-http", what.as_bytes(), at.as_bytes()], mac)
     }
 
     /// Sync statistics, for metrics.

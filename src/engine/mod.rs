@@ -11,6 +11,7 @@
 //! wherever the key and the meaning of its slots stay the same.
 
 mod decision;
+pub mod hook;
 pub mod request;
 mod resolve;
 pub mod share;
@@ -24,6 +25,8 @@ use arc_swap::ArcSwap;
 use smallvec::SmallVec;
 
 pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
+pub use hook::{CheckEvent, Recorder, RecorderFactory};
+pub use resolve::TierSource;
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use share::{ClusterView, Shares};
 pub use tiers::{AssignError, Subject, TierChange, TierOverlay};
@@ -170,6 +173,17 @@ impl Engine {
         self.overlay.set(subject, id, tier, exists)
     }
 
+    /// Shows every decision from now on to a recorder per store shard
+    /// (see [`hook`]).
+    pub fn install_recorders(&self, make: &RecorderFactory) {
+        self.store.install_recorders(make);
+    }
+
+    /// Hands each shard's recorder to `visit`, one shard locked at a time.
+    pub fn visit_recorders(&self, visit: impl FnMut(&mut dyn Recorder)) {
+        self.store.visit_recorders(visit);
+    }
+
     /// Counts for metrics.
     pub fn stats(&self) -> StoreStats {
         self.store.stats()
@@ -207,20 +221,25 @@ impl Engine {
                 let resolved = resolve::resolve(config, &self.overlay, request, key)?;
                 let limits = limits_of(&resolved);
                 let mut outcomes = Outcomes::new();
+                let hash = self.store.hash(key);
+                let mut locked = self.store.lock(&[hash]);
                 if !limits.is_empty() {
                     let now = self.clock.now();
                     let shares = self.cluster.shares();
-                    let hash = self.store.hash(key);
-                    let mut locked = self.store.lock(&[hash]);
                     let entry = locked.entry(hash, key, now, retention(limits), || fresh(limits));
                     outcomes = decide(entry, limits, now, resolved.cost, shares);
-                    let allowed = outcomes.iter().all(|o| o.allowed);
-                    let counted = allowed && resolved.cost > 0;
+                    let counted = resolved.cost > 0 && outcomes.iter().all(|o| o.allowed);
                     if shares.is_some() && counted && entry.mark_changed() {
                         locked.queue_changed(hash, key);
                     }
-                    locked.count(hash, allowed);
                 }
+                locked.count(&CheckEvent {
+                    scope: resolved.scope,
+                    key,
+                    key_hash: hash,
+                    allowed: outcomes.iter().all(|o| o.allowed),
+                    cost: resolved.cost,
+                });
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
@@ -292,7 +311,13 @@ impl Engine {
                 }
                 decision.roll_back();
             }
-            locked.count(hashes[i], allowed);
+            locked.count(&CheckEvent {
+                scope: resolved[i].scope,
+                key: &keys[i],
+                key_hash: hashes[i],
+                allowed,
+                cost: resolved[i].cost,
+            });
         }
         Ok(BatchDecision { allowed, decisions })
     }
@@ -336,6 +361,53 @@ impl Engine {
             cost: 0,
         };
         Ok(verdict.to_decision())
+    }
+}
+
+/// What a key view shows (see [`Engine::explain`]).
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// What a peek decides now: remaining and reset per limit.
+    pub decision: Decision,
+    /// Where the tier came from; `None` for inline checks.
+    pub tier_source: Option<TierSource>,
+    /// The key in the store (and in usage summaries).
+    pub store_key: String,
+}
+
+impl Engine {
+    /// Looks at a key without counting or recording anything: its tier and
+    /// where that came from, and each limit's remaining and reset.
+    ///
+    /// # Errors
+    /// The same as [`check`](Self::check).
+    pub fn explain(&self, request: &CheckRequest) -> Result<Explained, CheckError> {
+        let config = self.config.load();
+        let mut key = String::new();
+        let resolved = resolve::resolve(&config, &self.overlay, request, &mut key)?;
+        let limits = limits_of(&resolved);
+        let mut outcomes = Outcomes::new();
+        if !limits.is_empty() {
+            let now = self.clock.now();
+            let shares = self.cluster.shares();
+            let hash = self.store.hash(&key);
+            let mut locked = self.store.lock(&[hash]);
+            outcomes = match locked.get(hash, &key) {
+                Some(entry) => decide(entry, limits, now, 0, shares),
+                None => evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
+            };
+        }
+        let verdict = Verdict {
+            scope: resolved.scope,
+            limits,
+            outcomes: &outcomes,
+            cost: 0,
+        };
+        Ok(Explained {
+            decision: verdict.to_decision(),
+            tier_source: resolved.tier_source,
+            store_key: key,
+        })
     }
 }
 

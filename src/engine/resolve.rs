@@ -24,9 +24,25 @@ use crate::policy::{
     compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Policy, Tier, TierLimits, MAX_COST,
 };
 
+/// Where a check's tier came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierSource {
+    /// Named in the request.
+    Request,
+    /// A runtime assignment (`PUT /v1/tiers/...`).
+    Assignment,
+    /// An assignment declared in the config.
+    Config,
+    /// The policy's default tier.
+    Default,
+}
+
 /// A request, resolved against a config.
 pub(super) struct Resolved<'c> {
     pub scope: Scope<'c>,
+    /// `None` for inline checks, which have no tiers.
+    pub tier_source: Option<TierSource>,
     /// `None` for an unlimited tier.
     pub limits: Option<Cow<'c, [NamedLimit]>>,
     pub cost: u32,
@@ -69,6 +85,7 @@ pub(super) fn resolve<'c>(
                     namespace: Some(namespace),
                     tier: None,
                 },
+                tier_source: None,
                 limits: Some(Cow::Owned(limits.into_vec())),
                 cost: request.cost.unwrap_or(1),
             })
@@ -91,7 +108,7 @@ fn resolve_policy<'c>(
         }
     })?;
     check_attrs(policy, request.key.present())?;
-    let tier = resolve_tier(config, overlay, policy, request)?;
+    let (tier, tier_source) = resolve_tier(config, overlay, policy, request)?;
     let rule = request
         .key
         .endpoint
@@ -119,6 +136,7 @@ fn resolve_policy<'c>(
             namespace: None,
             tier: Some(&tier.name),
         },
+        tier_source: Some(tier_source),
         limits,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),
     })
@@ -150,13 +168,14 @@ fn resolve_tier<'c>(
     overlay: &TierOverlay,
     policy: &'c Policy,
     request: &CheckRequest,
-) -> Result<&'c Tier, CheckError> {
+) -> Result<(&'c Tier, TierSource), CheckError> {
     if let Some(name) = &request.tier {
-        return policy.tier(name).ok_or_else(|| CheckError::UnknownTier {
+        let tier = policy.tier(name).ok_or_else(|| CheckError::UnknownTier {
             policy: policy.name.to_string(),
             tier: name.clone(),
             tiers: policy.tier_names(),
-        });
+        })?;
+        return Ok((tier, TierSource::Request));
     }
     let sources = [
         (Subject::Token, KeyAttr::Token, &config.assignments.tokens),
@@ -166,12 +185,15 @@ fn resolve_tier<'c>(
         let Some(id) = request.key.get(attr) else {
             continue;
         };
-        let assigned = overlay.get(subject, id).or_else(|| declared.get(id).cloned());
-        if let Some(tier) = assigned.and_then(|name| policy.tier(&name)) {
-            return Ok(tier);
+        let assigned = match overlay.get(subject, id) {
+            Some(name) => Some((name, TierSource::Assignment)),
+            None => declared.get(id).map(|name| (name.clone(), TierSource::Config)),
+        };
+        if let Some((tier, source)) = assigned.and_then(|(name, source)| Some((policy.tier(&name)?, source))) {
+            return Ok((tier, source));
         }
     }
-    Ok(policy.default_tier())
+    Ok((policy.default_tier(), TierSource::Default))
 }
 
 fn push_attrs(key: &mut String, request: &CheckRequest, attrs: KeySet) {

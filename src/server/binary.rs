@@ -23,6 +23,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::metrics::SERVER;
 use crate::engine::{CheckError, CheckRequest, Engine};
 use crate::protocol::{
     decode, encode, Frame, FrameError, Hello, HelloReply, Opcode, WireBatch, WireCheck, WireDecision,
@@ -86,9 +87,11 @@ pub async fn run(
                 let engine = engine.clone();
                 let stopped = stopped.clone();
                 connections.spawn(async move {
+                    SERVER.binary_connections.inc();
                     if let Err(err) = serve_connection(stream, &engine, limits, stopped).await {
                         debug!(%peer, error = %err, "binary connection ended");
                     }
+                    SERVER.binary_connections.dec();
                     drop(permit);
                 });
             }
@@ -165,7 +168,13 @@ where
             _ = stopped.changed() => break,
         };
         let reply = match next {
-            Ok(Some(frame)) => handle(engine, &limits, frame),
+            Ok(Some(frame)) if matches!(frame.opcode, Opcode::Ping | Opcode::Hello) => handle(engine, &limits, frame),
+            Ok(Some(frame)) => {
+                let start = quanta::Instant::now();
+                let reply = handle(engine, &limits, frame);
+                SERVER.binary_check_seconds.observe(start.elapsed().as_secs_f64());
+                reply
+            }
             Ok(None) => break,
             Err(ReadError::Io(err)) => {
                 debug!(error = %err, "binary read ended");

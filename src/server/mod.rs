@@ -3,7 +3,10 @@
 //!
 //! - [`check`]: the decision endpoints.
 //! - [`admin`]: config and tier assignment endpoints (bearer token).
-//! - [`ops`]: health, readiness, metrics.
+//! - [`ops`]: health, readiness, the member list.
+//! - [`metrics`]: Prometheus metrics; [`process`] reads the process's own.
+//! - [`usage`]: the usage API, merged across the cluster through [`peers`].
+//! - [`dashboard`]: the web page, embedded.
 //! - [`headers`]: rate-limit headers from a decision.
 //! - [`listener`]: the capped, idle-timing listener wrapper.
 //! - [`error`]: JSON errors.
@@ -11,14 +14,19 @@
 pub mod admin;
 pub mod binary;
 pub mod check;
+pub mod dashboard;
 pub mod error;
 pub mod headers;
 pub mod listener;
+pub mod metrics;
 pub mod ops;
+pub mod process;
+pub mod peers;
+pub mod usage;
 
-use std::fmt::Debug;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -32,6 +40,7 @@ use tracing::info;
 use crate::cluster::ClusterNode;
 use crate::config::MAX_CONFIG_BYTES;
 use crate::engine::Engine;
+use crate::usage::Usage;
 use listener::{Capped, ConnectionGauge};
 
 /// Largest check, batch or assignment body, in bytes.
@@ -43,6 +52,11 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// Bearer token for admin endpoints; `None` disables them.
     pub admin_token: Option<String>,
+    /// Bearer token for the usage API (the admin token works too); with
+    /// neither, only loopback clients may read usage.
+    pub read_token: Option<String>,
+    /// Usage analytics, when on.
+    pub usage: OnceLock<Arc<Usage>>,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
     /// Open connections, once serving.
@@ -53,10 +67,12 @@ pub struct App {
 
 impl App {
     /// Shared state around `engine`.
-    pub fn new(engine: Arc<Engine>, admin_token: Option<String>) -> Arc<Self> {
+    pub fn new(engine: Arc<Engine>, admin_token: Option<String>, read_token: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             engine,
             admin_token: admin_token.filter(|token| !token.is_empty()),
+            read_token: read_token.filter(|token| !token.is_empty()),
+            usage: OnceLock::new(),
             ready: AtomicBool::new(true),
             connections: OnceLock::new(),
             cluster: OnceLock::new(),
@@ -70,6 +86,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/check", post(check::check))
         .route("/v1/check/batch", post(check::check_batch))
         .route("/v1/refund", post(check::refund))
+        .route_layer(axum::middleware::from_fn(metrics::time_checks))
         .route(
             "/v1/tiers/{subject}/{id}",
             put(admin::put_tier).delete(admin::delete_tier),
@@ -83,12 +100,31 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/config", config)
         .route("/v1/tiers", get(admin::list_tiers))
         .route("/v1/cluster", get(ops::cluster))
+        .route("/v1/usage", get(usage::get_usage))
+        .route("/v1/usage/key", get(usage::get_key))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/", get(dashboard::index))
+        .route("/dashboard/{*path}", get(dashboard::asset))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(metrics::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(app)
+}
+
+/// The address a request came from: lets the usage API tell loopback
+/// clients apart.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Capped<L>>> for ClientAddr
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Capped<L>>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
 }
 
 /// Connection limits for [`run`].
@@ -121,8 +157,7 @@ pub async fn run<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
 where
-    L: Listener,
-    L::Addr: Debug,
+    L: Listener<Addr = SocketAddr>,
 {
     let listener = Capped::new(listener, limits.max_connections, limits.idle_timeout);
     // Set once per App; a second run on the same App keeps the first gauge.
@@ -133,7 +168,8 @@ where
         state.ready.store(false, Ordering::SeqCst);
         info!("shutting down: finishing requests in flight");
     };
-    axum::serve(listener, router(app))
+    // The peer address tells loopback clients apart (see `usage`).
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<ClientAddr>())
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -260,6 +260,12 @@ async fn metrics_count_keys_and_decisions() {
         text.contains("weir_decisions_total{result=\"denied\"} 1\n"),
         "{text}"
     );
+    h.usage.drain();
+    let text = h.get("/metrics").await.body;
+    let text = text.as_str().unwrap();
+    let by_scope = "weir_checks_total{policy=\"api\",tier=\"free\",result=\"denied\"} 1\n";
+    assert!(text.contains(by_scope), "{text}");
+    assert!(text.contains("weir_http_check_duration_seconds_count"), "{text}");
 }
 
 #[tokio::test]

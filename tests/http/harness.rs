@@ -13,6 +13,7 @@ use weir::clock::{ManualClock, SECOND};
 use weir::config::Config;
 use weir::engine::Engine;
 use weir::server::{router, App};
+use weir::usage::{Usage, UsageSettings};
 
 /// A config with every feature the tests need, and limits small enough to
 /// reach by hand.
@@ -65,6 +66,7 @@ pub struct Harness {
     router: Router,
     pub clock: Arc<ManualClock>,
     pub engine: Arc<Engine>,
+    pub usage: Arc<Usage>,
 }
 
 pub struct Reply {
@@ -87,11 +89,14 @@ impl Harness {
     pub fn with_config(config: &str, admin_token: Option<&str>) -> Self {
         let clock = Arc::new(ManualClock::new(T0));
         let engine = Arc::new(Engine::new(Config::parse(config).unwrap(), clock.clone()));
-        let app = App::new(engine.clone(), admin_token.map(str::to_owned));
+        let app = App::new(engine.clone(), admin_token.map(str::to_owned), None);
+        let usage = Usage::install(engine.clone(), UsageSettings::default());
+        let _ = app.usage.set(usage.clone());
         Self {
             router: router(app),
             clock,
             engine,
+            usage,
         }
     }
 

@@ -6,3 +6,4 @@ mod admin;
 mod checks;
 mod errors;
 mod harness;
+mod usage;

@@ -159,6 +159,12 @@ impl Node {
         reply.body_mut().read_json().ok()
     }
 
+    /// `GET path` as text, `None` if unreachable.
+    pub fn get_text(&self, path: &str) -> Option<String> {
+        let mut reply = self.agent.get(format!("{}{path}", self.base)).call().ok()?;
+        reply.body_mut().read_to_string().ok()
+    }
+
     /// `POST path` with a JSON body: the JSON reply (null if unreachable).
     pub fn post(&self, path: &str, body: &Value) -> Value {
         let reply = self.agent.post(format!("{}{path}", self.base)).send_json(body);

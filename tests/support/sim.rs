@@ -246,7 +246,7 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
         sent: AtomicU64::new(0),
     };
     let node = ClusterNode::start(engine.clone(), settings, &SimGossip, sync).await?;
-    let app = App::new(engine, None);
+    let app = App::new(engine, None, None);
     let _ = app.cluster.set(Arc::new(node));
     let listener = SimListener(turmoil::net::TcpListener::bind(wildcard(HTTP_PORT)).await?);
     server::run(listener, app, ServeLimits::default(), std::future::pending()).await?;

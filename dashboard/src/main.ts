@@ -1,0 +1,234 @@
+// The usage dashboard: tiles, allowed vs denied over time, top keys, a key
+// view with tier changes, nodes and config. Refreshes every 2 s.
+
+import uPlot from "uplot";
+import * as api from "./api";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const REFRESH_MS = 2000;
+const fmt = new Intl.NumberFormat("en");
+
+let chart: uPlot | null = null;
+let policies: api.ConfigView["config"]["policies"] = {};
+const lastDecisions = new Map<string, { at: number; count: number }>();
+
+function cell(row: HTMLTableRowElement, text: string, className = ""): void {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+}
+
+function fillTable(id: string, rows: string[][], onPick?: (index: number) => void): void {
+  const body = $<HTMLTableElement>(id).tBodies[0];
+  body.replaceChildren();
+  rows.forEach((values, index) => {
+    const row = body.insertRow();
+    values.forEach((v) => cell(row, v));
+    if (onPick) {
+      row.className = "pick";
+      row.addEventListener("click", () => onPick(index));
+    }
+  });
+}
+
+function keyText(key: api.KeyAttrs): string {
+  return Object.entries(key).map(([k, v]) => `${k}=${v}`).join(" ");
+}
+
+function query(): URLSearchParams {
+  const q = new URLSearchParams({ range: $<HTMLSelectElement>("range").value });
+  const policy = $<HTMLSelectElement>("policy").value;
+  const tier = $<HTMLSelectElement>("tier").value;
+  if (policy) q.set("policy", policy);
+  if (tier) q.set("tier", tier);
+  return q;
+}
+
+function drawChart(report: api.UsageReport): void {
+  const xs = report.allowed.map((_, i) => report.start + i * report.step_s);
+  const data: uPlot.AlignedData = [xs, report.allowed, report.denied];
+  const box = $("chart");
+  if (!chart) {
+    chart = new uPlot({
+      width: box.clientWidth || 900, height: 220,
+      series: [{}, { label: "allowed", stroke: "#2e7d32", width: 1.5 }, { label: "denied", stroke: "#c62828", width: 1.5 }],
+      axes: [{}, { label: `checks per step` }],
+    }, data, box);
+  } else {
+    chart.setData(data);
+  }
+}
+
+function renderUsage(report: api.UsageReport): void {
+  const t = report.totals;
+  const recent = report.step_s === 1 ? 10 : 1;
+  const tail = (xs: number[]) => xs.slice(-recent - 1, -1).reduce((a, b) => a + b, 0);
+  const rate = (tail(report.allowed) + tail(report.denied)) / (recent * report.step_s);
+  $("tile-rate").textContent = fmt.format(Math.round(rate));
+  $("tile-allowed").textContent = fmt.format(t.allowed);
+  $("tile-denied").textContent = fmt.format(t.denied);
+  const checks = t.allowed + t.denied;
+  $("tile-ratio").textContent = checks ? `${((100 * t.denied) / checks).toFixed(1)}%` : "–";
+  const missing = $("missing");
+  missing.hidden = report.missing.length === 0;
+  missing.textContent = `Missing from these numbers: ${report.missing.map((m) => `${m.node} (${m.error})`).join(", ")}`;
+  drawChart(report);
+  fillTable("scopes", report.scopes.map((s) => [
+    s.policy ?? `inline ${s.namespace}`, s.tier ?? "", fmt.format(s.counts.allowed), fmt.format(s.counts.denied), fmt.format(s.counts.allowed_cost),
+  ]));
+  const topRows = (list: api.TopEntry[]) => list.map((e) => [
+    keyText(e.key), e.policy ?? e.namespace ?? "", e.tier ?? "", e.error ? `${fmt.format(e.count)} ±${fmt.format(e.error)}` : fmt.format(e.count), String(e.nodes),
+  ]);
+  fillTable("top-denied", topRows(report.top_denied), (i) => pickKey(report.top_denied[i]));
+  fillTable("top-allowed", topRows(report.top_allowed), (i) => pickKey(report.top_allowed[i]));
+}
+
+function renderCluster(status: api.ClusterStatus): void {
+  $("tile-nodes").textContent = status.mode === "cluster" ? `${status.live} / ${status.expected}` : "1";
+  $("node").textContent = status.node_id ? `node ${status.node_id}` : "standalone";
+  const now = Date.now();
+  fillTable("nodes", status.members.map((m) => {
+    const before = lastDecisions.get(m.node_id);
+    let rate = "";
+    if (m.decisions !== null) {
+      if (before && now > before.at) rate = fmt.format(Math.round(((m.decisions - before.count) * 1000) / (now - before.at)));
+      lastDecisions.set(m.node_id, { at: now, count: m.decisions });
+    }
+    const sync = m.self ? "self" : m.last_sync_ms_ago === null ? "never" : `${m.last_sync_ms_ago} ms ago`;
+    return [m.node_id, m.live ? "live" : "down", sync, m.lag_ms === null ? "" : `${m.lag_ms.toFixed(1)} ms`, rate];
+  }));
+}
+
+function renderConfig(view: api.ConfigView): void {
+  policies = view.config.policies ?? {};
+  $("config-version").textContent = `version ${view.version}`;
+  const box = $("config");
+  box.replaceChildren();
+  const table = document.createElement("table");
+  table.createTHead().insertRow().append(...["policy", "key", "tier", "limits"].map((h) => Object.assign(document.createElement("th"), { textContent: h })));
+  const body = table.createTBody();
+  for (const [name, p] of Object.entries(policies)) {
+    for (const [tier, t] of Object.entries(p.tiers)) {
+      const row = body.insertRow();
+      const limits = t.unlimited ? "unlimited" : (t.limits ?? []).map((l) => `${l.name ?? l.rate}: ${l.algorithm} ${l.rate}${l.burst ? ` burst ${l.burst}` : ""}`).join("; ");
+      [name, p.key.join("+"), tier + (tier === p.default_tier ? " (default)" : ""), limits].forEach((v) => cell(row, v));
+    }
+  }
+  box.append(table);
+  syncSelect("policy", Object.keys(policies), true);
+  syncSelect("key-policy", Object.keys(policies), false);
+  const tiers = [...new Set(Object.values(policies).flatMap((p) => Object.keys(p.tiers)))];
+  syncSelect("tier", tiers, true);
+  syncSelect("assign-tier", tiers, false);
+}
+
+function syncSelect(id: string, values: string[], withAll: boolean): void {
+  const select = $<HTMLSelectElement>(id);
+  const wanted = (withAll ? [""] : []).concat(values);
+  const have = [...select.options].map((o) => o.value);
+  if (have.join("\n") === wanted.join("\n")) return;
+  const current = select.value;
+  select.replaceChildren(...wanted.map((v) => new Option(v || "all", v)));
+  if (wanted.includes(current)) select.value = current;
+}
+
+function pickKey(entry: api.TopEntry): void {
+  if (!entry.policy) return;
+  $<HTMLSelectElement>("key-policy").value = entry.policy;
+  for (const attr of ["user", "ip", "token", "endpoint"] as const) {
+    $<HTMLInputElement>(`key-${attr}`).value = entry.key[attr] ?? "";
+  }
+  void lookUpKey();
+}
+
+async function lookUpKey(): Promise<void> {
+  const q = new URLSearchParams({ policy: $<HTMLSelectElement>("key-policy").value });
+  for (const attr of ["user", "ip", "token", "endpoint"]) {
+    const value = $<HTMLInputElement>(`key-${attr}`).value.trim();
+    if (value) q.set(attr, value);
+  }
+  const box = $("key-result");
+  try {
+    const view = await api.keyView(q);
+    box.replaceChildren();
+    const head = document.createElement("p");
+    head.id = "key-tier";
+    head.textContent = `tier ${view.decision.tier ?? "–"} (from ${view.tier_source ?? "inline"})`;
+    const table = document.createElement("table");
+    table.id = "key-limits";
+    table.createTHead().insertRow().append(...["limit", "algorithm", "capacity", "remaining", "full again in"].map((h) => Object.assign(document.createElement("th"), { textContent: h })));
+    const body = table.createTBody();
+    for (const l of view.decision.limits) {
+      const row = body.insertRow();
+      [l.name, l.algorithm, fmt.format(l.limit), fmt.format(l.remaining), `${(l.reset_after_ms / 1000).toFixed(1)} s`].forEach((v) => cell(row, v));
+      row.cells[3].className = l.remaining > 0 ? "ok" : "no";
+    }
+    if (view.decision.limits.length === 0) body.insertRow().insertCell().textContent = "unlimited";
+    const recent = document.createElement("p");
+    recent.id = "key-recent";
+    const est = (e: api.Estimate | null) => (e ? fmt.format(e.count) : "not in top keys");
+    recent.textContent = Object.entries(view.recent).map(([range, r]) => `${range}: allowed ${est(r.allowed)}, denied ${est(r.denied)}`).join(" · ");
+    box.append(head, table, recent);
+    const assign = $<HTMLFormElement>("assign-form");
+    assign.hidden = false;
+    const subject = $<HTMLSelectElement>("assign-subject");
+    subject.value = $<HTMLInputElement>("key-token").value ? "token" : "user";
+  } catch (e) {
+    box.textContent = e instanceof Error ? e.message : String(e);
+  }
+}
+
+async function assign(): Promise<void> {
+  const subject = $<HTMLSelectElement>("assign-subject").value;
+  const id = $<HTMLInputElement>(`key-${subject}`).value.trim();
+  const tier = $<HTMLSelectElement>("assign-tier").value;
+  const status = $("assign-status");
+  if (!id) {
+    status.textContent = `enter the key's ${subject} first`;
+    return;
+  }
+  try {
+    await api.assignTier(subject, id, tier);
+    status.textContent = `${subject} ${id} is now ${tier}`;
+    await lookUpKey();
+  } catch (e) {
+    status.textContent = e instanceof Error ? e.message : String(e);
+  }
+}
+
+async function refresh(): Promise<void> {
+  const status = $("status");
+  const results = await Promise.allSettled([api.usage(query()), api.cluster(), api.config()]);
+  const [usage, cluster, config] = results;
+  if (config.status === "fulfilled") renderConfig(config.value);
+  if (cluster.status === "fulfilled") renderCluster(cluster.value);
+  if (usage.status === "fulfilled") {
+    renderUsage(usage.value);
+    status.textContent = `updated ${new Date().toLocaleTimeString()} · ${usage.value.nodes.length} node(s)`;
+    status.dataset.state = "ok";
+  } else {
+    const error = usage.reason;
+    const needsToken = error instanceof api.ApiError && (error.status === 401 || error.status === 403);
+    status.textContent = needsToken ? `enter a read token: ${error.message}` : `usage unavailable: ${error}`;
+    status.dataset.state = "error";
+  }
+}
+
+function start(): void {
+  const tokenInput = $<HTMLInputElement>("token");
+  tokenInput.value = sessionStorage.getItem("weir-token") ?? "";
+  api.setToken(tokenInput.value);
+  tokenInput.addEventListener("change", () => {
+    sessionStorage.setItem("weir-token", tokenInput.value);
+    api.setToken(tokenInput.value);
+    void refresh();
+  });
+  for (const id of ["range", "policy", "tier"]) $(id).addEventListener("change", () => void refresh());
+  $("key-form").addEventListener("submit", (e) => { e.preventDefault(); void lookUpKey(); });
+  $("assign-form").addEventListener("submit", (e) => { e.preventDefault(); void assign(); });
+  window.addEventListener("resize", () => chart?.setSize({ width: $("chart").clientWidth, height: 220 }));
+  void refresh();
+  setInterval(() => void refresh(), REFRESH_MS);
+}
+
+start();

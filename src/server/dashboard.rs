@@ -1,0 +1,48 @@
+//! `GET /dashboard`: the web page of `dashboard/`, embedded at build time
+//! (see `build.rs`). Nothing it loads comes from another host. A binary
+//! built before the assets serves a page that says how to build them.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+include!(concat!(env!("OUT_DIR"), "/dashboard_assets.rs"));
+
+const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>weir dashboard not built</title>\
+<body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>The dashboard was not built into this binary</h1>\
+<p>This weir binary was compiled before the dashboard's assets existed. Build them and then weir:</p>\
+<pre>make dashboard      # npm ci && npm run build in dashboard/\ncargo build --release</pre>\
+<p>(<code>make run</code> and <code>make test</code> do both.) The usage API works without the page: \
+<code>GET /v1/usage</code>.</p></body>";
+
+/// Only what the page itself loads may run or be fetched: no other host.
+const POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'";
+
+fn asset_response(name: &str) -> Option<Response> {
+    let (_, bytes) = ASSETS.iter().find(|(n, _)| *n == name)?;
+    let kind = match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    let mut response = (*bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(response)
+}
+
+/// `GET /dashboard`.
+pub async fn index() -> Response {
+    asset_response("index.html").unwrap_or_else(|| (StatusCode::OK, Html(NOT_BUILT)).into_response())
+}
+
+/// `GET /dashboard/{path}`.
+pub async fn asset(Path(path): Path<String>) -> Response {
+    asset_response(&path).unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
+}

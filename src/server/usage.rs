@@ -1,0 +1,313 @@
+//! The usage API: `GET /v1/usage` (totals, series, top keys) and
+//! `GET /v1/usage/key` (one key's tier, limits and recent counts).
+//!
+//! Any node answers for the whole cluster: it asks its live peers for their
+//! local reports (signed with the cluster secret) and merges them; a peer
+//! that does not answer within the deadline is listed under `missing`.
+//! `scope=local` answers for this node alone.
+//!
+//! Usage data names users, IPs and tokens, so it needs the read token (or
+//! the admin token); with neither configured only loopback clients are
+//! answered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, Extensions, HeaderMap, StatusCode, Uri};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::admin::same_secret;
+use super::error::ApiError;
+use super::peers;
+use super::{App, ClientAddr};
+use crate::cluster::ClusterNode;
+use crate::engine::{CheckRequest, RequestKey, TierSource};
+use crate::usage::report::MissingNode;
+use crate::usage::{Filter, Range, Recent, Usage, UsageReport};
+
+/// How long a node waits for its peers' reports.
+const PEER_DEADLINE: Duration = Duration::from_millis(800);
+
+/// Most keys in each top list of an answer.
+const DEFAULT_TOP: usize = 20;
+
+/// Checks that the caller may read usage data.
+fn authorize(app: &App, headers: &HeaderMap, extensions: &Extensions, uri: &Uri) -> Result<(), ApiError> {
+    if let Some(node) = app.cluster.get() {
+        let what = uri.path_and_query().map_or("", |p| p.as_str());
+        if peers::is_signed_by_peer(node, headers, what) {
+            return Ok(());
+        }
+    }
+    let tokens: Vec<&str> = [app.read_token.as_deref(), app.admin_token.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if tokens.is_empty() {
+        let peer = extensions.get::<ConnectInfo<ClientAddr>>().map(|c| c.0 .0.ip());
+        return match peer {
+            Some(ip) if ip.is_loopback() => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_token_required",
+                "usage data is served to loopback clients only while no read token is configured: \
+                 start weir with --read-token (WEIR_READ_TOKEN) and send Authorization: Bearer <token>",
+            )),
+        };
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match given {
+        Some(given) if tokens.iter().any(|t| same_secret(given.as_bytes(), t.as_bytes())) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "usage data needs Authorization: Bearer <read token or admin token>",
+        )),
+    }
+}
+
+fn usage(app: &App) -> Result<&Arc<Usage>, ApiError> {
+    app.usage.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "usage_disabled",
+            "usage analytics are off on this node (started with --no-usage)",
+        )
+    })
+}
+
+fn parse_range(text: Option<&str>) -> Result<Range, ApiError> {
+    let text = text.unwrap_or("5m");
+    Range::parse(text).ok_or_else(|| {
+        ApiError::bad_request("invalid_range", format!("range must be 5m, 1h or 24h, not {text:?}"))
+    })
+}
+
+/// Whether to merge peers' reports.
+fn cluster_wide<'a>(app: &'a App, scope: Option<&str>) -> Result<Option<&'a Arc<ClusterNode>>, ApiError> {
+    match scope {
+        None | Some("cluster") => Ok(app.cluster.get()),
+        Some("local") => Ok(None),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_scope",
+            format!("scope must be cluster or local, not {other:?}"),
+        )),
+    }
+}
+
+fn node_name(app: &App) -> String {
+    app.cluster.get().map_or_else(|| "local".to_string(), |n| n.node_id().to_string())
+}
+
+/// Asks every live peer for `path_and_query`: their answers, and every
+/// member that did not give one (down, cut off, slow, or failing).
+async fn ask_peers<T: serde::de::DeserializeOwned + Send + 'static>(
+    node: &Arc<ClusterNode>,
+    path_and_query: String,
+) -> (Vec<T>, Vec<MissingNode>) {
+    let mut asks = JoinSet::new();
+    let mut missing = Vec::new();
+    for (id, addr, live) in node.peers() {
+        let addr = match (addr, live) {
+            (Some(addr), true) => addr,
+            (_, false) => {
+                let error = "not reachable: down or cut off".to_string();
+                missing.push(MissingNode { node: id, error });
+                continue;
+            }
+            (None, true) => {
+                let error = "gossips no HTTP address".to_string();
+                missing.push(MissingNode { node: id, error });
+                continue;
+            }
+        };
+        let (node, path) = (node.clone(), path_and_query.clone());
+        asks.spawn(async move { (id, peers::get_json::<T>(&node, addr, &path, PEER_DEADLINE).await) });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        match joined {
+            Ok((_, Ok(answer))) => answers.push(answer),
+            Ok((node, Err(error))) => missing.push(MissingNode { node, error }),
+            Err(error) => missing.push(MissingNode {
+                node: "?".into(),
+                error: error.to_string(),
+            }),
+        }
+    }
+    (answers, missing)
+}
+
+/// `GET /v1/usage` query.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    /// Keys per top list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<usize>,
+}
+
+/// `GET /v1/usage`.
+pub async fn get_usage(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    uri: Uri,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UsageReport>, ApiError> {
+    authorize(&app, &headers, &extensions, &uri)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let usage = usage(&app)?;
+    let range = parse_range(query.range.as_deref())?;
+    let filter = Filter {
+        policy: query.policy.clone(),
+        tier: query.tier.clone(),
+    };
+    let cluster = cluster_wide(&app, query.scope.as_deref())?;
+    let mut report = usage.report(&node_name(&app), range, &filter);
+    if let Some(node) = cluster {
+        let local = UsageQuery {
+            scope: Some("local".into()),
+            limit: Some(usage.top_k()),
+            range: Some(range.name().into()),
+            ..query
+        };
+        let path = format!("/v1/usage?{}", serde_urlencoded::to_string(&local).unwrap_or_default());
+        let (answers, missing) = ask_peers::<UsageReport>(node, path).await;
+        for answer in answers {
+            report.merge(answer, usage.top_k());
+        }
+        report.missing.extend(missing);
+        report.scope = "cluster".into();
+    }
+    report.truncate_tops(query.limit.unwrap_or(DEFAULT_TOP).min(usage.top_k()));
+    Ok(Json(report))
+}
+
+/// `GET /v1/usage/key` query: the key as a check would give it.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+/// A key's recent counts over each range.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct RecentByRange {
+    #[serde(rename = "5m")]
+    five_minutes: Recent,
+    #[serde(rename = "1h")]
+    hour: Recent,
+    #[serde(rename = "24h")]
+    day: Recent,
+}
+
+impl RecentByRange {
+    fn add(&mut self, other: &RecentByRange) {
+        let add = |a: &mut Recent, b: &Recent| {
+            for (mine, theirs) in [(&mut a.allowed, b.allowed), (&mut a.denied, b.denied)] {
+                if let Some(theirs) = theirs {
+                    let sum = mine.get_or_insert_with(Default::default);
+                    sum.count += theirs.count;
+                    sum.error += theirs.error;
+                }
+            }
+        };
+        add(&mut self.five_minutes, &other.five_minutes);
+        add(&mut self.hour, &other.hour);
+        add(&mut self.day, &other.day);
+    }
+}
+
+/// `GET /v1/usage/key` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyReport {
+    /// What a peek decides now on the answering node (nothing counted), as
+    /// `POST /v1/check` reports a decision.
+    pub decision: serde_json::Value,
+    /// Where the tier came from: request, assignment, config or default.
+    pub tier_source: Option<TierSource>,
+    /// Allowed and denied checks where the key's policy summaries list it,
+    /// summed over the nodes that answered.
+    pub recent: RecentByRange,
+    /// Nodes whose counts are included.
+    pub nodes: Vec<String>,
+    /// Live nodes that did not answer in time.
+    pub missing: Vec<MissingNode>,
+}
+
+/// `GET /v1/usage/key`.
+pub async fn get_key(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    uri: Uri,
+    query: Result<Query<KeyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<KeyReport>, ApiError> {
+    authorize(&app, &headers, &extensions, &uri)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let usage = usage(&app)?;
+    let mut request = CheckRequest::policy(
+        query.policy.as_str(),
+        RequestKey {
+            user: query.user.clone(),
+            ip: query.ip.clone(),
+            token: query.token.clone(),
+            endpoint: query.endpoint.clone(),
+        },
+    );
+    request.tier = query.tier.clone();
+    let explained = app.engine.explain(&request)?;
+    let recent = |range| usage.recent(&explained.store_key, range);
+    let mut report = KeyReport {
+        decision: serde_json::to_value(&explained.decision).unwrap_or_default(),
+        tier_source: explained.tier_source,
+        recent: RecentByRange {
+            five_minutes: recent(Range::FiveMinutes),
+            hour: recent(Range::Hour),
+            day: recent(Range::Day),
+        },
+        nodes: vec![node_name(&app)],
+        missing: Vec::new(),
+    };
+    if let Some(node) = cluster_wide(&app, query.scope.as_deref())? {
+        let local = KeyQuery {
+            scope: Some("local".into()),
+            ..query
+        };
+        let path = format!("/v1/usage/key?{}", serde_urlencoded::to_string(&local).unwrap_or_default());
+        let (answers, missing) = ask_peers::<KeyReport>(node, path).await;
+        for answer in answers {
+            report.recent.add(&answer.recent);
+            report.nodes.extend(answer.nodes);
+        }
+        report.missing = missing;
+    }
+    Ok(Json(report))
+}

@@ -1,0 +1,128 @@
+//! Usage analytics: who is using and who is being refused, per node, in
+//! bounded memory.
+//!
+//! The engine shows every decision to a [`tally::ShardTally`] on the store
+//! shard that made it (see `engine::hook`); once a second [`Usage::drain`]
+//! empties the shards into the node's [`History`]. Reports merge across
+//! nodes ([`UsageReport::merge`]); `server::usage` serves them.
+//!
+//! - [`top`]: Space-Saving heavy hitters, per shard and mergeable.
+//! - [`tally`]: what a shard records between drains.
+//! - [`history`]: rings of counts and summaries per minute and hour.
+//! - [`report`]: the JSON answer and its merge.
+
+pub mod history;
+pub mod report;
+pub mod tally;
+pub mod top;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+pub use history::{Filter, History, Range, UsageSettings};
+pub use report::{KeyLabel, UsageReport};
+pub use tally::{Counts, ScopeId};
+pub use top::Counted;
+
+use crate::clock::SECOND;
+use crate::engine::{Engine, Recorder};
+use tally::ShardTally;
+
+/// One node's analytics.
+pub struct Usage {
+    engine: Arc<Engine>,
+    history: Mutex<History>,
+}
+
+/// A key's recent checks, where its policy's summaries list it.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Recent {
+    /// Allowed checks, if listed.
+    pub allowed: Option<Counted>,
+    /// Denied checks, if listed.
+    pub denied: Option<Counted>,
+}
+
+impl Usage {
+    /// Starts recording every decision `engine` makes.
+    pub fn install(engine: Arc<Engine>, settings: UsageSettings) -> Arc<Self> {
+        engine.install_recorders(&|| Box::new(ShardTally::default()) as Box<dyn Recorder>);
+        Arc::new(Self {
+            engine,
+            history: Mutex::new(History::new(settings)),
+        })
+    }
+
+    fn history(&self) -> MutexGuard<'_, History> {
+        // History updates are whole-value writes; a panic mid-update leaves
+        // at worst one second half counted.
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves what the shards counted into the history, stamped now.
+    pub fn drain(&self) {
+        let second = self.engine.now() / SECOND;
+        let k = self.history().settings().top_k;
+        let mut drained = Vec::new();
+        self.engine.visit_recorders(|recorder| {
+            let any: &mut dyn std::any::Any = recorder;
+            if let Some(tally) = any.downcast_mut::<ShardTally>() {
+                tally.drain(k, |d| drained.push(d));
+            }
+        });
+        let mut history = self.history();
+        for d in drained {
+            history.add(second, d);
+        }
+    }
+
+    /// Drains every second, forever; spawn it and abort it.
+    pub async fn drain_every_second(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticks.tick().await;
+            self.drain();
+        }
+    }
+
+    /// This node's report over `range`, as of now.
+    pub fn report(&self, node: &str, range: Range, filter: &Filter) -> UsageReport {
+        let now = self.engine.now() / SECOND;
+        UsageReport::local(&self.history(), node, range, now, filter)
+    }
+
+    /// How often `store_key` was allowed and denied over `range`, where its
+    /// policy's summaries list it.
+    pub fn recent(&self, store_key: &str, range: Range) -> Recent {
+        let label = KeyLabel::of_store_key(store_key);
+        let filter = Filter {
+            policy: label.policy.or(label.namespace),
+            tier: None,
+        };
+        let now = self.engine.now() / SECOND;
+        let tops = self.history().tops(range, now, &filter);
+        let mut recent = Recent::default();
+        for (_, pair) in tops {
+            recent.allowed = recent.allowed.or(pair.allowed.get(store_key));
+            recent.denied = recent.denied.or(pair.denied.get(store_key));
+        }
+        recent
+    }
+
+    /// Checks per scope since start, for metrics.
+    pub fn totals(&self) -> Vec<(ScopeId, Counts)> {
+        self.history().totals()
+    }
+
+    /// Keys per heavy-hitter summary.
+    pub fn top_k(&self) -> usize {
+        self.history().settings().top_k
+    }
+
+    /// Bytes held, and scopes tracked.
+    pub fn footprint(&self) -> (usize, usize) {
+        let history = self.history();
+        (history.bytes(), history.scopes())
+    }
+}

@@ -1,0 +1,204 @@
+//! What one store shard records between two drains: counts per scope and
+//! the shard's heavy hitters, allowed and denied apart.
+//!
+//! It runs on the check path under the shard's lock, so it is kept small:
+//! find the scope (one hash, one probe), add four numbers, update a
+//! [`ShardTop`]. The number of scopes a shard tracks is capped; inline
+//! namespaces past the cap fold into one [`ScopeId::OtherNamespaces`].
+
+use std::hash::{BuildHasher, Hasher};
+
+use compact_str::CompactString;
+use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
+
+use super::top::{ShardTop, TopK};
+use crate::engine::{CheckEvent, Recorder, Scope};
+
+/// Most scopes one shard tracks between drains.
+pub const MAX_SHARD_SCOPES: usize = 256;
+
+/// Who counts are about: a policy's tier, an inline namespace, or every
+/// namespace past the cap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScopeId {
+    /// A policy and tier.
+    Policy {
+        /// Policy name.
+        policy: CompactString,
+        /// Tier name.
+        tier: CompactString,
+    },
+    /// An inline namespace.
+    Namespace(CompactString),
+    /// Namespaces past the cap on tracked ones.
+    OtherNamespaces,
+}
+
+impl ScopeId {
+    /// The policy or namespace part: top keys are kept per policy.
+    pub fn group(&self) -> ScopeId {
+        match self {
+            ScopeId::Policy { policy, .. } => ScopeId::Policy {
+                policy: policy.clone(),
+                tier: CompactString::default(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    fn matches(&self, scope: &Scope<'_>) -> bool {
+        match (self, scope.namespace) {
+            (ScopeId::Policy { policy, tier }, None) => {
+                Some(policy.as_str()) == scope.policy && Some(tier.as_str()) == scope.tier
+            }
+            (ScopeId::Namespace(name), Some(namespace)) => name == namespace,
+            _ => false,
+        }
+    }
+
+    fn of(scope: &Scope<'_>) -> Self {
+        match scope.namespace {
+            Some(namespace) => ScopeId::Namespace(namespace.into()),
+            None => ScopeId::Policy {
+                policy: scope.policy.unwrap_or_default().into(),
+                tier: scope.tier.unwrap_or_default().into(),
+            },
+        }
+    }
+}
+
+/// Checks and units, allowed and denied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Checks allowed.
+    pub allowed: u64,
+    /// Checks denied.
+    pub denied: u64,
+    /// Units counted by allowed checks.
+    pub allowed_cost: u64,
+    /// Units denied checks asked for.
+    pub denied_cost: u64,
+}
+
+impl Counts {
+    /// Adds `other` in.
+    pub fn add(&mut self, other: &Counts) {
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.allowed_cost += other.allowed_cost;
+        self.denied_cost += other.denied_cost;
+    }
+
+    /// Nothing counted.
+    pub fn is_zero(&self) -> bool {
+        *self == Counts::default()
+    }
+}
+
+/// One scope's tally on one shard.
+#[derive(Debug)]
+struct ScopeTally {
+    id: ScopeId,
+    hash: u64,
+    counts: Counts,
+    top_allowed: ShardTop,
+    top_denied: ShardTop,
+}
+
+impl ScopeTally {
+    fn new(id: ScopeId, hash: u64) -> Self {
+        Self {
+            id,
+            hash,
+            counts: Counts::default(),
+            top_allowed: ShardTop::default(),
+            top_denied: ShardTop::default(),
+        }
+    }
+}
+
+/// A drained scope: its counts and its heavy hitters.
+#[derive(Debug)]
+pub struct Drained {
+    /// Whose.
+    pub id: ScopeId,
+    /// Counted since the last drain.
+    pub counts: Counts,
+    /// Heaviest allowed keys.
+    pub top_allowed: TopK,
+    /// Heaviest denied keys.
+    pub top_denied: TopK,
+}
+
+/// The recorder installed on each store shard.
+#[derive(Default)]
+pub struct ShardTally {
+    scopes: HashTable<ScopeTally>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl ShardTally {
+    fn scope_hash(&self, scope: &Scope<'_>) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        match scope.namespace {
+            Some(namespace) => {
+                hasher.write_u8(1);
+                hasher.write(namespace.as_bytes());
+            }
+            None => {
+                hasher.write(scope.policy.unwrap_or_default().as_bytes());
+                hasher.write_u8(0);
+                hasher.write(scope.tier.unwrap_or_default().as_bytes());
+            }
+        }
+        hasher.finish()
+    }
+
+    fn tally(&mut self, scope: &Scope<'_>) -> &mut ScopeTally {
+        let hash = self.scope_hash(scope);
+        let crowded = self.scopes.len() >= MAX_SHARD_SCOPES && scope.namespace.is_some();
+        if crowded && self.scopes.find(hash, |t| t.id.matches(scope)).is_none() {
+            let other = ScopeId::OtherNamespaces;
+            return self
+                .scopes
+                .entry(0, |t| t.id == other, |t| t.hash)
+                .or_insert_with(|| ScopeTally::new(ScopeId::OtherNamespaces, 0))
+                .into_mut();
+        }
+        self.scopes
+            .entry(hash, |t| t.id.matches(scope), |t| t.hash)
+            .or_insert_with(|| ScopeTally::new(ScopeId::of(scope), hash))
+            .into_mut()
+    }
+
+    /// Everything since the last drain, with heavy hitters as summaries of
+    /// up to `k` keys; starts again, keeping only scopes still in use.
+    pub fn drain(&mut self, k: usize, mut out: impl FnMut(Drained)) {
+        self.scopes.retain(|t| !t.counts.is_zero());
+        for tally in self.scopes.iter_mut() {
+            out(Drained {
+                id: tally.id.clone(),
+                counts: std::mem::take(&mut tally.counts),
+                top_allowed: tally.top_allowed.take(k),
+                top_denied: tally.top_denied.take(k),
+            });
+        }
+    }
+}
+
+impl Recorder for ShardTally {
+    fn record(&mut self, event: &CheckEvent<'_>) {
+        let tally = self.tally(&event.scope);
+        let cost = event.cost as u64;
+        if event.allowed {
+            tally.counts.allowed += 1;
+            tally.counts.allowed_cost += cost;
+            tally.top_allowed.add(event.key_hash, event.key);
+        } else {
+            tally.counts.denied += 1;
+            tally.counts.denied_cost += cost;
+            tally.top_denied.add(event.key_hash, event.key);
+        }
+    }
+}
