@@ -29,7 +29,6 @@ dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock
 dashboard-tests: dashboard
 	$(CARGO) build --bin weir --locked
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
-	mkdir -p docs
 	cd dashboard && WEIR_BIN=$(TARGET_DIR)/debug/weir npm test
 
 lint:
@@ -57,6 +56,7 @@ $(VENV)/.installed: clients/python/pyproject.toml
 	$(VENV)/bin/pip install -q -e "clients/python[django,fastapi,test]"
 	touch $@
 
-bench:
+bench: dashboard
 	$(CARGO) bench --bench engine
 	$(CARGO) bench --bench memory
+	$(CARGO) bench --bench usage

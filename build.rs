@@ -13,12 +13,18 @@ fn main() {
     let mut files = Vec::new();
     collect(&dist, &dist, &mut files);
     files.sort();
-    let mut out = String::from("/// Built dashboard assets: path under dist/, bytes.\npub static ASSETS: &[(&str, &[u8])] = &[\n");
+    let mut out = String::from(
+        "/// Built dashboard assets: path under dist/, bytes.\npub static ASSETS: &[(&str, &[u8])] = &[\n",
+    );
     for (name, path) in files {
-        out.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
+        out.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
     }
     out.push_str("];\n");
-    let generated = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("dashboard_assets.rs");
+    let generated =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("dashboard_assets.rs");
     std::fs::write(generated, out).expect("OUT_DIR is writable");
 }
 

@@ -1,5 +1,6 @@
 //! Decision cost: weir's engine against governor's keyed limiter, measured in
-//! the same run. One thread on an existing key; two threads on distinct keys
+//! the same run, and weir's engine with usage analytics on
+//! (`weir_engine_usage`) against the same engine without them. One thread on an existing key; two threads on distinct keys
 //! and on one hot key. Limits are set high so every check takes the allowed
 //! path, as most production checks do.
 //!
@@ -17,6 +18,7 @@ use weir::config::Config;
 use weir::engine::{CheckRequest, Engine, RequestKey};
 use weir::limiter::{Limit, TokenBucket};
 use weir::store::Store;
+use weir::usage::{Usage, UsageSettings};
 
 const ONE_LIMIT: &str = r#"
 [policies.bucket]
@@ -40,6 +42,22 @@ fn engine() -> Arc<Engine> {
         Config::parse(ONE_LIMIT).unwrap(),
         Arc::new(QuantaClock::new()),
     ))
+}
+
+/// An engine with usage analytics recording every check, drained every
+/// second as `weir serve` does, on a thread that stops with the bench.
+fn engine_with_usage() -> (Arc<Engine>, Arc<std::sync::atomic::AtomicBool>) {
+    let engine = engine();
+    let usage = Usage::install(engine.clone(), UsageSettings::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+            usage.drain();
+        }
+    });
+    (engine, stop)
 }
 
 fn request(policy: &str, user: &str) -> CheckRequest {
@@ -76,6 +94,16 @@ fn one_thread(c: &mut Criterion) {
             b.iter(|| black_box(weir.check(black_box(&check)).unwrap().allowed))
         });
     }
+
+    let (with_usage, stop) = engine_with_usage();
+    for policy in ["bucket", "two"] {
+        let check = request(policy, "alice");
+        with_usage.check(&check).unwrap();
+        group.bench_function(BenchmarkId::new("weir_engine_usage", policy), |b| {
+            b.iter(|| black_box(with_usage.check_with(black_box(&check), |v| v.allowed()).unwrap()))
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let limiter = governor();
     let key = String::from("alice");
@@ -164,6 +192,17 @@ fn two_threads(c: &mut Criterion) {
                 })
             })
         });
+        let (with_usage, stop) = engine_with_usage();
+        group.bench_function(BenchmarkId::new("weir_engine_usage", case), |b| {
+            b.iter_custom(|iters| {
+                on_two_threads(iters, |thread, n| {
+                    for _ in 0..n {
+                        black_box(with_usage.check_with(&checks[thread], |v| v.allowed()).unwrap());
+                    }
+                })
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let limiter = governor();
         let names = keys.map(String::from);
         group.bench_function(BenchmarkId::new("governor_keyed", case), |b| {
@@ -179,9 +218,45 @@ fn two_threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// The cost of usage analytics per check, robust to this VM's drift: the
+/// same check on an engine without and one with analytics, in alternating
+/// rounds; prints the medians and the median of the per-round differences.
+fn usage_overhead(_: &mut Criterion) {
+    const ROUNDS: usize = 41;
+    const CHECKS: u32 = 200_000;
+    let plain = engine();
+    let (with_usage, stop) = engine_with_usage();
+    for policy in ["bucket", "two"] {
+        let check = request(policy, "alice");
+        let time = |engine: &Engine| {
+            let start = Instant::now();
+            for _ in 0..CHECKS {
+                black_box(engine.check_with(black_box(&check), |v| v.allowed()).unwrap());
+            }
+            start.elapsed().as_nanos() as f64 / CHECKS as f64
+        };
+        time(&plain);
+        time(&with_usage);
+        let mut rounds: Vec<(f64, f64)> = (0..ROUNDS).map(|_| (time(&plain), time(&with_usage))).collect();
+        let median = |mut xs: Vec<f64>| {
+            xs.sort_by(f64::total_cmp);
+            xs[xs.len() / 2]
+        };
+        let without = median(rounds.iter().map(|r| r.0).collect());
+        let with = median(rounds.iter().map(|r| r.1).collect());
+        rounds.sort_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)));
+        let difference = median(rounds.iter().map(|r| r.1 - r.0).collect());
+        println!(
+            "usage_overhead/{policy}: without {without:.1} ns, with {with:.1} ns, \
+             per-round difference median {difference:+.1} ns ({ROUNDS} alternating rounds of {CHECKS})"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = one_thread, two_threads
+    targets = one_thread, two_threads, usage_overhead
 }
 criterion_main!(benches);

@@ -19,8 +19,11 @@
 //! - [`cluster`]: a node in a cluster: gossip membership, the counter and
 //!   config sync, and the member list (the accuracy rules are in
 //!   [`engine::share`]).
-//! - [`server`]: HTTP (axum) with rate-limit headers, admin endpoints,
-//!   metrics, and graceful shutdown.
+//! - [`usage`]: usage analytics beside the engine: a recorder per store
+//!   shard (fed through [`engine::hook`]), heavy hitters, the per-node
+//!   history, and reports merged across the cluster.
+//! - [`server`]: HTTP (axum) with rate-limit headers, admin endpoints, the
+//!   usage API and dashboard, metrics, and graceful shutdown.
 //! - `main.rs`: the `weir` command line.
 
 pub mod clock;

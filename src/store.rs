@@ -15,9 +15,9 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use crate::clock::Nanos;
-use crate::engine::hook::{CheckEvent, Recorder, RecorderFactory};
 #[cfg(test)]
 use crate::clock::SECOND;
+use crate::engine::hook::{CheckEvent, Recorder, RecorderFactory};
 use crate::limiter::LimitState;
 
 /// Number of shards: enough that two cores rarely meet on one lock.

@@ -51,11 +51,17 @@ fn any_node_answers_for_the_cluster_and_names_a_missing_one() {
         assert_eq!(report["scope"], "cluster");
         assert_eq!(report["nodes"].as_array().unwrap().len(), 3, "{report}");
         assert_eq!(report["missing"], json!([]));
-        assert_eq!(report["totals"], reports[0]["totals"], "every node gives the same totals");
+        assert_eq!(
+            report["totals"], reports[0]["totals"],
+            "every node gives the same totals"
+        );
         let top = &report["top_denied"][0];
         assert_eq!(top["key"]["ip"], "203.0.113.66");
         assert_eq!(top["nodes"], 3);
-        assert_eq!(top["count"], report["totals"]["denied"], "only the abuser was denied");
+        assert_eq!(
+            top["count"], report["totals"]["denied"],
+            "only the abuser was denied"
+        );
     }
     let local = nodes[0].get("/v1/usage?scope=local").unwrap();
     assert_eq!(local["nodes"], json!(["node-0"]));
@@ -63,7 +69,9 @@ fn any_node_answers_for_the_cluster_and_names_a_missing_one() {
     // A killed node is named as missing, not silently left out.
     nodes[2].kill();
     nodes[0].wait_until(Duration::from_secs(10), "the dead node listed as missing", |n| {
-        usage(n)["missing"].as_array().is_some_and(|m| m.iter().any(|m| m["node"] == "node-2"))
+        usage(n)["missing"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["node"] == "node-2"))
     });
     let report = usage(&nodes[0]);
     assert_eq!(report["nodes"].as_array().unwrap().len(), 2, "{report}");
@@ -79,7 +87,9 @@ fn metric_names(expr: &str) -> Vec<String> {
         let starts = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
         let rest = &expr[i..];
         if starts && (rest.starts_with("weir_") || rest.starts_with("process_")) {
-            let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
             names.push(rest[..len].to_string());
             i += len;
         } else {
@@ -119,7 +129,8 @@ fn every_series_the_grafana_dashboard_queries_exists() {
     let nodes = start_cluster(1, &config_file("grafana"), &[]);
     nodes[0].check(&json!({ "policy": "per_ip", "key": { "ip": "192.0.2.1" } }));
     nodes[0].wait_until(Duration::from_secs(10), "checks counted by policy", |n| {
-        n.get_text("/metrics").is_some_and(|m| m.contains("weir_checks_total{"))
+        n.get_text("/metrics")
+            .is_some_and(|m| m.contains("weir_checks_total{"))
     });
     let metrics = nodes[0].get_text("/metrics").unwrap();
     let samples: Vec<&str> = metrics
@@ -128,6 +139,9 @@ fn every_series_the_grafana_dashboard_queries_exists() {
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
     for name in &names {
-        assert!(samples.contains(&name.as_str()), "the dashboard queries {name}, which /metrics lacks");
+        assert!(
+            samples.contains(&name.as_str()),
+            "the dashboard queries {name}, which /metrics lacks"
+        );
     }
 }

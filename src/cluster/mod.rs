@@ -287,7 +287,10 @@ impl ClusterNode {
                 true => settings.advertise_addr.ip(),
                 false => http.ip(),
             };
-            values.push((keys::HTTP_ADDR.to_string(), SocketAddr::new(ip, http.port()).to_string()));
+            values.push((
+                keys::HTTP_ADDR.to_string(),
+                SocketAddr::new(ip, http.port()).to_string(),
+            ));
         }
         let membership = Membership::start(
             MembershipConfig {

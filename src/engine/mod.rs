@@ -26,8 +26,8 @@ use smallvec::SmallVec;
 
 pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
 pub use hook::{CheckEvent, Recorder, RecorderFactory};
-pub use resolve::TierSource;
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
+pub use resolve::TierSource;
 pub use share::{ClusterView, Shares};
 pub use tiers::{AssignError, Subject, TierChange, TierOverlay};
 

@@ -189,7 +189,8 @@ fn resolve_tier<'c>(
             Some(name) => Some((name, TierSource::Assignment)),
             None => declared.get(id).map(|name| (name.clone(), TierSource::Config)),
         };
-        if let Some((tier, source)) = assigned.and_then(|(name, source)| Some((policy.tier(&name)?, source))) {
+        if let Some((tier, source)) = assigned.and_then(|(name, source)| Some((policy.tier(&name)?, source)))
+        {
             return Ok((tier, source));
         }
     }

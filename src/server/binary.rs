@@ -168,7 +168,9 @@ where
             _ = stopped.changed() => break,
         };
         let reply = match next {
-            Ok(Some(frame)) if matches!(frame.opcode, Opcode::Ping | Opcode::Hello) => handle(engine, &limits, frame),
+            Ok(Some(frame)) if matches!(frame.opcode, Opcode::Ping | Opcode::Hello) => {
+                handle(engine, &limits, frame)
+            }
             Ok(Some(frame)) => {
                 let start = quanta::Instant::now();
                 let reply = handle(engine, &limits, frame);

@@ -16,7 +16,8 @@ const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>weir dashboar
 <code>GET /v1/usage</code>.</p></body>";
 
 /// Only what the page itself loads may run or be fetched: no other host.
-const POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'";
+const POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'";
 
 fn asset_response(name: &str) -> Option<Response> {
     let (_, bytes) = ASSETS.iter().find(|(n, _)| *n == name)?;

@@ -112,14 +112,44 @@ fn engine_series(app: &App, snapshot: &mut Snapshot) {
     let stats = app.engine.stats();
     let config = app.engine.config();
     snapshot.one("weir_tracked_keys", Gauge, "Keys tracked now", stats.keys as f64);
-    snapshot.one("weir_max_keys", Gauge, "Most keys tracked before the idlest are evicted", config.max_keys as f64);
+    snapshot.one(
+        "weir_max_keys",
+        Gauge,
+        "Most keys tracked before the idlest are evicted",
+        config.max_keys as f64,
+    );
     let decisions = [("allowed", stats.allowed), ("denied", stats.denied)];
-    snapshot.add("weir_decisions", Counter, "Checks decided, by result", labelled("result", &decisions));
-    snapshot.one("weir_keys_expired", Counter, "Keys dropped after their limits forgot them", stats.expired as f64);
-    snapshot.one("weir_keys_evicted", Counter, "Keys evicted, idlest first, because the store was full", stats.evicted as f64);
-    snapshot.one("weir_config_version", Gauge, "Version of the config in force", app.engine.config_version() as f64);
+    snapshot.add(
+        "weir_decisions",
+        Counter,
+        "Checks decided, by result",
+        labelled("result", &decisions),
+    );
+    snapshot.one(
+        "weir_keys_expired",
+        Counter,
+        "Keys dropped after their limits forgot them",
+        stats.expired as f64,
+    );
+    snapshot.one(
+        "weir_keys_evicted",
+        Counter,
+        "Keys evicted, idlest first, because the store was full",
+        stats.evicted as f64,
+    );
+    snapshot.one(
+        "weir_config_version",
+        Gauge,
+        "Version of the config in force",
+        app.engine.config_version() as f64,
+    );
     let open = app.connections.get().map_or(0, |gauge| gauge.open());
-    snapshot.one("weir_http_connections", Gauge, "Open HTTP connections", open as f64);
+    snapshot.one(
+        "weir_http_connections",
+        Gauge,
+        "Open HTTP connections",
+        open as f64,
+    );
 }
 
 fn usage_series(app: &App, snapshot: &mut Snapshot) {
@@ -130,17 +160,43 @@ fn usage_series(app: &App, snapshot: &mut Snapshot) {
     let mut units = Vec::new();
     for (id, counts) in usage.totals() {
         let (policy, tier) = scope_labels(&id);
-        let labels = |result: &str| vec![("policy", policy.clone()), ("tier", tier.clone()), ("result", result.to_string())];
+        let labels = |result: &str| {
+            vec![
+                ("policy", policy.clone()),
+                ("tier", tier.clone()),
+                ("result", result.to_string()),
+            ]
+        };
         checks.push((labels("allowed"), counts.allowed as f64));
         checks.push((labels("denied"), counts.denied as f64));
         units.push((labels("allowed"), counts.allowed_cost as f64));
         units.push((labels("denied"), counts.denied_cost as f64));
     }
-    snapshot.add("weir_checks", MetricType::Counter, "Checks by policy (or inline namespace), tier and result; counted once a second", checks);
-    snapshot.add("weir_check_units", MetricType::Counter, "Cost units asked for, by policy, tier and result", units);
+    snapshot.add(
+        "weir_checks",
+        MetricType::Counter,
+        "Checks by policy (or inline namespace), tier and result; counted once a second",
+        checks,
+    );
+    snapshot.add(
+        "weir_check_units",
+        MetricType::Counter,
+        "Cost units asked for, by policy, tier and result",
+        units,
+    );
     let (bytes, scopes) = usage.footprint();
-    snapshot.one("weir_usage_memory_bytes", MetricType::Gauge, "Bytes the usage analytics hold", bytes as f64);
-    snapshot.one("weir_usage_scopes", MetricType::Gauge, "Policy tiers and inline namespaces the analytics track", scopes as f64);
+    snapshot.one(
+        "weir_usage_memory_bytes",
+        MetricType::Gauge,
+        "Bytes the usage analytics hold",
+        bytes as f64,
+    );
+    snapshot.one(
+        "weir_usage_scopes",
+        MetricType::Gauge,
+        "Policy tiers and inline namespaces the analytics track",
+        scopes as f64,
+    );
 }
 
 fn cluster_series(app: &App, snapshot: &mut Snapshot) {
@@ -149,15 +205,31 @@ fn cluster_series(app: &App, snapshot: &mut Snapshot) {
     };
     let shape = node.shape();
     let nodes = vec![
-        (vec![("state", "live".to_string())], shape.map_or(1, |s| s.live) as f64),
-        (vec![("state", "expected".to_string())], shape.map_or(1, |s| s.expected) as f64),
+        (
+            vec![("state", "live".to_string())],
+            shape.map_or(1, |s| s.live) as f64,
+        ),
+        (
+            vec![("state", "expected".to_string())],
+            shape.map_or(1, |s| s.expected) as f64,
+        ),
     ];
     let help = "Nodes this node reaches (live) and counts as the cluster (expected)";
     snapshot.add("weir_cluster_nodes", MetricType::Gauge, help, nodes);
     let (counters, rejected) = node.stats().snapshot();
-    snapshot.add("weir_sync", MetricType::Counter, "Counter-sync frames and entries, by kind", labelled("kind", &counters));
+    snapshot.add(
+        "weir_sync",
+        MetricType::Counter,
+        "Counter-sync frames and entries, by kind",
+        labelled("kind", &counters),
+    );
     let help = "Counter-sync datagrams dropped, by reason";
-    snapshot.add("weir_sync_rejected", MetricType::Counter, help, labelled("reason", &rejected));
+    snapshot.add(
+        "weir_sync_rejected",
+        MetricType::Counter,
+        help,
+        labelled("reason", &rejected),
+    );
 }
 
 /// The whole exposition, as Prometheus (OpenMetrics text) reads it.
@@ -171,10 +243,22 @@ pub fn render(app: &App) -> String {
     registry.register_collector(Box::new(snapshot));
     let server = &*SERVER;
     let help = "Seconds from a check request read to its reply built, HTTP API";
-    registry.register("weir_http_check_duration_seconds", help, server.http_check_seconds.clone());
+    registry.register(
+        "weir_http_check_duration_seconds",
+        help,
+        server.http_check_seconds.clone(),
+    );
     let help = "Seconds from a check frame read to its reply built, binary protocol";
-    registry.register("weir_binary_check_duration_seconds", help, server.binary_check_seconds.clone());
-    registry.register("weir_binary_connections", "Open binary-protocol connections", server.binary_connections.clone());
+    registry.register(
+        "weir_binary_check_duration_seconds",
+        help,
+        server.binary_check_seconds.clone(),
+    );
+    registry.register(
+        "weir_binary_connections",
+        "Open binary-protocol connections",
+        server.binary_connections.clone(),
+    );
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -188,7 +272,10 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 /// Times the HTTP check endpoints (middleware).
-pub async fn time_checks(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+pub async fn time_checks(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let start = quanta::Instant::now();
     let response = next.run(request).await;
     SERVER.http_check_seconds.observe(start.elapsed().as_secs_f64());

@@ -20,8 +20,8 @@ pub mod headers;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
-pub mod process;
 pub mod peers;
+pub mod process;
 pub mod usage;
 
 use std::future::Future;
@@ -169,9 +169,12 @@ where
         info!("shutting down: finishing requests in flight");
     };
     // The peer address tells loopback clients apart (see `usage`).
-    axum::serve(listener, router(app).into_make_service_with_connect_info::<ClientAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Drops expired keys every `period`, forever; spawn it and abort it.

@@ -37,9 +37,15 @@ pub async fn get_json<T: DeserializeOwned>(
     path_and_query: &str,
     deadline: Duration,
 ) -> Result<T, String> {
-    let signature = format!("{}:{}", unix_secs(), node.sign_peer_request(path_and_query, unix_secs()));
+    let signature = format!(
+        "{}:{}",
+        unix_secs(),
+        node.sign_peer_request(path_and_query, unix_secs())
+    );
     let request = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
@@ -49,7 +55,10 @@ pub async fn get_json<T: DeserializeOwned>(
             .header(PEER_HEADER, signature)
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("request: {e}"))?;
-        let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()

@@ -16,14 +16,34 @@ pub fn series(out: &mut dyn FnMut(&'static str, MetricType, &'static str, f64)) 
         .ok()
         .and_then(|text| text.split_whitespace().nth(1)?.parse::<f64>().ok())
     {
-        out("process_resident_memory_bytes", MetricType::Gauge, "Resident memory size in bytes", resident * PAGE_BYTES);
+        out(
+            "process_resident_memory_bytes",
+            MetricType::Gauge,
+            "Resident memory size in bytes",
+            resident * PAGE_BYTES,
+        );
     }
     if let Some((cpu, start)) = cpu_and_start() {
-        out("process_cpu_seconds", MetricType::Counter, "User and system CPU time spent in seconds", cpu);
-        out("process_start_time_seconds", MetricType::Gauge, "Start time of the process since the Unix epoch, in seconds", start);
+        out(
+            "process_cpu_seconds",
+            MetricType::Counter,
+            "User and system CPU time spent in seconds",
+            cpu,
+        );
+        out(
+            "process_start_time_seconds",
+            MetricType::Gauge,
+            "Start time of the process since the Unix epoch, in seconds",
+            start,
+        );
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        out("process_open_fds", MetricType::Gauge, "Open file descriptors", fds.count() as f64);
+        out(
+            "process_open_fds",
+            MetricType::Gauge,
+            "Open file descriptors",
+            fds.count() as f64,
+        );
     }
 }
 

@@ -85,7 +85,10 @@ fn usage(app: &App) -> Result<&Arc<Usage>, ApiError> {
 fn parse_range(text: Option<&str>) -> Result<Range, ApiError> {
     let text = text.unwrap_or("5m");
     Range::parse(text).ok_or_else(|| {
-        ApiError::bad_request("invalid_range", format!("range must be 5m, 1h or 24h, not {text:?}"))
+        ApiError::bad_request(
+            "invalid_range",
+            format!("range must be 5m, 1h or 24h, not {text:?}"),
+        )
     })
 }
 
@@ -102,7 +105,9 @@ fn cluster_wide<'a>(app: &'a App, scope: Option<&str>) -> Result<Option<&'a Arc<
 }
 
 fn node_name(app: &App) -> String {
-    app.cluster.get().map_or_else(|| "local".to_string(), |n| n.node_id().to_string())
+    app.cluster
+        .get()
+        .map_or_else(|| "local".to_string(), |n| n.node_id().to_string())
 }
 
 /// Asks every live peer for `path_and_query`: their answers, and every
@@ -186,7 +191,10 @@ pub async fn get_usage(
             range: Some(range.name().into()),
             ..query
         };
-        let path = format!("/v1/usage?{}", serde_urlencoded::to_string(&local).unwrap_or_default());
+        let path = format!(
+            "/v1/usage?{}",
+            serde_urlencoded::to_string(&local).unwrap_or_default()
+        );
         let (answers, missing) = ask_peers::<UsageReport>(node, path).await;
         for answer in answers {
             report.merge(answer, usage.top_k());
@@ -301,7 +309,10 @@ pub async fn get_key(
             scope: Some("local".into()),
             ..query
         };
-        let path = format!("/v1/usage/key?{}", serde_urlencoded::to_string(&local).unwrap_or_default());
+        let path = format!(
+            "/v1/usage/key?{}",
+            serde_urlencoded::to_string(&local).unwrap_or_default()
+        );
         let (answers, missing) = ask_peers::<KeyReport>(node, path).await;
         for answer in answers {
             report.recent.add(&answer.recent);

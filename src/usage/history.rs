@@ -151,10 +151,13 @@ impl Tops {
         }
     }
 
-    /// Everything since `since_minute` (inclusive), at the granularity kept.
-    fn since(&self, k: usize, since_minute: u64) -> TopPair {
+    /// Everything from `since_minute` (inclusive) to `now_minute`, at the
+    /// granularity kept: minutes within the last hour, hours beyond. The
+    /// current minute and hour count only if they are recent: a policy
+    /// without traffic is not rolled forward.
+    fn since(&self, k: usize, since_minute: u64, now_minute: u64) -> TopPair {
         let mut merged = TopPair::new(k);
-        if since_minute + 60 >= self.minute.0 {
+        if since_minute + 60 > now_minute {
             for (_, pair) in self.minutes.iter().filter(|(m, _)| *m >= since_minute) {
                 merged.merge(pair);
             }
@@ -163,9 +166,13 @@ impl Tops {
             for (_, pair) in self.hours.iter().filter(|(h, _)| *h >= since_hour) {
                 merged.merge(pair);
             }
-            merged.merge(&self.hour.1);
+            if self.hour.0 >= since_hour {
+                merged.merge(&self.hour.1);
+            }
         }
-        merged.merge(&self.minute.1);
+        if self.minute.0 >= since_minute {
+            merged.merge(&self.minute.1);
+        }
         merged
     }
 
@@ -242,7 +249,8 @@ impl Filter {
             ScopeId::Namespace(name) => (name.as_str(), None),
             ScopeId::OtherNamespaces => ("", None),
         };
-        self.policy.as_deref().is_none_or(|p| p == name) && self.tier.as_deref().is_none_or(|t| Some(t) == tier)
+        self.policy.as_deref().is_none_or(|p| p == name)
+            && self.tier.as_deref().is_none_or(|t| Some(t) == tier)
     }
 }
 
@@ -306,7 +314,10 @@ impl History {
         series.total.add(&drained.counts);
         let k = self.settings.top_k;
         let minute = second / 60;
-        let tops = self.tops.entry(id.group()).or_insert_with(|| Tops::new(k, minute));
+        let tops = self
+            .tops
+            .entry(id.group())
+            .or_insert_with(|| Tops::new(k, minute));
         tops.roll(k, minute);
         tops.minute.1.merge(&TopPair {
             allowed: drained.top_allowed,
@@ -369,13 +380,17 @@ impl History {
         self.tops
             .iter()
             .filter(|(id, _)| group_filter.covers(id))
-            .map(|(id, tops)| (id.clone(), tops.since(self.settings.top_k, since)))
+            .map(|(id, tops)| (id.clone(), tops.since(self.settings.top_k, since, now / 60)))
             .collect()
     }
 
     /// Bytes held by rings and summaries.
     pub fn bytes(&self) -> usize {
-        let rings: usize = self.series.values().map(|s| s.seconds.bytes() + s.minutes.bytes()).sum();
+        let rings: usize = self
+            .series
+            .values()
+            .map(|s| s.seconds.bytes() + s.minutes.bytes())
+            .sum();
         let tops: usize = self.tops.values().map(Tops::bytes).sum();
         rings + tops
     }
@@ -383,5 +398,67 @@ impl History {
     /// Scopes tracked.
     pub fn scopes(&self) -> usize {
         self.series.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::top::TopK;
+    use std::sync::Arc;
+
+    fn drained(key: &str, allowed: u64) -> Drained {
+        let mut top = TopK::new(8);
+        top.add(&Arc::from(key), allowed);
+        Drained {
+            id: ScopeId::Policy {
+                policy: "p".into(),
+                tier: "t".into(),
+            },
+            counts: Counts {
+                allowed,
+                ..Counts::default()
+            },
+            top_allowed: top,
+            top_denied: TopK::new(8),
+        }
+    }
+
+    fn top_keys(history: &History, range: Range, now: u64) -> Vec<String> {
+        let tops = history.tops(range, now, &Filter::default());
+        tops.iter()
+            .flat_map(|(_, pair)| pair.allowed.ranked().into_iter().map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_quiet_policy_shows_no_old_keys_in_a_short_range() {
+        let mut history = History::new(UsageSettings::default());
+        let t0 = 1_800_000_000;
+        history.add(t0, drained("old", 5));
+        let later = t0 + 2 * 3600;
+        assert!(top_keys(&history, Range::FiveMinutes, later).is_empty());
+        assert!(top_keys(&history, Range::Hour, later).is_empty());
+        assert_eq!(top_keys(&history, Range::Day, later), ["old"]);
+        assert!(history.series(Range::Hour, later, &Filter::default()).is_empty());
+    }
+
+    #[test]
+    fn keys_move_from_minutes_to_hours_as_time_passes() {
+        let settings = UsageSettings {
+            top_k: 8,
+            ..UsageSettings::default()
+        };
+        let mut history = History::new(settings);
+        let t0 = 1_800_000_000; // a whole hour
+        for minute in 0..150 {
+            history.add(t0 + minute * 60, drained(&format!("k{minute}"), 1));
+        }
+        let now = t0 + 149 * 60;
+        // The five minutes before `now` touch six whole minutes.
+        assert_eq!(top_keys(&history, Range::FiveMinutes, now).len(), 6);
+        assert_eq!(top_keys(&history, Range::Hour, now).len(), 8, "capped at k");
+        let day = history.series(Range::Day, now, &Filter::default());
+        assert_eq!(day[0].counts.allowed, 150);
     }
 }

@@ -80,7 +80,10 @@ impl KeyLabel {
 
     /// The policy or namespace: top keys are kept per group.
     fn group(&self) -> &str {
-        self.policy.as_deref().or(self.namespace.as_deref()).unwrap_or_default()
+        self.policy
+            .as_deref()
+            .or(self.namespace.as_deref())
+            .unwrap_or_default()
     }
 }
 
@@ -232,7 +235,9 @@ impl UsageReport {
         };
         for scope in &series {
             report.totals.add(&scope.counts);
-            report.scopes.push(scope_report(&scope.id, scope.counts, &scope.points));
+            report
+                .scopes
+                .push(scope_report(&scope.id, scope.counts, &scope.points));
         }
         report.sum_series();
         let tier = filter.tier.as_deref();
@@ -310,8 +315,22 @@ impl UsageReport {
             add_shifted(&mut target.denied, &scope.denied, offset);
         }
         self.sum_series();
-        self.top_allowed = merge_tops(&self.top_allowed, &other.top_allowed, &self.floors, &other.floors, k, |f| f.allowed);
-        self.top_denied = merge_tops(&self.top_denied, &other.top_denied, &self.floors, &other.floors, k, |f| f.denied);
+        self.top_allowed = merge_tops(
+            &self.top_allowed,
+            &other.top_allowed,
+            &self.floors,
+            &other.floors,
+            k,
+            |f| f.allowed,
+        );
+        self.top_denied = merge_tops(
+            &self.top_denied,
+            &other.top_denied,
+            &self.floors,
+            &other.floors,
+            k,
+            |f| f.denied,
+        );
         for floor in other.floors {
             match self.floors.iter_mut().find(|f| f.group == floor.group) {
                 Some(mine) => {
@@ -343,13 +362,22 @@ fn merge_tops(
     k: usize,
     floor_of: impl Fn(&GroupFloor) -> u64,
 ) -> Vec<TopEntry> {
-    let floor = |floors: &[GroupFloor], group: &str| floors.iter().find(|f| f.group == group).map_or(0, &floor_of);
+    let floor =
+        |floors: &[GroupFloor], group: &str| floors.iter().find(|f| f.group == group).map_or(0, &floor_of);
     let mut groups: BTreeMap<String, (Vec<&TopEntry>, Vec<&TopEntry>)> = BTreeMap::new();
     for entry in mine {
-        groups.entry(entry.label.group().to_string()).or_default().0.push(entry);
+        groups
+            .entry(entry.label.group().to_string())
+            .or_default()
+            .0
+            .push(entry);
     }
     for entry in theirs {
-        groups.entry(entry.label.group().to_string()).or_default().1.push(entry);
+        groups
+            .entry(entry.label.group().to_string())
+            .or_default()
+            .1
+            .push(entry);
     }
     let mut merged = Vec::new();
     for (group, (a, b)) in groups {

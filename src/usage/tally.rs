@@ -2,14 +2,11 @@
 //! the shard's heavy hitters, allowed and denied apart.
 //!
 //! It runs on the check path under the shard's lock, so it is kept small:
-//! find the scope (one hash, one probe), add four numbers, update a
+//! find the scope (usually the one before), add two numbers, update a
 //! [`ShardTop`]. The number of scopes a shard tracks is capped; inline
 //! namespaces past the cap fold into one [`ScopeId::OtherNamespaces`].
 
-use std::hash::{BuildHasher, Hasher};
-
 use compact_str::CompactString;
-use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
 use super::top::{ShardTop, TopK};
@@ -100,17 +97,15 @@ impl Counts {
 #[derive(Debug)]
 struct ScopeTally {
     id: ScopeId,
-    hash: u64,
     counts: Counts,
     top_allowed: ShardTop,
     top_denied: ShardTop,
 }
 
 impl ScopeTally {
-    fn new(id: ScopeId, hash: u64) -> Self {
+    fn new(id: ScopeId) -> Self {
         Self {
             id,
-            hash,
             counts: Counts::default(),
             top_allowed: ShardTop::default(),
             top_denied: ShardTop::default(),
@@ -134,42 +129,33 @@ pub struct Drained {
 /// The recorder installed on each store shard.
 #[derive(Default)]
 pub struct ShardTally {
-    scopes: HashTable<ScopeTally>,
-    hasher: foldhash::fast::FixedState,
+    /// Few (the policy tiers and namespaces in use), so a scan beats a hash;
+    /// `last` makes a run of checks on one scope one comparison each.
+    scopes: Vec<ScopeTally>,
+    last: usize,
 }
 
 impl ShardTally {
-    fn scope_hash(&self, scope: &Scope<'_>) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
-        match scope.namespace {
-            Some(namespace) => {
-                hasher.write_u8(1);
-                hasher.write(namespace.as_bytes());
-            }
-            None => {
-                hasher.write(scope.policy.unwrap_or_default().as_bytes());
-                hasher.write_u8(0);
-                hasher.write(scope.tier.unwrap_or_default().as_bytes());
-            }
-        }
-        hasher.finish()
-    }
-
     fn tally(&mut self, scope: &Scope<'_>) -> &mut ScopeTally {
-        let hash = self.scope_hash(scope);
-        let crowded = self.scopes.len() >= MAX_SHARD_SCOPES && scope.namespace.is_some();
-        if crowded && self.scopes.find(hash, |t| t.id.matches(scope)).is_none() {
-            let other = ScopeId::OtherNamespaces;
-            return self
-                .scopes
-                .entry(0, |t| t.id == other, |t| t.hash)
-                .or_insert_with(|| ScopeTally::new(ScopeId::OtherNamespaces, 0))
-                .into_mut();
+        if self.scopes.get(self.last).is_some_and(|t| t.id.matches(scope)) {
+            return &mut self.scopes[self.last];
         }
-        self.scopes
-            .entry(hash, |t| t.id.matches(scope), |t| t.hash)
-            .or_insert_with(|| ScopeTally::new(ScopeId::of(scope), hash))
-            .into_mut()
+        let index = match self.scopes.iter().position(|t| t.id.matches(scope)) {
+            Some(index) => index,
+            None if self.scopes.len() < MAX_SHARD_SCOPES || scope.namespace.is_none() => {
+                self.scopes.push(ScopeTally::new(ScopeId::of(scope)));
+                self.scopes.len() - 1
+            }
+            None => match self.scopes.iter().position(|t| t.id == ScopeId::OtherNamespaces) {
+                Some(index) => index,
+                None => {
+                    self.scopes.push(ScopeTally::new(ScopeId::OtherNamespaces));
+                    self.scopes.len() - 1
+                }
+            },
+        };
+        self.last = index;
+        &mut self.scopes[index]
     }
 
     /// Everything since the last drain, with heavy hitters as summaries of

@@ -26,6 +26,8 @@ pub const SHARD_SLOTS: usize = 16;
 #[derive(Debug, Default)]
 pub struct ShardTop {
     len: usize,
+    /// The slot hit last: a hot key skips the scan.
+    last: usize,
     hashes: [u64; SHARD_SLOTS],
     counts: [u32; SHARD_SLOTS],
     errors: [u32; SHARD_SLOTS],
@@ -35,20 +37,32 @@ pub struct ShardTop {
 impl ShardTop {
     /// Counts one occurrence of `key`.
     pub fn add(&mut self, hash: u64, key: &str) {
+        // 64-bit hashes from a per-process seed: a collision is as unlikely
+        // as it is harmless (one key's count goes to another).
+        let last = self.last;
+        if last < self.len && self.hashes[last] == hash {
+            self.counts[last] = self.counts[last].saturating_add(1);
+            return;
+        }
         let hashes = &self.hashes[..self.len];
         if let Some(i) = hashes.iter().position(|h| *h == hash) {
-            // 64-bit hashes from a per-process seed: a collision is as
-            // unlikely as it is harmless (one key's count goes to another).
             self.counts[i] = self.counts[i].saturating_add(1);
+            self.last = i;
             return;
         }
         let (slot, floor) = if self.len < SHARD_SLOTS {
             self.len += 1;
             (self.len - 1, 0)
         } else {
-            let (slot, floor) = self.counts.iter().enumerate().min_by_key(|(_, c)| **c).map_or((0, 0), |(i, c)| (i, *c));
+            let (slot, floor) = self
+                .counts
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| **c)
+                .map_or((0, 0), |(i, c)| (i, *c));
             (slot, floor)
         };
+        self.last = slot;
         self.hashes[slot] = hash;
         self.counts[slot] = floor.saturating_add(1);
         self.errors[slot] = floor;
@@ -127,11 +141,18 @@ impl TopK {
             return;
         }
         if self.entries.len() < self.k {
-            let counted = Counted { count: weight, error: 0 };
+            let counted = Counted {
+                count: weight,
+                error: 0,
+            };
             self.entries.insert(key.clone(), counted);
             return;
         }
-        let smallest = self.entries.iter().min_by_key(|(_, c)| c.count).map(|(k, c)| (k.clone(), *c));
+        let smallest = self
+            .entries
+            .iter()
+            .min_by_key(|(_, c)| c.count)
+            .map(|(k, c)| (k.clone(), *c));
         if let Some((evicted, counted)) = smallest {
             self.entries.remove(&evicted);
             self.floor = self.floor.max(counted.count);
@@ -171,17 +192,19 @@ impl TopK {
         self.truncate();
     }
 
-    /// Keeps the `k` largest; the largest dropped count raises the floor.
+    /// Keeps the `k` largest (ties broken by key, so the result does not
+    /// depend on merge order); the largest count dropped raises the floor.
     fn truncate(&mut self) {
         if self.entries.len() <= self.k {
             return;
         }
-        let mut counts: Vec<u64> = self.entries.values().map(|c| c.count).collect();
-        counts.sort_unstable_by(|a, b| b.cmp(a));
-        let cut = counts[self.k];
-        // Keys tied at the cut go too, so that the floor bounds every
-        // key left out.
-        self.entries.retain(|_, c| c.count > cut);
+        let mut ranked: Vec<(Arc<str>, u64)> =
+            self.entries.iter().map(|(k, c)| (k.clone(), c.count)).collect();
+        ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let cut = ranked[self.k].1;
+        for (key, _) in &ranked[self.k..] {
+            self.entries.remove(key);
+        }
         self.floor = self.floor.max(cut);
     }
 
@@ -235,7 +258,10 @@ mod tests {
     fn holds_bounds(top: &TopK, truth: &HashMap<Arc<str>, u64>) {
         for (k, counted) in top.ranked() {
             let t = truth.get(k).copied().unwrap_or(0);
-            assert!(counted.count - counted.error <= t && t <= counted.count, "{k}: {counted:?} vs {t}");
+            assert!(
+                counted.count - counted.error <= t && t <= counted.count,
+                "{k}: {counted:?} vs {t}"
+            );
         }
         for (k, t) in truth {
             if top.get(k).is_none() {

@@ -15,7 +15,9 @@ async fn check_user(h: &Harness, user: &str) -> bool {
 }
 
 async fn usage(h: &Harness, query: &str) -> (StatusCode, Value) {
-    let reply = h.send(Method::GET, &format!("/v1/usage{query}"), Body::empty(), &AUTH).await;
+    let reply = h
+        .send(Method::GET, &format!("/v1/usage{query}"), Body::empty(), &AUTH)
+        .await;
     (reply.status, reply.body)
 }
 
@@ -37,11 +39,19 @@ async fn counts_and_top_keys_follow_the_checks_made() {
     assert_eq!(denied, 7);
     assert_eq!(report["totals"]["allowed"], 5);
     assert_eq!(report["totals"]["denied"], 7);
-    let allowed: u64 = report["allowed"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let allowed: u64 = report["allowed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(allowed, 5, "the series adds up to the totals");
     let top = &report["top_denied"][0];
     assert_eq!(top["key"]["user"], "mallory");
-    assert_eq!((top["policy"].as_str(), top["tier"].as_str()), (Some("api"), Some("free")));
+    assert_eq!(
+        (top["policy"].as_str(), top["tier"].as_str()),
+        (Some("api"), Some("free"))
+    );
     assert_eq!((top["count"].as_u64(), top["error"].as_u64()), (Some(7), Some(0)));
     assert_eq!(report["top_allowed"][0]["key"]["user"], "mallory");
     assert_eq!(report["top_allowed"][0]["count"], 3);
@@ -125,7 +135,10 @@ async fn the_key_view_peeks_without_counting() {
 
     let token = "/v1/usage/key?policy=by_token&token=tok-paid";
     let view = h.send(Method::GET, token, Body::empty(), &AUTH).await.body;
-    assert_eq!((view["tier_source"].as_str(), view["decision"]["tier"].as_str()), (Some("config"), Some("paid")));
+    assert_eq!(
+        (view["tier_source"].as_str(), view["decision"]["tier"].as_str()),
+        (Some("config"), Some("paid"))
+    );
 }
 
 #[tokio::test]
@@ -134,7 +147,12 @@ async fn usage_needs_a_token_and_says_why_without_one() {
     let reply = h.get("/v1/usage").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     let wrong = [("authorization", "Bearer nope")];
-    assert_eq!(h.send(Method::GET, "/v1/usage", Body::empty(), &wrong).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.send(Method::GET, "/v1/usage", Body::empty(), &wrong)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // No token at all: only loopback clients; this request has no address.
     let open = Harness::with_config(crate::harness::CONFIG, None);
@@ -151,7 +169,14 @@ async fn bad_queries_get_clear_errors() {
     assert!(body.to_string().contains("5m, 1h or 24h"), "{body}");
     let (status, _) = usage(&h, "?scope=planet").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let reply = h.send(Method::GET, "/v1/usage/key?policy=nope&user=a", Body::empty(), &AUTH).await;
+    let reply = h
+        .send(
+            Method::GET,
+            "/v1/usage/key?policy=nope&user=a",
+            Body::empty(),
+            &AUTH,
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body["code"], "unknown_policy");
 }
