@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let dist = root.join("dashboard").join("dist");
-    // A missing folder makes cargo re-run this script on every build, so
-    // that assets built later are picked up.
-    println!("cargo:rerun-if-changed={}", dist.display());
+    // Without dist/ yet, watch dashboard/ so that a later `npm run build`
+    // (which creates dist/ there) is picked up.
+    let watched = if dist.is_dir() {
+        dist.clone()
+    } else {
+        root.join("dashboard")
+    };
+    println!("cargo:rerun-if-changed={}", watched.display());
     let mut files = Vec::new();
     collect(&dist, &dist, &mut files);
     files.sort();

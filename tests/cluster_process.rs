@@ -148,3 +148,47 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
     assert!(nodes[1].check(&other));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_penalty_on_an_ip_reaches_every_node_and_lapses_everywhere() {
+    const PENALTY: &str = r#"
+[policies.per_ip]
+key = ["ip"]
+default_tier = "free"
+[policies.per_ip.tiers.free]
+limits = [{ algorithm = "sliding_window", rate = "1000/m" }]
+[policies.per_ip.tiers.blocked]
+limits = [{ algorithm = "sliding_window", rate = "1/day" }]
+"#;
+    let dir = std::env::temp_dir().join(format!("weir-penalty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("weir.toml");
+    std::fs::write(&config, PENALTY).unwrap();
+    let nodes = start_cluster(3, &config, &["--admin-token", "let-me-in"]);
+    let scraper = json!({ "policy": "per_ip", "key": { "ip": "203.0.113.66" } });
+    let tier_on = |node: &Node| {
+        node.post("/v1/check", &scraper)["tier"]
+            .as_str()
+            .map(String::from)
+    };
+
+    let reply = ureq::put(format!("{}/v1/tiers/ip/203.0.113.66", nodes[0].base))
+        .header("Authorization", "Bearer let-me-in")
+        .send_json(json!({ "tier": "blocked", "for": "4s" }))
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let set_at = Instant::now();
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(3), "deciding by the penalty tier", |n| {
+            tier_on(n).as_deref() == Some("blocked")
+        });
+    }
+    eprintln!("penalty on every node after {:?}", set_at.elapsed());
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(10), "the penalty to lapse", |n| {
+            tier_on(n).as_deref() == Some("free")
+        });
+    }
+    assert!(set_at.elapsed() >= Duration::from_secs(4), "not before its time");
+    let _ = std::fs::remove_dir_all(dir);
+}

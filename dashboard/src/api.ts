@@ -15,6 +15,7 @@ export interface Estimate { count: number; error: number }
 export interface KeyReport {
   decision: { policy?: string; tier?: string; allowed: boolean; limits: LimitReport[] };
   tier_source: string | null;
+  assignment: { subject: string; id: string; tier: string; until_ms: number | null } | null;
   recent: Record<string, { allowed: Estimate | null; denied: Estimate | null }>;
   nodes: string[]; missing: { node: string; error: string }[];
 }
@@ -44,5 +45,5 @@ export const usage = (query: URLSearchParams) => call<UsageReport>("GET", `/v1/u
 export const keyView = (query: URLSearchParams) => call<KeyReport>("GET", `/v1/usage/key?${query}`);
 export const cluster = () => call<ClusterStatus>("GET", "/v1/cluster");
 export const config = () => call<ConfigView>("GET", "/v1/config");
-export const assignTier = (subject: string, id: string, tier: string) =>
-  call<unknown>("PUT", `/v1/tiers/${subject}/${encodeURIComponent(id)}`, { tier });
+export const assignTier = (subject: string, id: string, tier: string, lasting: string) =>
+  call<unknown>("PUT", `/v1/tiers/${subject}/${encodeURIComponent(id)}`, lasting ? { tier, for: lasting } : { tier });

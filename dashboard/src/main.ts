@@ -153,7 +153,10 @@ async function lookUpKey(): Promise<void> {
     box.replaceChildren();
     const head = document.createElement("p");
     head.id = "key-tier";
-    head.textContent = `tier ${view.decision.tier ?? "–"} (from ${view.tier_source ?? "inline"})`;
+    const a = view.assignment;
+    const until = a?.until_ms ? `, until ${new Date(a.until_ms).toLocaleTimeString()}` : "";
+    const from = a ? `assignment to ${a.subject} ${a.id}${until}` : (view.tier_source ?? "inline");
+    head.textContent = `tier ${view.decision.tier ?? "–"} (from ${from})`;
     const table = document.createElement("table");
     table.id = "key-limits";
     table.createTHead().insertRow().append(...["limit", "algorithm", "capacity", "remaining", "full again in"].map((h) => Object.assign(document.createElement("th"), { textContent: h })));
@@ -172,7 +175,8 @@ async function lookUpKey(): Promise<void> {
     const assign = $<HTMLFormElement>("assign-form");
     assign.hidden = false;
     const subject = $<HTMLSelectElement>("assign-subject");
-    subject.value = $<HTMLInputElement>("key-token").value ? "token" : "user";
+    const present = ["token", "user", "ip", "endpoint"].find((attr) => $<HTMLInputElement>(`key-${attr}`).value.trim());
+    subject.value = present ?? "user";
   } catch (e) {
     box.textContent = e instanceof Error ? e.message : String(e);
   }
@@ -188,8 +192,9 @@ async function assign(): Promise<void> {
     return;
   }
   try {
-    await api.assignTier(subject, id, tier);
-    status.textContent = `${subject} ${id} is now ${tier}`;
+    const lasting = $<HTMLSelectElement>("assign-for").value;
+    await api.assignTier(subject, id, tier, lasting);
+    status.textContent = `${subject} ${id} is now ${tier}${lasting ? ` for ${lasting}` : ""}`;
     await lookUpKey();
   } catch (e) {
     status.textContent = e instanceof Error ? e.message : String(e);

@@ -157,7 +157,9 @@ test("the key view shows a top key's limits and tier", async () => {
 });
 
 test("a tier assigned in the page changes the next decision on another node", async () => {
-  const before = await check(nodes[2], { policy: "per_user", key: { user: "mallory" } });
+  // Spend the free burst (10, refilling at 5/s) right before looking.
+  let before;
+  for (let i = 0; i < 30; i++) before = await check(nodes[2], { policy: "per_user", key: { user: "mallory" } });
   assert.equal(before.body.tier, "free");
   assert.equal(before.body.allowed, false, "mallory spent the free burst");
 
@@ -177,6 +179,28 @@ test("a tier assigned in the page changes the next decision on another node", as
     return reply.body.tier === "trusted" && reply;
   });
   assert.equal(after.body.allowed, true);
+});
+
+test("the top abuser's IP can be moved to a tier for a while from the page", async () => {
+  const { page } = await openDashboard(nodes[1]);
+  await page.click("#top-denied tbody tr:first-child");
+  await page.waitForSelector("#key-limits");
+  assert.equal(await page.inputValue("#assign-subject"), "ip");
+  await page.selectOption("#assign-tier", "paid");
+  await page.selectOption("#assign-for", "15m");
+  await page.click("#assign-form button");
+  await page.waitForFunction(() => /is now paid for 15m/.test(document.getElementById("assign-status")?.textContent ?? ""));
+  await page.waitForFunction(() => /from assignment to ip 203\.0\.113\.66, until/.test(document.getElementById("key-tier")?.textContent ?? ""));
+  await page.close();
+  const reply = await until("the penalty to reach node a", async () => {
+    const r = await check(nodes[0], { policy: "per_ip", key: { ip: "203.0.113.66" } });
+    return r.body.tier === "paid" && r;
+  });
+  assert.equal(reply.body.allowed, true, "a fresh paid bucket");
+  const tiers = await json(`${nodes[2].url}/v1/tiers`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const lapsing = tiers.body.lapsing.find((a) => a.id === "203.0.113.66");
+  assert.equal(lapsing.tier, "paid");
+  assert.ok(lapsing.until_ms > Date.now() + 14 * 60 * 1000);
 });
 
 test("without a token the page says what it needs", async () => {

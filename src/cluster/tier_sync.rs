@@ -2,9 +2,10 @@
 //! every node: the newest change to each assignment wins.
 //!
 //! Each assignment is one gossiped value per node, under
-//! `tier:{token|user}:{id}`, holding the tier (empty once removed), a
-//! Lamport version, the node where the change was made, and an HMAC under
-//! the cluster secret. Every node gossips every assignment it holds, so one
+//! `tier:{token|user|ip|endpoint}:{id}`, holding the tier (empty once
+//! removed), when it lapses (Unix ms, 0 for never: absolute, so every node
+//! lets it lapse at the same moment), a Lamport version, the node where the
+//! change was made, and an HMAC under the cluster secret over all of them. Every node gossips every assignment it holds, so one
 //! that joins later learns them from any peer. Per assignment, a
 //! `crdts::LWWReg` keyed by (version, origin) keeps the newest.
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 use weir_cluster::frame::Sealer;
 
+use crate::clock::{Nanos, MILLI};
 use crate::engine::{Engine, Subject};
 
 /// Prefix of the gossiped keys.
@@ -29,6 +31,9 @@ pub const MAX_REPLICATED: usize = 10_000;
 struct Gossiped {
     /// Tier; empty for a removal.
     tier: String,
+    /// Unix ms when it lapses; 0 for never.
+    #[serde(default)]
+    until_ms: u64,
     version: u64,
     origin: String,
     mac: String,
@@ -46,41 +51,43 @@ pub struct TierSync {
     warned: bool,
 }
 
-fn subject_name(subject: Subject) -> &'static str {
-    match subject {
-        Subject::Token => "token",
-        Subject::User => "user",
-    }
-}
-
 fn parse_key(key: &str) -> Option<(Subject, &str)> {
     let rest = key.strip_prefix(PREFIX)?;
     let (subject, id) = rest.split_once(':')?;
-    let subject = match subject {
-        "token" => Subject::Token,
-        "user" => Subject::User,
-        _ => return None,
-    };
-    Some((subject, id))
+    Some((Subject::parse(subject)?, id))
 }
 
 impl Gossiped {
-    fn sign(key: &str, tier: &str, version: u64, origin: &str, sealer: &Sealer) -> Self {
-        Self {
+    fn sign(key: &str, tier: &str, until_ms: u64, version: u64, origin: &str, sealer: &Sealer) -> Self {
+        let mut value = Self {
             tier: tier.into(),
+            until_ms,
             version,
             origin: origin.into(),
-            mac: sealer.sign_hex(&Self::parts(key, tier, &version.to_le_bytes(), origin)),
-        }
+            mac: String::new(),
+        };
+        value.mac = sealer.sign_hex(&value.parts(key, &version.to_le_bytes(), &until_ms.to_le_bytes()));
+        value
     }
 
-    fn parts<'a>(key: &'a str, tier: &'a str, version: &'a [u8; 8], origin: &'a str) -> [&'a [u8]; 4] {
-        [key.as_bytes(), tier.as_bytes(), version, origin.as_bytes()]
+    fn parts<'a>(&'a self, key: &'a str, version: &'a [u8; 8], until: &'a [u8; 8]) -> [&'a [u8]; 5] {
+        [
+            key.as_bytes(),
+            self.tier.as_bytes(),
+            version,
+            self.origin.as_bytes(),
+            until,
+        ]
     }
 
     fn authentic(&self, key: &str, sealer: &Sealer) -> bool {
-        let version = self.version.to_le_bytes();
-        sealer.verify_hex(&Self::parts(key, &self.tier, &version, &self.origin), &self.mac)
+        let (version, until) = (self.version.to_le_bytes(), self.until_ms.to_le_bytes());
+        sealer.verify_hex(&self.parts(key, &version, &until), &self.mac)
+    }
+
+    /// When it lapses, in engine time (Unix ns).
+    fn until(&self) -> Option<Nanos> {
+        (self.until_ms > 0).then(|| self.until_ms.saturating_mul(MILLI))
     }
 }
 
@@ -108,14 +115,16 @@ impl TierSync {
     ) -> Vec<(String, String)> {
         let overlay = engine.tier_overlay();
         for change in overlay.take_changes() {
-            let key = format!("{PREFIX}{}:{}", subject_name(change.subject), change.id);
+            let key = format!("{PREFIX}{}:{}", change.subject.name(), change.id);
             if self.assignments.len() >= MAX_REPLICATED && !self.assignments.contains_key(&key) {
                 self.warn_full();
                 continue;
             }
             self.clock += 1;
             let tier = change.tier.as_deref().unwrap_or("");
-            let value = Gossiped::sign(&key, tier, self.clock, &self.me, sealer);
+            // Rounded up, so that a penalty never lapses early on a peer.
+            let until_ms = change.until.map_or(0, |until| until.div_ceil(MILLI));
+            let value = Gossiped::sign(&key, tier, until_ms, self.clock, &self.me, sealer);
             self.assignments
                 .entry(key)
                 .or_default()
@@ -144,7 +153,7 @@ impl TierSync {
             let marker = (value.version, value.origin.clone());
             if marker > register.marker {
                 let tier = (!value.tier.is_empty()).then_some(value.tier.as_str());
-                if let Err(error) = overlay.apply(subject, id, tier) {
+                if let Err(error) = overlay.apply(subject, id, tier, value.until()) {
                     warn!(%error, "a replicated tier assignment was refused");
                 }
                 register.update(value, marker);
@@ -175,7 +184,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
     use crate::config::Config;
 
     fn engine() -> Engine {
@@ -190,13 +199,13 @@ mod tests {
     fn an_assignment_and_its_removal_travel_from_node_to_node() {
         let (a, b, sealer) = (engine(), engine(), sealer());
         let (mut sync_a, mut sync_b) = (TierSync::new("a", &a), TierSync::new("b", &b));
-        a.assign_tier(Subject::Token, "tok-1", "paid").unwrap();
+        a.assign_tier(Subject::Token, "tok-1", "paid", None).unwrap();
         let gossip = sync_a.step(&a, &sealer, std::iter::empty());
         assert_eq!(gossip.len(), 1);
         let pairs = || gossip.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let republished = sync_b.step(&b, &sealer, pairs());
         assert_eq!(
-            b.tier_overlay().get(Subject::Token, "tok-1").as_deref(),
+            b.tier_overlay().get(Subject::Token, "tok-1", 0).as_deref(),
             Some("paid")
         );
         // b gossips it too, for nodes that join later.
@@ -205,7 +214,7 @@ mod tests {
         let gossip = sync_a.step(&a, &sealer, std::iter::empty());
         let pairs = || gossip.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         sync_b.step(&b, &sealer, pairs());
-        assert_eq!(b.tier_overlay().get(Subject::Token, "tok-1"), None);
+        assert_eq!(b.tier_overlay().get(Subject::Token, "tok-1", 0), None);
     }
 
     #[test]
@@ -216,23 +225,59 @@ mod tests {
         let forged = Gossiped::sign(
             key,
             "trusted",
+            0,
             9,
             "evil",
             &Sealer::new(b"another-secret-000", "test"),
         );
         let text = serde_json::to_string(&forged).unwrap();
         sync_b.step(&b, &sealer, [(key, text.as_str())].into_iter());
-        assert_eq!(b.tier_overlay().get(Subject::User, "mallory"), None);
-        let newer = serde_json::to_string(&Gossiped::sign(key, "paid", 5, "a", &sealer)).unwrap();
-        let older = serde_json::to_string(&Gossiped::sign(key, "trusted", 4, "c", &sealer)).unwrap();
+        assert_eq!(b.tier_overlay().get(Subject::User, "mallory", 0), None);
+        let newer = serde_json::to_string(&Gossiped::sign(key, "paid", 0, 5, "a", &sealer)).unwrap();
+        let older = serde_json::to_string(&Gossiped::sign(key, "trusted", 0, 4, "c", &sealer)).unwrap();
         sync_b.step(
             &b,
             &sealer,
             [(key, newer.as_str()), (key, older.as_str())].into_iter(),
         );
         assert_eq!(
-            b.tier_overlay().get(Subject::User, "mallory").as_deref(),
+            b.tier_overlay().get(Subject::User, "mallory", 0).as_deref(),
             Some("paid")
         );
+    }
+
+    #[test]
+    fn a_penalty_on_an_ip_travels_with_its_expiry_and_lapses_everywhere() {
+        let clock = Arc::new(ManualClock::new(1_800_000_000 * crate::clock::SECOND));
+        let a = Engine::new(Config::builtin(), clock.clone());
+        let b = Engine::new(Config::builtin(), clock.clone());
+        let sealer = sealer();
+        let (mut sync_a, mut sync_b) = (TierSync::new("a", &a), TierSync::new("b", &b));
+        let lasting = Some(60 * crate::clock::SECOND);
+        let until = a
+            .assign_tier(Subject::Ip, "203.0.113.66", "trusted", lasting)
+            .unwrap();
+        let gossip = sync_a.step(&a, &sealer, std::iter::empty());
+        let pairs = || gossip.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        sync_b.step(&b, &sealer, pairs());
+        let now = clock.now();
+        let on_b = b
+            .tier_overlay()
+            .assigned(Subject::Ip, "203.0.113.66", now)
+            .unwrap();
+        assert_eq!(on_b.tier, "trusted");
+        assert_eq!(on_b.until, until);
+        // A tampered expiry fails authentication.
+        let (key, text) = &gossip[0];
+        let longer = text.replace(&format!("{}", until.unwrap() / MILLI), "99999999999999");
+        let c = engine();
+        TierSync::new("c", &c).step(&c, &sealer, [(key.as_str(), longer.as_str())].into_iter());
+        assert_eq!(c.tier_overlay().get(Subject::Ip, "203.0.113.66", 0), None);
+        clock.advance(std::time::Duration::from_secs(60));
+        assert_eq!(
+            b.tier_overlay().get(Subject::Ip, "203.0.113.66", clock.now()),
+            None
+        );
+        assert_eq!(b.tier_overlay().sweep(clock.now()), 1);
     }
 }

@@ -29,7 +29,7 @@ pub use hook::{CheckEvent, Recorder, RecorderFactory};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use resolve::TierSource;
 pub use share::{ClusterView, Shares};
-pub use tiers::{AssignError, Subject, TierChange, TierOverlay};
+pub use tiers::{AssignError, Assigned, Subject, TierChange, TierOverlay};
 
 use crate::clock::{Clock, Nanos};
 use crate::config::Config;
@@ -163,14 +163,24 @@ impl Engine {
         &self.overlay
     }
 
-    /// Assigns `tier` to a token or user at runtime.
+    /// Assigns `tier` to a token, user, IP or endpoint at runtime, for good
+    /// or for a while (`lasting`, from now). Returns when it lapses (Unix
+    /// ns), if it does.
     ///
     /// # Errors
     /// [`AssignError`] for a bad id, a tier no policy has, or a full table.
-    pub fn assign_tier(&self, subject: Subject, id: &str, tier: &str) -> Result<(), AssignError> {
+    pub fn assign_tier(
+        &self,
+        subject: Subject,
+        id: &str,
+        tier: &str,
+        lasting: Option<Nanos>,
+    ) -> Result<Option<Nanos>, AssignError> {
         let config = self.config.load();
         let exists = config.policies.iter().any(|policy| policy.tier(tier).is_some());
-        self.overlay.set(subject, id, tier, exists)
+        let until = lasting.map(|d| self.clock.now().saturating_add(d));
+        self.overlay.set(subject, id, tier, exists, until)?;
+        Ok(until)
     }
 
     /// Shows every decision from now on to a recorder per store shard
@@ -189,9 +199,12 @@ impl Engine {
         self.store.stats()
     }
 
-    /// Drops keys that have expired; returns how many.
+    /// Drops keys that have expired, and tier assignments that lapsed;
+    /// returns how many keys.
     pub fn sweep(&self) -> usize {
-        self.store.sweep(self.clock.now())
+        let now = self.clock.now();
+        self.overlay.sweep(now);
+        self.store.sweep(now)
     }
 
     /// Checks one request and counts its cost if every limit has room.
@@ -218,13 +231,13 @@ impl Engine {
         self.with_config(|config| {
             let (resolved, outcomes) = KEY.with_borrow_mut(|key| {
                 key.clear();
-                let resolved = resolve::resolve(config, &self.overlay, request, key)?;
+                let now = self.clock.now();
+                let resolved = resolve::resolve(config, &self.overlay, request, key, now)?;
                 let limits = limits_of(&resolved);
                 let mut outcomes = Outcomes::new();
                 let hash = self.store.hash(key);
                 let mut locked = self.store.lock(&[hash]);
                 if !limits.is_empty() {
-                    let now = self.clock.now();
                     let shares = self.cluster.shares();
                     let entry = locked.entry(hash, key, now, retention(limits), || fresh(limits));
                     outcomes = decide(entry, limits, now, resolved.cost, shares);
@@ -263,11 +276,12 @@ impl Engine {
             return Err(CheckError::BatchSize(requests.len()));
         }
         let config = self.config.load();
+        let now = self.clock.now();
         let mut keys = Vec::with_capacity(requests.len());
         let mut resolved = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
             let mut key = String::new();
-            let item = resolve::resolve(&config, &self.overlay, request, &mut key).map_err(|e| {
+            let item = resolve::resolve(&config, &self.overlay, request, &mut key, now).map_err(|e| {
                 CheckError::InBatch {
                     index,
                     source: Box::new(e),
@@ -277,7 +291,6 @@ impl Engine {
             resolved.push(item);
         }
         let hashes: Vec<u64> = keys.iter().map(|key| self.store.hash(key)).collect();
-        let now = self.clock.now();
         let shares = self.cluster.shares();
         let scale = shares.map_or(1.0, |s| s.scale());
         let mut locked = self.store.lock(&hashes);
@@ -331,11 +344,11 @@ impl Engine {
     pub fn refund(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
         let config = self.config.load();
         let mut key = String::new();
-        let resolved = resolve::resolve(&config, &self.overlay, request, &mut key)?;
+        let now = self.clock.now();
+        let resolved = resolve::resolve(&config, &self.overlay, request, &mut key, now)?;
         let limits = limits_of(&resolved);
         let mut outcomes = Outcomes::new();
         if !limits.is_empty() {
-            let now = self.clock.now();
             let shares = self.cluster.shares();
             let hash = self.store.hash(&key);
             let mut locked = self.store.lock(&[hash]);
@@ -384,11 +397,11 @@ impl Engine {
     pub fn explain(&self, request: &CheckRequest) -> Result<Explained, CheckError> {
         let config = self.config.load();
         let mut key = String::new();
-        let resolved = resolve::resolve(&config, &self.overlay, request, &mut key)?;
+        let now = self.clock.now();
+        let resolved = resolve::resolve(&config, &self.overlay, request, &mut key, now)?;
         let limits = limits_of(&resolved);
         let mut outcomes = Outcomes::new();
         if !limits.is_empty() {
-            let now = self.clock.now();
             let shares = self.cluster.shares();
             let hash = self.store.hash(&key);
             let mut locked = self.store.lock(&[hash]);

@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use super::decision::Scope;
 use super::request::{CheckError, CheckRequest, Target};
 use super::tiers::{Subject, TierOverlay};
+use crate::clock::Nanos;
 use crate::config::Config;
 use crate::policy::{
     compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Policy, Tier, TierLimits, MAX_COST,
@@ -54,13 +55,14 @@ pub(super) fn resolve<'c>(
     overlay: &TierOverlay,
     request: &'c CheckRequest,
     key: &mut String,
+    now: Nanos,
 ) -> Result<Resolved<'c>, CheckError> {
     request.key.validate()?;
     if let Some(cost) = request.cost.filter(|cost| *cost > MAX_COST) {
         return Err(CheckError::CostTooLarge { cost });
     }
     match &request.target {
-        Target::Policy(name) => resolve_policy(config, overlay, name, request, key),
+        Target::Policy(name) => resolve_policy(config, overlay, name, request, key, now),
         Target::Inline { namespace, limits } => {
             if !is_valid_name(namespace) {
                 return Err(CheckError::InvalidNamespace(namespace.clone()));
@@ -99,6 +101,7 @@ fn resolve_policy<'c>(
     name: &str,
     request: &CheckRequest,
     key: &mut String,
+    now: Nanos,
 ) -> Result<Resolved<'c>, CheckError> {
     let policy = config.policy(name).ok_or_else(|| {
         let known: Vec<&str> = config.policies.iter().map(|p| p.name.as_str()).collect();
@@ -108,7 +111,7 @@ fn resolve_policy<'c>(
         }
     })?;
     check_attrs(policy, request.key.present())?;
-    let (tier, tier_source) = resolve_tier(config, overlay, policy, request)?;
+    let (tier, tier_source) = resolve_tier(config, overlay, policy, request, now)?;
     let rule = request
         .key
         .endpoint
@@ -160,14 +163,16 @@ fn check_attrs(policy: &Policy, present: KeySet) -> Result<(), CheckError> {
     Ok(())
 }
 
-/// The tier named in the request, else a runtime assignment, else one from
-/// the config (token before user), else the policy's default. An assigned
-/// tier the policy does not have is passed over.
+/// The tier named in the request, else a runtime assignment in force (token,
+/// user, IP, endpoint, in that order), else one from the config (token before
+/// user), else the policy's default. An assigned tier the policy does not
+/// have is passed over.
 fn resolve_tier<'c>(
     config: &Config,
     overlay: &TierOverlay,
     policy: &'c Policy,
     request: &CheckRequest,
+    now: Nanos,
 ) -> Result<(&'c Tier, TierSource), CheckError> {
     if let Some(name) = &request.tier {
         let tier = policy.tier(name).ok_or_else(|| CheckError::UnknownTier {
@@ -177,21 +182,23 @@ fn resolve_tier<'c>(
         })?;
         return Ok((tier, TierSource::Request));
     }
-    let sources = [
-        (Subject::Token, KeyAttr::Token, &config.assignments.tokens),
-        (Subject::User, KeyAttr::User, &config.assignments.users),
-    ];
-    for (subject, attr, declared) in sources {
-        let Some(id) = request.key.get(attr) else {
+    let in_policy = |name: &str| policy.tier(name);
+    for subject in Subject::ALL {
+        let Some(id) = request.key.get(subject.attr()) else {
             continue;
         };
-        let assigned = match overlay.get(subject, id) {
-            Some(name) => Some((name, TierSource::Assignment)),
-            None => declared.get(id).map(|name| (name.clone(), TierSource::Config)),
-        };
-        if let Some((tier, source)) = assigned.and_then(|(name, source)| Some((policy.tier(&name)?, source)))
-        {
-            return Ok((tier, source));
+        if let Some(tier) = overlay.get(subject, id, now).and_then(|name| in_policy(&name)) {
+            return Ok((tier, TierSource::Assignment));
+        }
+    }
+    let declared = [
+        (KeyAttr::Token, &config.assignments.tokens),
+        (KeyAttr::User, &config.assignments.users),
+    ];
+    for (attr, table) in declared {
+        let assigned = request.key.get(attr).and_then(|id| table.get(id));
+        if let Some(tier) = assigned.and_then(|name| in_policy(name)) {
+            return Ok((tier, TierSource::Config));
         }
     }
     Ok((policy.default_tier(), TierSource::Default))

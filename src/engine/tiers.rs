@@ -1,8 +1,10 @@
-//! Tier assignments made at runtime (`PUT /v1/tiers/{token|user}/{id}`).
+//! Tier assignments made at runtime (`PUT /v1/tiers/{subject}/{id}`), for a
+//! token, user, IP or endpoint, for good or until a time (a penalty).
 //!
 //! They sit on top of the assignments declared in the config and survive a
 //! config reload: the file says what is always true, the API records what
-//! changed since. Bounded, so that the table cannot grow without end.
+//! changed since. Bounded, so that the table cannot grow without end; lapsed
+//! assignments are ignored at once and swept with expired keys.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,11 +14,13 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::request::MAX_VALUE;
+use crate::clock::Nanos;
+use crate::policy::KeyAttr;
 
 /// Most runtime assignments of each kind.
 pub const MAX_ASSIGNMENTS: usize = 1_000_000;
 
-/// What an assignment is keyed by.
+/// What an assignment is keyed by: any attribute a policy can key on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Subject {
@@ -24,6 +28,40 @@ pub enum Subject {
     Token,
     /// A user.
     User,
+    /// A client IP (the usual scraper).
+    Ip,
+    /// An endpoint, such as `POST /orders`.
+    Endpoint,
+}
+
+impl Subject {
+    /// Every subject, in the order a check consults them.
+    pub const ALL: [Subject; 4] = [Subject::Token, Subject::User, Subject::Ip, Subject::Endpoint];
+
+    /// As in URLs and gossip: `token`, `user`, `ip`, `endpoint`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subject::Token => "token",
+            Subject::User => "user",
+            Subject::Ip => "ip",
+            Subject::Endpoint => "endpoint",
+        }
+    }
+
+    /// The subject called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The request attribute it matches.
+    pub fn attr(self) -> KeyAttr {
+        match self {
+            Subject::Token => KeyAttr::Token,
+            Subject::User => KeyAttr::User,
+            Subject::Ip => KeyAttr::Ip,
+            Subject::Endpoint => KeyAttr::Endpoint,
+        }
+    }
 }
 
 /// Why an assignment was refused.
@@ -40,7 +78,22 @@ pub enum AssignError {
     Full,
 }
 
-type Table = HashMap<String, CompactString>;
+/// A runtime assignment: a tier, until a time or for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The tier.
+    pub tier: CompactString,
+    /// Unix time (ns) when it lapses; `None` for good.
+    pub until: Option<Nanos>,
+}
+
+impl Assigned {
+    fn in_force(&self, now: Nanos) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
+}
+
+type Table = HashMap<String, Assigned>;
 
 /// Most changes held for the cluster between two gossip rounds.
 const MAX_PENDING_CHANGES: usize = 100_000;
@@ -54,13 +107,14 @@ pub struct TierChange {
     pub id: String,
     /// The tier assigned, or `None` for a removal.
     pub tier: Option<CompactString>,
+    /// When the assignment lapses (Unix ns), if it does.
+    pub until: Option<Nanos>,
 }
 
-/// Runtime assignments, token and user.
+/// Runtime assignments, one table per subject.
 #[derive(Debug, Default)]
 pub struct TierOverlay {
-    tokens: RwLock<Table>,
-    users: RwLock<Table>,
+    tables: [RwLock<Table>; 4],
     /// Entries in both tables: lets a check skip the locks while the
     /// overlay is empty, as it usually is.
     entries: AtomicUsize,
@@ -70,40 +124,68 @@ pub struct TierOverlay {
 
 impl TierOverlay {
     fn table(&self, subject: Subject) -> &RwLock<Table> {
-        match subject {
-            Subject::Token => &self.tokens,
-            Subject::User => &self.users,
-        }
+        &self.tables[subject as usize]
     }
 
-    /// The tier assigned to `id`, if any.
-    pub fn get(&self, subject: Subject, id: &str) -> Option<CompactString> {
+    /// The assignment of `id` in force at `now`, if any.
+    pub fn assigned(&self, subject: Subject, id: &str, now: Nanos) -> Option<Assigned> {
         if self.entries.load(Ordering::Acquire) == 0 {
             return None;
         }
         let table = self.table(subject).read().unwrap_or_else(PoisonError::into_inner);
-        table.get(id).cloned()
+        table.get(id).filter(|a| a.in_force(now)).cloned()
     }
 
-    /// Assigns `tier` to `id`; `tier_exists` says whether any policy has it.
+    /// The tier assigned to `id` at `now`, if any.
+    pub fn get(&self, subject: Subject, id: &str, now: Nanos) -> Option<CompactString> {
+        self.assigned(subject, id, now).map(|a| a.tier)
+    }
+
+    /// Assigns `tier` to `id`, for good or `until` a time; `tier_exists`
+    /// says whether any policy has the tier.
     ///
     /// # Errors
     /// [`AssignError`] for a bad id, an unknown tier or a full table.
-    pub fn set(&self, subject: Subject, id: &str, tier: &str, tier_exists: bool) -> Result<(), AssignError> {
+    pub fn set(
+        &self,
+        subject: Subject,
+        id: &str,
+        tier: &str,
+        tier_exists: bool,
+        until: Option<Nanos>,
+    ) -> Result<(), AssignError> {
         if !tier_exists {
             return Err(AssignError::UnknownTier(tier.into()));
         }
-        self.apply(subject, id, Some(tier))?;
-        self.note(subject, id, Some(tier));
+        self.apply(subject, id, Some(tier), until)?;
+        self.note(subject, id, Some(tier), until);
         Ok(())
     }
 
     /// Removes the assignment of `id`; true if there was one.
     pub fn remove(&self, subject: Subject, id: &str) -> bool {
-        let removed = self.apply(subject, id, None).unwrap_or(false);
+        let removed = self.apply(subject, id, None, None).unwrap_or(false);
         if removed {
-            self.note(subject, id, None);
+            self.note(subject, id, None, None);
         }
+        removed
+    }
+
+    /// Drops assignments that lapsed by `now`; returns how many. Every node
+    /// drops them at the same time: `until` is absolute, so nothing needs
+    /// replicating.
+    pub fn sweep(&self, now: Nanos) -> usize {
+        if self.entries.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let mut removed = 0;
+        for table in &self.tables {
+            let mut table = table.write().unwrap_or_else(PoisonError::into_inner);
+            let before = table.len();
+            table.retain(|_, a| a.in_force(now));
+            removed += before - table.len();
+        }
+        self.entries.fetch_sub(removed, Ordering::Release);
         removed
     }
 
@@ -113,7 +195,13 @@ impl TierOverlay {
     ///
     /// # Errors
     /// [`AssignError`] for a bad id or a full table.
-    pub fn apply(&self, subject: Subject, id: &str, tier: Option<&str>) -> Result<bool, AssignError> {
+    pub fn apply(
+        &self,
+        subject: Subject,
+        id: &str,
+        tier: Option<&str>,
+        until: Option<Nanos>,
+    ) -> Result<bool, AssignError> {
         if id.is_empty() || id.len() > MAX_VALUE {
             return Err(AssignError::BadId);
         }
@@ -131,7 +219,11 @@ impl TierOverlay {
         if table.len() >= MAX_ASSIGNMENTS && !table.contains_key(id) {
             return Err(AssignError::Full);
         }
-        let replaced = table.insert(id.into(), tier.into()).is_some();
+        let assigned = Assigned {
+            tier: tier.into(),
+            until,
+        };
+        let replaced = table.insert(id.into(), assigned).is_some();
         if !replaced {
             self.entries.fetch_add(1, Ordering::Release);
         }
@@ -142,13 +234,14 @@ impl TierOverlay {
         self.changes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn note(&self, subject: Subject, id: &str, tier: Option<&str>) {
+    fn note(&self, subject: Subject, id: &str, tier: Option<&str>, until: Option<Nanos>) {
         if let Some(changes) = self.changes().as_mut() {
             if changes.len() < MAX_PENDING_CHANGES {
                 changes.push(TierChange {
                     subject,
                     id: id.into(),
                     tier: tier.map(CompactString::from),
+                    until,
                 });
             } else {
                 tracing::warn!("too many tier changes between gossip rounds; this one stays on this node");
@@ -166,9 +259,10 @@ impl TierOverlay {
         self.changes().as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// Every runtime assignment of `subject`, sorted.
-    pub fn list(&self, subject: Subject) -> BTreeMap<String, CompactString> {
+    /// Every runtime assignment of `subject` in force at `now`, sorted.
+    pub fn list(&self, subject: Subject, now: Nanos) -> BTreeMap<String, Assigned> {
         let table = self.table(subject).read().unwrap_or_else(PoisonError::into_inner);
-        table.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        let in_force = table.iter().filter(|(_, a)| a.in_force(now));
+        in_force.map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }

@@ -110,29 +110,38 @@ impl FromStr for Rate {
             .map_err(|_| fail(format!("count {count:?} is not a whole number")))?;
         let count = NonZeroU32::new(count).ok_or_else(|| fail("count must be at least 1".into()))?;
 
-        let period = period.trim();
-        let digits = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
-        let (multiple, unit) = period.split_at(digits);
-        let multiple: u64 = match multiple {
-            "" => 1,
-            n => n
-                .parse()
-                .map_err(|_| fail(format!("period multiple {n:?} is too large")))?,
-        };
-        let unit = unit.trim();
-        let length = unit_length(unit).ok_or_else(|| {
-            fail(format!(
-                "unknown period {unit:?}; use s, m, h or d (or second, minute, hour, day), \
-                 optionally with a multiple such as 10s"
-            ))
-        })?;
-        let period = multiple
-            .checked_mul(length)
-            .filter(|p| (MILLI..=MAX_PERIOD).contains(p))
-            .and_then(NonZeroU64::new)
-            .ok_or_else(|| fail("the period must be between 1ms and 31 days".into()))?;
+        let period = parse_period(period, "period").map_err(fail)?;
         Ok(Rate { count, period })
     }
+}
+
+/// A duration as rates write their periods: `30s`, `15m`, `2h`, `1 day`,
+/// `500ms`; between 1 ms and 31 days. `what` names it in errors.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn parse_period(text: &str, what: &str) -> Result<NonZeroU64, String> {
+    let text = text.trim().to_ascii_lowercase();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (multiple, unit) = text.split_at(digits);
+    let multiple: u64 = match multiple {
+        "" => 1,
+        n => n
+            .parse()
+            .map_err(|_| format!("{what} multiple {n:?} is too large"))?,
+    };
+    let unit = unit.trim();
+    let length = unit_length(unit).ok_or_else(|| {
+        format!(
+            "unknown {what} {unit:?}; use s, m, h or d (or second, minute, hour, day), \
+             optionally with a multiple such as 10s"
+        )
+    })?;
+    multiple
+        .checked_mul(length)
+        .filter(|p| (MILLI..=MAX_PERIOD).contains(p))
+        .and_then(NonZeroU64::new)
+        .ok_or_else(|| format!("the {what} must be between 1ms and 31 days"))
 }
 
 #[cfg(test)]

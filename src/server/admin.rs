@@ -16,8 +16,10 @@ use tracing::info;
 
 use super::error::{ApiError, JsonBody};
 use super::App;
+use crate::clock::{Nanos, MILLI};
 use crate::config::Config;
 use crate::engine::Subject;
+use crate::limiter::rate::parse_period;
 
 /// Compares in time independent of where the strings differ.
 pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -86,18 +88,23 @@ pub async fn put_config(
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     tier: String,
+    /// How long the assignment lasts (`"15m"`, `"2h"`); for good without.
+    #[serde(default, rename = "for")]
+    lasting: Option<String>,
 }
 
 fn subject(kind: &str) -> Result<Subject, ApiError> {
-    match kind {
-        "token" => Ok(Subject::Token),
-        "user" => Ok(Subject::User),
-        _ => Err(ApiError::new(
+    Subject::parse(kind).ok_or_else(|| {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_subject",
-            format!("tiers are assigned to a token or a user, not {kind:?}"),
-        )),
-    }
+            format!("tiers are assigned to a token, user, ip or endpoint, not {kind:?}"),
+        )
+    })
+}
+
+fn millis(nanos: Option<Nanos>) -> Option<u64> {
+    nanos.map(|n| n.div_ceil(MILLI))
 }
 
 /// `PUT /v1/tiers/{subject}/{id}`.
@@ -109,9 +116,24 @@ pub async fn put_tier(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let subject = subject(&kind)?;
-    app.engine.assign_tier(subject, &id, &body.tier)?;
-    info!(subject = kind, tier = body.tier, "tier assigned");
-    Ok(Json(json!({ "subject": kind, "id": id, "tier": body.tier })))
+    let lasting = match body.lasting.as_deref() {
+        Some(text) => Some(
+            parse_period(text, "duration")
+                .map_err(|problem| ApiError::bad_request("invalid_duration", format!("\"for\": {problem}")))?
+                .get(),
+        ),
+        None => None,
+    };
+    let until = app.engine.assign_tier(subject, &id, &body.tier, lasting)?;
+    info!(
+        subject = kind,
+        tier = body.tier,
+        until_ms = millis(until),
+        "tier assigned"
+    );
+    Ok(Json(
+        json!({ "subject": kind, "id": id, "tier": body.tier, "until_ms": millis(until) }),
+    ))
 }
 
 /// `DELETE /v1/tiers/{subject}/{id}`.
@@ -131,12 +153,25 @@ pub async fn delete_tier(
     }
 }
 
-/// `GET /v1/tiers`: the runtime assignments (admin only: tokens are secrets).
+/// `GET /v1/tiers`: the runtime assignments in force (admin only: tokens are
+/// secrets): id to tier per subject, and those that lapse with their time.
 pub async fn list_tiers(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let overlay = app.engine.tier_overlay();
-    Ok(Json(json!({
-        "tokens": overlay.list(Subject::Token),
-        "users": overlay.list(Subject::User),
-    })))
+    let now = app.engine.now();
+    let mut answer = serde_json::Map::new();
+    let mut lapsing = Vec::new();
+    for subject in Subject::ALL {
+        let assigned = overlay.list(subject, now);
+        for (id, a) in assigned.iter().filter(|(_, a)| a.until.is_some()) {
+            lapsing.push(
+                json!({ "subject": subject.name(), "id": id, "tier": a.tier, "until_ms": millis(a.until) }),
+            );
+        }
+        let tiers: serde_json::Map<String, Value> =
+            assigned.into_iter().map(|(id, a)| (id, json!(a.tier))).collect();
+        answer.insert(format!("{}s", subject.name()), Value::Object(tiers));
+    }
+    answer.insert("lapsing".into(), Value::Array(lapsing));
+    Ok(Json(Value::Object(answer)))
 }

@@ -47,3 +47,30 @@ pub async fn index() -> Response {
 pub async fn asset(Path(path): Path<String>) -> Response {
     asset_response(&path).unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+
+    #[tokio::test]
+    async fn the_page_is_the_dashboard_or_says_how_to_build_it() {
+        let response = index().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let page = String::from_utf8_lossy(&body);
+        let built = ASSETS.iter().any(|(name, _)| *name == "index.html");
+        let expected = if built {
+            "/dashboard/app.js"
+        } else {
+            "make dashboard"
+        };
+        assert!(page.contains(expected), "{page}");
+    }
+
+    #[tokio::test]
+    async fn unknown_assets_are_not_found() {
+        let response = asset(Path("../Cargo.toml".to_string())).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+}

@@ -37,11 +37,8 @@ pub async fn get_json<T: DeserializeOwned>(
     path_and_query: &str,
     deadline: Duration,
 ) -> Result<T, String> {
-    let signature = format!(
-        "{}:{}",
-        unix_secs(),
-        node.sign_peer_request(path_and_query, unix_secs())
-    );
+    let now = unix_secs();
+    let signature = format!("{now}:{}", node.sign_peer_request(path_and_query, now));
     let request = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await

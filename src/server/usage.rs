@@ -23,8 +23,9 @@ use super::admin::same_secret;
 use super::error::ApiError;
 use super::peers;
 use super::{App, ClientAddr};
+use crate::clock::MILLI;
 use crate::cluster::ClusterNode;
-use crate::engine::{CheckRequest, RequestKey, TierSource};
+use crate::engine::{CheckRequest, RequestKey, Subject, TierSource};
 use crate::usage::report::MissingNode;
 use crate::usage::{Filter, Range, Recent, Usage, UsageReport};
 
@@ -261,6 +262,9 @@ pub struct KeyReport {
     pub decision: serde_json::Value,
     /// Where the tier came from: request, assignment, config or default.
     pub tier_source: Option<TierSource>,
+    /// The runtime assignment that set the tier, when one did: subject, id,
+    /// tier and when it lapses (Unix ms; null for never).
+    pub assignment: Option<serde_json::Value>,
     /// Allowed and denied checks where the key's policy summaries list it,
     /// summed over the nodes that answered.
     pub recent: RecentByRange,
@@ -292,10 +296,14 @@ pub async fn get_key(
     );
     request.tier = query.tier.clone();
     let explained = app.engine.explain(&request)?;
+    let assignment = (explained.tier_source == Some(TierSource::Assignment))
+        .then(|| assignment_of(&app, &request, explained.decision.tier.as_deref()))
+        .flatten();
     let recent = |range| usage.recent(&explained.store_key, range);
     let mut report = KeyReport {
         decision: serde_json::to_value(&explained.decision).unwrap_or_default(),
         tier_source: explained.tier_source,
+        assignment,
         recent: RecentByRange {
             five_minutes: recent(Range::FiveMinutes),
             hour: recent(Range::Hour),
@@ -321,4 +329,18 @@ pub async fn get_key(
         report.missing = missing;
     }
     Ok(Json(report))
+}
+
+/// The runtime assignment that gives `request` its `tier`, as a check
+/// consults them (token, user, IP, endpoint).
+fn assignment_of(app: &App, request: &CheckRequest, tier: Option<&str>) -> Option<serde_json::Value> {
+    let now = app.engine.now();
+    Subject::ALL.into_iter().find_map(|subject| {
+        let id = request.key.get(subject.attr())?;
+        let assigned = app.engine.tier_overlay().assigned(subject, id, now)?;
+        (Some(assigned.tier.as_str()) == tier).then(|| {
+            let until_ms = assigned.until.map(|n| n.div_ceil(MILLI));
+            serde_json::json!({ "subject": subject.name(), "id": id, "tier": assigned.tier, "until_ms": until_ms })
+        })
+    })
 }

@@ -3,6 +3,8 @@
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::harness::{Harness, ADMIN, CONFIG};
@@ -120,4 +122,77 @@ async fn tier_assignments_change_at_runtime() {
     assert_eq!(bad_kind.status, StatusCode::NOT_FOUND);
     let no_auth = h.send(Method::PUT, "/v1/tiers/user/x", body(), &json[..1]).await;
     assert_eq!(no_auth.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_penalty_lasts_as_long_as_asked_then_lapses() {
+    let h = Harness::new();
+    let json = [("content-type", "application/json"), ("authorization", BEARER)];
+    let erin = json!({ "policy": "api", "key": { "user": "erin" } });
+    let penalty = Body::from(json!({ "tier": "paid", "for": "10s" }).to_string());
+    let set = h.send(Method::PUT, "/v1/tiers/user/erin", penalty, &json).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    let until = set.body["until_ms"].as_u64().unwrap();
+    assert_eq!(until, crate::harness::T0 / 1_000_000 + 10_000);
+    assert_eq!(h.check(erin.clone()).await.body["tier"], "paid");
+
+    let listed = h
+        .send(Method::GET, "/v1/tiers", Body::empty(), &json[1..])
+        .await
+        .body;
+    assert_eq!(listed["users"]["erin"], "paid");
+    assert_eq!(listed["lapsing"][0]["until_ms"], until);
+    assert_eq!(listed["lapsing"][0]["subject"], "user");
+
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.check(erin).await.body["tier"], "free", "lapsed at its time");
+    let listed = h
+        .send(Method::GET, "/v1/tiers", Body::empty(), &json[1..])
+        .await
+        .body;
+    assert_eq!(listed["users"], json!({}));
+    assert_eq!(h.engine.tier_overlay().sweep(h.engine.now()), 1);
+}
+
+#[tokio::test]
+async fn any_key_attribute_can_be_assigned_a_tier() {
+    let config = CONFIG.to_string()
+        + "[policies.per_ip]\nkey = [\"ip\"]\ndefault_tier = \"free\"\n[policies.per_ip.tiers.free]\nlimits = [{ algorithm = \"sliding_window\", rate = \"5/m\" }]\n[policies.per_ip.tiers.blocked]\nlimits = [{ algorithm = \"sliding_window\", rate = \"1/day\" }]\n";
+    let h = Harness::with_config(&config, Some(ADMIN));
+    let json = [("content-type", "application/json"), ("authorization", BEARER)];
+    let scraper = json!({ "policy": "per_ip", "key": { "ip": "203.0.113.66" } });
+    let block = Body::from(json!({ "tier": "blocked", "for": "15m" }).to_string());
+    let set = h
+        .send(Method::PUT, "/v1/tiers/ip/203.0.113.66", block, &json)
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(h.check(scraper.clone()).await.body["tier"], "blocked");
+    assert_eq!(h.check(scraper).await.status, StatusCode::TOO_MANY_REQUESTS);
+    let other = json!({ "policy": "per_ip", "key": { "ip": "198.51.100.1" } });
+    assert_eq!(h.check(other).await.body["tier"], "free");
+
+    let bad = Body::from(json!({ "tier": "blocked", "for": "forever" }).to_string());
+    let refused = h.send(Method::PUT, "/v1/tiers/ip/1.2.3.4", bad, &json).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body["code"], "invalid_duration");
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown duration"),
+        "{}",
+        refused.body
+    );
+    let kind = h
+        .send(
+            Method::PUT,
+            "/v1/tiers/team/x",
+            Body::from("{\"tier\":\"blocked\"}"),
+            &json,
+        )
+        .await;
+    assert!(kind.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("token, user, ip or endpoint"));
 }
