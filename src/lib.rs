@@ -26,6 +26,7 @@
 //!   usage API and dashboard, metrics, and graceful shutdown.
 //! - `main.rs`: the `weir` command line.
 
+pub mod alerts;
 pub mod clock;
 pub mod cluster;
 pub mod config;

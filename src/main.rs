@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 
+use weir::alerts::Alerts;
 use weir::clock::QuantaClock;
 use weir::cluster::{ClusterNode, Settings};
 use weir::config::{Config, DEFAULT_CONFIG};
@@ -252,14 +253,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = app.usage.set(usage.clone());
             tokio::spawn(usage.drain_every_second())
         });
+        let alerts = Alerts::install(engine.clone());
+        let _ = app.alerts.set(alerts.clone());
+        if let Some(usage) = app.usage.get() {
+            alerts.set_usage(usage.clone());
+        }
         if let Some(settings) = cluster {
             let sync = tokio::net::UdpSocket::bind(settings.sync_addr)
                 .await
                 .with_context(|| format!("binding {} (counter sync)", settings.sync_addr))?;
             let transport = weir_cluster::chitchat::transport::UdpTransport;
             let node = ClusterNode::start(engine.clone(), settings, &transport, sync).await?;
-            let _ = app.cluster.set(Arc::new(node));
+            let node = Arc::new(node);
+            alerts.set_cluster(&node);
+            let _ = app.cluster.set(node);
         }
+        let alerting = tokio::spawn(alerts.run());
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
@@ -290,6 +299,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         server::run(listener, app.clone(), limits, until_stopped(stopped)).await?;
         binary.await.context("binary server")??;
+        alerting.abort();
+        let _ = alerting.await;
         if let Some(node) = app.cluster.get().cloned() {
             drop(app);
             match Arc::try_unwrap(node) {

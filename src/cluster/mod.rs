@@ -14,6 +14,7 @@
 //! ([`crate::engine::share`]).
 
 pub mod config_sync;
+pub mod peer_http;
 pub mod status;
 pub mod sync;
 pub mod tier_sync;

@@ -245,6 +245,7 @@ pub fn merge(shared: &Shared, batch: SyncBatch) {
     let store = engine.store();
     let now = engine.now();
     let mut merged = 0;
+    let mut observed = Vec::new();
     for entry in &batch.entries {
         let hash = store.hash(&entry.key);
         let mut locked = store.lock(&[hash]);
@@ -273,6 +274,13 @@ pub fn merge(shared: &Shared, batch: SyncBatch) {
             state.merge_peer(node, limit.head, &limit.column());
         }
         merged += 1;
+        if entry.key.starts_with('\u{2}') {
+            observed.push(&entry.key);
+        }
+    }
+    // Alert rules' counts, looked at outside the store's locks.
+    for key in observed {
+        engine.recheck_observed(key);
     }
     shared.stats.received(merged);
     if !batch.relayed {

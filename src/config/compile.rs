@@ -35,6 +35,11 @@ impl<'s> Problems<'s> {
         self.found.push(Problem::at(self.source, span, message.into()));
     }
 
+    /// Problems so far.
+    pub(super) fn len(&self) -> usize {
+        self.found.len()
+    }
+
     pub(super) fn into_vec(self) -> Vec<Problem> {
         self.found
     }
@@ -187,6 +192,7 @@ fn compile_tiers(
                 name: CompactString::from(name.as_str()),
                 limits,
                 key_prefix: format!("{policy}\0{name}\0").into(),
+                observers: Box::new([]),
             })
         })
         .collect()

@@ -21,6 +21,9 @@ pub struct ConfigFile {
     /// Server-side tier assignments.
     #[serde(default)]
     pub assignments: AssignmentsSection,
+    /// Abuse alert rules.
+    #[serde(default)]
+    pub alerts: AlertsSection,
 }
 
 /// `[store]`.
@@ -160,4 +163,105 @@ pub struct AssignmentsSection {
     /// User to tier.
     #[serde(default)]
     pub users: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[alerts]`: abuse rules and where their alerts go.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Environment variable holding the HMAC key that signs webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_env: Option<Spanned<String>>,
+    /// `[[alerts.rules]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Spanned<RuleSection>>,
+}
+
+/// `[[alerts.rules]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    /// Names the rule in alerts and metrics.
+    pub name: Spanned<String>,
+    /// A policy, or `"*"` for every policy and inline namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Spanned<String>>,
+    /// An inline namespace instead of a policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Spanned<String>>,
+    /// What is counted.
+    pub when: Spanned<RuleWhen>,
+    /// Checks per key (`denied`, `requests`), or a fraction (`denied_ratio`).
+    pub threshold: Spanned<f64>,
+    /// The window counted over, such as `"1m"`.
+    pub within: Spanned<String>,
+    /// The same key does not fire the rule again sooner; default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Spanned<String>>,
+    /// Tiers the rule ignores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt_tiers: Vec<Spanned<String>>,
+    /// Webhook URLs (http or https).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Spanned<String>>,
+    /// Moves the key to a tier for a while when the rule fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub penalty: Option<Spanned<PenaltySection>>,
+    /// `info`, `warning` (default) or `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Spanned<Severity>>,
+    /// Webhook body: `json` (default) or `slack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Spanned<WebhookFormat>>,
+    /// `denied_ratio` only: fewest checks in the window before the ratio
+    /// counts; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_checks: Option<Spanned<u64>>,
+}
+
+/// What a rule counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleWhen {
+    /// Denied checks per key.
+    Denied,
+    /// Checks per key, allowed or not.
+    Requests,
+    /// Denied over all checks of the whole policy.
+    DeniedRatio,
+}
+
+/// How loud an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Someone should look.
+    #[default]
+    Warning,
+    /// Someone should look now.
+    Critical,
+}
+
+/// The shape of a webhook body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// weir's JSON payload.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook message (`{"text": ...}`).
+    Slack,
+}
+
+/// `penalty = { tier = "...", for = "15m" }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PenaltySection {
+    /// The tier the key moves to.
+    pub tier: Spanned<String>,
+    /// For how long.
+    #[serde(rename = "for")]
+    pub lasting: Spanned<String>,
 }

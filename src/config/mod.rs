@@ -6,6 +6,7 @@
 //! can print them all at once. A [`Config`] is immutable: a change builds a
 //! new one and the engine swaps it in atomically.
 
+pub mod alerts;
 mod compile;
 pub mod file;
 
@@ -16,6 +17,7 @@ use std::ops::Range;
 
 use compact_str::CompactString;
 
+use alerts::AlertRules;
 pub use compile::MAX_KEYS_LIMIT;
 use file::ConfigFile;
 
@@ -41,6 +43,8 @@ pub struct Config {
     pub assignments: Assignments,
     /// Most keys to track.
     pub max_keys: u64,
+    /// Abuse alert rules.
+    pub alerts: AlertRules,
     /// A stable hash of the source, to tell configs apart.
     pub fingerprint: u64,
 }
@@ -119,7 +123,8 @@ impl Config {
             }
         };
         let mut problems = compile::Problems::new(source);
-        let (policies, assignments, max_keys) = compile::compile(&file, &mut problems);
+        let (mut policies, assignments, max_keys) = compile::compile(&file, &mut problems);
+        let alerts = alerts::compile(&file.alerts, &mut policies, &mut problems);
         let mut problems = problems.into_vec();
         if !problems.is_empty() {
             problems.sort_by_key(|p| (p.line, p.column));
@@ -131,6 +136,7 @@ impl Config {
             policies,
             assignments,
             max_keys,
+            alerts,
             fingerprint: foldhash::quality::FixedState::with_seed(0x3e1c).hash_one(source),
         })
     }

@@ -1,4 +1,7 @@
-//! The narrow hook through which the engine reports what it decided.
+//! The narrow hooks through which the engine reports what it decided.
+//!
+//! - [`Recorder`]: every decision, per store shard (usage analytics).
+//! - [`AlarmSink`]: a key reached an alert rule's threshold (abuse alerts).
 //!
 //! Rooms above the engine (usage analytics today) want to see every
 //! decision without the engine knowing them. They install a [`Recorder`] per
@@ -38,3 +41,24 @@ pub trait Recorder: Any + Send {
 
 /// Makes one recorder per shard.
 pub type RecorderFactory = dyn Fn() -> Box<dyn Recorder> + Send + Sync;
+
+/// A key whose count for an alert rule reached the rule's threshold, as this
+/// node sees the cluster's count.
+#[derive(Debug, Clone, Copy)]
+pub struct Alarm<'a> {
+    /// The rule's name.
+    pub rule: &'a str,
+    /// The store key of the checked key (layout in `engine::resolve`).
+    pub key: &'a str,
+    /// The count reached (at least the threshold).
+    pub count: u64,
+    /// When (Unix ns).
+    pub at: crate::clock::Nanos,
+}
+
+/// Receives alarms. Called on the check path, outside every lock, once per
+/// counted check at or past a threshold: it must only hand the alarm on.
+pub trait AlarmSink: Send + Sync {
+    /// One alarm.
+    fn alarm(&self, alarm: &Alarm<'_>);
+}

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use smallvec::SmallVec;
 
 pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
-pub use hook::{CheckEvent, Recorder, RecorderFactory};
+pub use hook::{Alarm, AlarmSink, CheckEvent, Recorder, RecorderFactory};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use resolve::TierSource;
 pub use share::{ClusterView, Shares};
@@ -34,13 +34,16 @@ pub use tiers::{AssignError, Assigned, Subject, TierChange, TierOverlay};
 use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::limiter::{LimitState, Outcome};
-use crate::policy::NamedLimit;
+use crate::policy::{NamedLimit, Observed, Observer};
 use crate::store::{Entry, Store, StoreStats};
 
 thread_local! {
     /// Reused for every single check on this thread: building a key
     /// allocates nothing once the buffer has grown.
     static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
+
+    /// The same for the store keys of alert-rule observers.
+    static OBSERVED: RefCell<String> = RefCell::new(String::with_capacity(160));
 
     /// This thread's copy of the config in force, with the engine and config
     /// version it belongs to: a check then costs one plain atomic load
@@ -69,6 +72,8 @@ pub struct Engine {
     store: Store,
     clock: Arc<dyn Clock>,
     cluster: ClusterView,
+    /// Where alarms go; alert rules are counted only once one is set.
+    alarms: std::sync::OnceLock<Arc<dyn AlarmSink>>,
 }
 
 impl Engine {
@@ -83,7 +88,14 @@ impl Engine {
             overlay: TierOverlay::default(),
             clock,
             cluster: ClusterView::default(),
+            alarms: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Starts counting alert rules, sending alarms to `sink` (once; a second
+    /// sink is ignored).
+    pub fn set_alarm_sink(&self, sink: Arc<dyn AlarmSink>) {
+        let _ = self.alarms.set(sink);
     }
 
     /// The cluster as the accuracy rules see it; a standalone node leaves it
@@ -246,13 +258,16 @@ impl Engine {
                         locked.queue_changed(hash, key);
                     }
                 }
+                let allowed = outcomes.iter().all(|o| o.allowed);
                 locked.count(&CheckEvent {
                     scope: resolved.scope,
                     key,
                     key_hash: hash,
-                    allowed: outcomes.iter().all(|o| o.allowed),
+                    allowed,
                     cost: resolved.cost,
                 });
+                drop(locked);
+                self.observe(&resolved.observers, key, allowed, now);
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
@@ -332,6 +347,10 @@ impl Engine {
                 cost: resolved[i].cost,
             });
         }
+        drop(locked);
+        for (item, key) in resolved.iter().zip(&keys) {
+            self.observe(&item.observers, key, allowed, now);
+        }
         Ok(BatchDecision { allowed, decisions })
     }
 
@@ -374,6 +393,98 @@ impl Engine {
             cost: 0,
         };
         Ok(verdict.to_decision())
+    }
+}
+
+impl Engine {
+    /// Counts a check on `key` in the windows of the alert rules that watch
+    /// it (denials only, or every check), each in a replicated store entry
+    /// of its own; raises an alarm where the cluster's count has reached the
+    /// rule's threshold. Nothing happens until an alarm sink is set.
+    fn observe(&self, observers: &[Observer], key: &str, allowed: bool, now: Nanos) {
+        let Some(sink) = self.alarms.get().filter(|_| !observers.is_empty()) else {
+            return;
+        };
+        let shares = self.cluster.shares();
+        for observer in observers
+            .iter()
+            .filter(|o| o.counts == Observed::Requests || !allowed)
+        {
+            let reached = OBSERVED.with_borrow_mut(|observed| {
+                observed.clear();
+                observed.push('\u{2}');
+                observed.push_str(&observer.rule);
+                observed.push('\0');
+                observed.push_str(key);
+                let window = std::slice::from_ref(&observer.window);
+                let hash = self.store.hash(observed);
+                let mut locked = self.store.lock(&[hash]);
+                let entry = locked.entry(hash, observed, now, observer.window.retention, || fresh(window));
+                reconcile(entry, window);
+                let limit = &observer.window.limit;
+                let before = limit.evaluate(&mut entry.limits[0], now, 1);
+                limit.commit(&mut entry.limits[0], now, 1);
+                if shares.is_some() && entry.mark_changed() {
+                    locked.queue_changed(hash, observed);
+                }
+                // `remaining` assumed this check counted: capacity minus it
+                // is the count with it.
+                let count = (limit.capacity() as u64).saturating_sub(before.remaining);
+                (count >= observer.threshold).then_some(count)
+            });
+            if let Some(count) = reached {
+                let alarm = Alarm {
+                    rule: &observer.rule,
+                    key,
+                    count,
+                    at: now,
+                };
+                sink.alarm(&alarm);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Looks again at an alert rule's count after peers' counts were merged
+    /// into it (`observed_key` as [`observe`](Self::observe) builds it), and
+    /// raises an alarm if the cluster's count has reached the threshold: a
+    /// key whose checks stop right at the threshold still fires.
+    pub fn recheck_observed(&self, observed_key: &str) {
+        let Some(sink) = self.alarms.get() else {
+            return;
+        };
+        let Some((rule, key)) = observed_key
+            .strip_prefix('\u{2}')
+            .and_then(|k| k.split_once('\0'))
+        else {
+            return;
+        };
+        let config = self.config.load();
+        let Some(observer) = config.alerts.observers.get(rule) else {
+            return;
+        };
+        let now = self.clock.now();
+        let hash = self.store.hash(observed_key);
+        let count = {
+            let mut locked = self.store.lock(&[hash]);
+            let Some(entry) = locked.get(hash, observed_key) else {
+                return;
+            };
+            let window = std::slice::from_ref(&observer.window);
+            reconcile(entry, window);
+            let limit = &observer.window.limit;
+            let held = limit.evaluate(&mut entry.limits[0], now, 0);
+            (limit.capacity() as u64).saturating_sub(held.remaining)
+        };
+        if count >= observer.threshold {
+            sink.alarm(&Alarm {
+                rule,
+                key,
+                count,
+                at: now,
+            });
+        }
     }
 }
 
@@ -560,6 +671,38 @@ mod tests {
             assert_eq!(first.check(&user("a")).unwrap().limit, Some(1));
             assert_eq!(second.check(&user("a")).unwrap().limit, Some(7));
         }
+    }
+
+    #[derive(Default)]
+    struct Collect(std::sync::Mutex<Vec<(String, String, u64)>>);
+
+    impl AlarmSink for Collect {
+        fn alarm(&self, alarm: &Alarm<'_>) {
+            let seen = (alarm.rule.to_string(), alarm.key.to_string(), alarm.count);
+            self.0.lock().unwrap().push(seen);
+        }
+    }
+
+    #[test]
+    fn denials_past_a_rules_threshold_raise_alarms_with_the_count() {
+        let rule = "[alerts]\n[[alerts.rules]]\nname = \"hammering\"\npolicy = \"p\"\nwhen = \"denied\"\nthreshold = 3\nwithin = \"1m\"\n";
+        let engine = Engine::new(
+            Config::parse(&format!("{ONE}{rule}")).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        );
+        let sink = Arc::new(Collect::default());
+        engine.set_alarm_sink(sink.clone());
+        let allowed = (0..6)
+            .filter(|_| engine.check(&user("mallory")).unwrap().allowed)
+            .count();
+        assert_eq!(allowed, 1, "1/m lets one through");
+        engine.check(&user("alice")).unwrap();
+        let alarms = sink.0.lock().unwrap().clone();
+        let counts: Vec<u64> = alarms.iter().map(|a| a.2).collect();
+        assert_eq!(counts, [3, 4, 5], "from the third denial on");
+        assert!(alarms
+            .iter()
+            .all(|(rule, key, _)| rule == "hammering" && key.ends_with("umallory")));
     }
 
     #[test]

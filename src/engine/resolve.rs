@@ -22,7 +22,7 @@ use super::tiers::{Subject, TierOverlay};
 use crate::clock::Nanos;
 use crate::config::Config;
 use crate::policy::{
-    compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Policy, Tier, TierLimits, MAX_COST,
+    compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Observer, Policy, Tier, TierLimits, MAX_COST,
 };
 
 /// Where a check's tier came from.
@@ -44,6 +44,8 @@ pub(super) struct Resolved<'c> {
     pub scope: Scope<'c>,
     /// `None` for inline checks, which have no tiers.
     pub tier_source: Option<TierSource>,
+    /// Alert rules counting this check's key.
+    pub observers: Cow<'c, [Observer]>,
     /// `None` for an unlimited tier.
     pub limits: Option<Cow<'c, [NamedLimit]>>,
     pub cost: u32,
@@ -88,6 +90,10 @@ pub(super) fn resolve<'c>(
                     tier: None,
                 },
                 tier_source: None,
+                observers: match config.alerts.inline_observers.is_empty() {
+                    true => Cow::Borrowed(&[]),
+                    false => Cow::Owned(config.alerts.inline(namespace).cloned().collect()),
+                },
                 limits: Some(Cow::Owned(limits.into_vec())),
                 cost: request.cost.unwrap_or(1),
             })
@@ -140,6 +146,7 @@ fn resolve_policy<'c>(
             tier: Some(&tier.name),
         },
         tier_source: Some(tier_source),
+        observers: Cow::Borrowed(&tier.observers),
         limits,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),
     })

@@ -110,6 +110,33 @@ pub struct Tier {
     /// `policy NUL tier NUL`: how the store keys of this tier begin, built
     /// once rather than on every check.
     pub key_prefix: Box<str>,
+    /// Alert rules counting this tier's keys (see `config::alerts`).
+    pub observers: Box<[Observer]>,
+}
+
+/// What an [`Observer`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// Denied checks.
+    Denied,
+    /// Every check.
+    Requests,
+}
+
+/// A per-key alert rule's window: counted, never enforced. Its count lives
+/// in a store entry of its own (key: SOH-free prefix STX, rule, NUL, the
+/// checked key), replicated like any other, so it is the cluster's count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observer {
+    /// The rule's name.
+    pub rule: CompactString,
+    /// What it counts.
+    pub counts: Observed,
+    /// Checks per key that fire the rule.
+    pub threshold: u64,
+    /// A sliding window over the rule's `within`, of a capacity no count
+    /// reaches, so that what it has left tells the count.
+    pub window: NamedLimit,
 }
 
 /// Cost and limits for one endpoint of a policy.

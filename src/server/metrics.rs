@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::App;
+use crate::engine::Subject;
 use crate::usage::ScopeId;
 
 /// Metrics the servers update as they serve.
@@ -199,6 +200,57 @@ fn usage_series(app: &App, snapshot: &mut Snapshot) {
     );
 }
 
+fn alert_series(app: &App, snapshot: &mut Snapshot) {
+    let Some(alerts) = app.alerts.get() else {
+        return;
+    };
+    let (fired, deliveries) = (alerts.fired(), alerts.deliveries());
+    let fired = fired
+        .into_iter()
+        .map(|(rule, n)| (vec![("rule", rule)], n as f64))
+        .collect();
+    snapshot.add(
+        "weir_alerts",
+        MetricType::Counter,
+        "Alerts fired on this node, by rule",
+        fired,
+    );
+    let help = "Webhook deliveries by result (retried counts attempts; unsigned: no secret, not sent)";
+    snapshot.add(
+        "weir_webhook_deliveries",
+        MetricType::Counter,
+        help,
+        labelled("result", &deliveries),
+    );
+    let (dropped, forwarded) = alerts.pipeline();
+    snapshot.one(
+        "weir_alarms_dropped",
+        MetricType::Counter,
+        "Alarms dropped because too many waited",
+        dropped as f64,
+    );
+    snapshot.one(
+        "weir_alarms_forwarded",
+        MetricType::Counter,
+        "Alarms handed to the key's owner on another node",
+        forwarded as f64,
+    );
+    let now = app.engine.now();
+    let overlay = app.engine.tier_overlay();
+    let active: usize = Subject::ALL
+        .into_iter()
+        .map(|s| {
+            overlay
+                .list(s, now)
+                .values()
+                .filter(|a| a.until.is_some())
+                .count()
+        })
+        .sum();
+    let help = "Tier assignments in force that lapse: penalties, from rules or from operators";
+    snapshot.one("weir_penalties_active", MetricType::Gauge, help, active as f64);
+}
+
 fn cluster_series(app: &App, snapshot: &mut Snapshot) {
     let Some(node) = app.cluster.get() else {
         return;
@@ -237,6 +289,7 @@ pub fn render(app: &App) -> String {
     let mut snapshot = Snapshot::default();
     engine_series(app, &mut snapshot);
     usage_series(app, &mut snapshot);
+    alert_series(app, &mut snapshot);
     cluster_series(app, &mut snapshot);
     super::process::series(&mut |name, kind, help, value| snapshot.one(name, kind, help, value));
     let mut registry = Registry::default();

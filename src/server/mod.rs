@@ -5,13 +5,15 @@
 //! - [`admin`]: config and tier assignment endpoints (bearer token).
 //! - [`ops`]: health, readiness, the member list.
 //! - [`metrics`]: Prometheus metrics; [`process`] reads the process's own.
-//! - [`usage`]: the usage API, merged across the cluster through [`peers`].
+//! - [`usage`]: the usage API, merged across the cluster.
+//! - [`alerts`]: recent alerts, and alarms forwarded by peers.
 //! - [`dashboard`]: the web page, embedded.
 //! - [`headers`]: rate-limit headers from a decision.
 //! - [`listener`]: the capped, idle-timing listener wrapper.
 //! - [`error`]: JSON errors.
 
 pub mod admin;
+pub mod alerts;
 pub mod binary;
 pub mod check;
 pub mod dashboard;
@@ -20,7 +22,6 @@ pub mod headers;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
-pub mod peers;
 pub mod process;
 pub mod usage;
 
@@ -37,6 +38,7 @@ use axum::serve::Listener;
 use axum::Router;
 use tracing::info;
 
+use crate::alerts::Alerts;
 use crate::cluster::ClusterNode;
 use crate::config::MAX_CONFIG_BYTES;
 use crate::engine::Engine;
@@ -57,6 +59,8 @@ pub struct App {
     pub read_token: Option<String>,
     /// Usage analytics, when on.
     pub usage: OnceLock<Arc<Usage>>,
+    /// Abuse alerts.
+    pub alerts: OnceLock<Arc<Alerts>>,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
     /// Open connections, once serving.
@@ -73,6 +77,7 @@ impl App {
             admin_token: admin_token.filter(|token| !token.is_empty()),
             read_token: read_token.filter(|token| !token.is_empty()),
             usage: OnceLock::new(),
+            alerts: OnceLock::new(),
             ready: AtomicBool::new(true),
             connections: OnceLock::new(),
             cluster: OnceLock::new(),
@@ -91,6 +96,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/tiers/{subject}/{id}",
             put(admin::put_tier).delete(admin::delete_tier),
         )
+        .route(crate::alerts::FORWARD_PATH, post(alerts::forwarded))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let config = get(admin::get_config)
         .put(admin::put_config)
@@ -102,6 +108,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/usage/key", get(usage::get_key))
+        .route("/v1/alerts", get(alerts::list))
         .route("/dashboard", get(dashboard::index))
         .route("/dashboard/", get(dashboard::index))
         .route("/dashboard/{*path}", get(dashboard::asset))

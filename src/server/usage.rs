@@ -11,35 +11,35 @@
 //! answered.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, Extensions, HeaderMap, StatusCode, Uri};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 
 use super::admin::same_secret;
 use super::error::ApiError;
-use super::peers;
 use super::{App, ClientAddr};
 use crate::clock::MILLI;
-use crate::cluster::ClusterNode;
+use crate::cluster::{peer_http, ClusterNode};
 use crate::engine::{CheckRequest, RequestKey, Subject, TierSource};
 use crate::usage::report::MissingNode;
+use crate::usage::PEER_DEADLINE;
 use crate::usage::{Filter, Range, Recent, Usage, UsageReport};
-
-/// How long a node waits for its peers' reports.
-const PEER_DEADLINE: Duration = Duration::from_millis(800);
 
 /// Most keys in each top list of an answer.
 const DEFAULT_TOP: usize = 20;
 
 /// Checks that the caller may read usage data.
-fn authorize(app: &App, headers: &HeaderMap, extensions: &Extensions, uri: &Uri) -> Result<(), ApiError> {
+pub(super) fn authorize(
+    app: &App,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    uri: &Uri,
+) -> Result<(), ApiError> {
     if let Some(node) = app.cluster.get() {
         let what = uri.path_and_query().map_or("", |p| p.as_str());
-        if peers::is_signed_by_peer(node, headers, what) {
+        if peer_http::is_signed_by_peer(node, headers, what, &[]) {
             return Ok(());
         }
     }
@@ -94,7 +94,10 @@ fn parse_range(text: Option<&str>) -> Result<Range, ApiError> {
 }
 
 /// Whether to merge peers' reports.
-fn cluster_wide<'a>(app: &'a App, scope: Option<&str>) -> Result<Option<&'a Arc<ClusterNode>>, ApiError> {
+pub(super) fn cluster_wide<'a>(
+    app: &'a App,
+    scope: Option<&str>,
+) -> Result<Option<&'a Arc<ClusterNode>>, ApiError> {
     match scope {
         None | Some("cluster") => Ok(app.cluster.get()),
         Some("local") => Ok(None),
@@ -109,45 +112,6 @@ fn node_name(app: &App) -> String {
     app.cluster
         .get()
         .map_or_else(|| "local".to_string(), |n| n.node_id().to_string())
-}
-
-/// Asks every live peer for `path_and_query`: their answers, and every
-/// member that did not give one (down, cut off, slow, or failing).
-async fn ask_peers<T: serde::de::DeserializeOwned + Send + 'static>(
-    node: &Arc<ClusterNode>,
-    path_and_query: String,
-) -> (Vec<T>, Vec<MissingNode>) {
-    let mut asks = JoinSet::new();
-    let mut missing = Vec::new();
-    for (id, addr, live) in node.peers() {
-        let addr = match (addr, live) {
-            (Some(addr), true) => addr,
-            (_, false) => {
-                let error = "not reachable: down or cut off".to_string();
-                missing.push(MissingNode { node: id, error });
-                continue;
-            }
-            (None, true) => {
-                let error = "gossips no HTTP address".to_string();
-                missing.push(MissingNode { node: id, error });
-                continue;
-            }
-        };
-        let (node, path) = (node.clone(), path_and_query.clone());
-        asks.spawn(async move { (id, peers::get_json::<T>(&node, addr, &path, PEER_DEADLINE).await) });
-    }
-    let mut answers = Vec::new();
-    while let Some(joined) = asks.join_next().await {
-        match joined {
-            Ok((_, Ok(answer))) => answers.push(answer),
-            Ok((node, Err(error))) => missing.push(MissingNode { node, error }),
-            Err(error) => missing.push(MissingNode {
-                node: "?".into(),
-                error: error.to_string(),
-            }),
-        }
-    }
-    (answers, missing)
 }
 
 /// `GET /v1/usage` query.
@@ -184,27 +148,8 @@ pub async fn get_usage(
         tier: query.tier.clone(),
     };
     let cluster = cluster_wide(&app, query.scope.as_deref())?;
-    let mut report = usage.report(&node_name(&app), range, &filter);
-    if let Some(node) = cluster {
-        let local = UsageQuery {
-            scope: Some("local".into()),
-            limit: Some(usage.top_k()),
-            range: Some(range.name().into()),
-            ..query
-        };
-        let path = format!(
-            "/v1/usage?{}",
-            serde_urlencoded::to_string(&local).unwrap_or_default()
-        );
-        let (answers, missing) = ask_peers::<UsageReport>(node, path).await;
-        for answer in answers {
-            report.merge(answer, usage.top_k());
-        }
-        report.missing.extend(missing);
-        report.scope = "cluster".into();
-    }
-    report.truncate_tops(query.limit.unwrap_or(DEFAULT_TOP).min(usage.top_k()));
-    Ok(Json(report))
+    let top = query.limit.unwrap_or(DEFAULT_TOP);
+    Ok(Json(usage.cluster_report(&node_name(&app), cluster, range, &filter, top).await))
 }
 
 /// `GET /v1/usage/key` query: the key as a check would give it.
@@ -321,7 +266,7 @@ pub async fn get_key(
             "/v1/usage/key?{}",
             serde_urlencoded::to_string(&local).unwrap_or_default()
         );
-        let (answers, missing) = ask_peers::<KeyReport>(node, path).await;
+        let (answers, missing) = peer_http::ask_peers::<KeyReport>(node, path, PEER_DEADLINE).await;
         for answer in answers {
             report.recent.add(&answer.recent);
             report.nodes.extend(answer.nodes);

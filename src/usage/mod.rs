@@ -25,8 +25,24 @@ pub use tally::{Counts, ScopeId};
 pub use top::Counted;
 
 use crate::clock::SECOND;
+use crate::cluster::{peer_http, ClusterNode};
 use crate::engine::{Engine, Recorder};
 use tally::ShardTally;
+
+/// How long a node waits for its peers' reports.
+pub const PEER_DEADLINE: Duration = Duration::from_millis(800);
+
+/// The query a node sends its peers for their local reports.
+#[derive(serde::Serialize)]
+struct LocalQuery<'a> {
+    range: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<&'a str>,
+    scope: &'a str,
+    limit: usize,
+}
 
 /// One node's analytics.
 pub struct Usage {
@@ -90,6 +106,43 @@ impl Usage {
     pub fn report(&self, node: &str, range: Range, filter: &Filter) -> UsageReport {
         let now = self.engine.now() / SECOND;
         UsageReport::local(&self.history(), node, range, now, filter)
+    }
+
+    /// The report for `range` of the whole cluster when `cluster` is given
+    /// (this node's, called `node`, merged with every live peer's, asked
+    /// within [`PEER_DEADLINE`]), else of this node. Top lists are cut to
+    /// `top`.
+    pub async fn cluster_report(
+        &self,
+        node: &str,
+        cluster: Option<&Arc<ClusterNode>>,
+        range: Range,
+        filter: &Filter,
+        top: usize,
+    ) -> UsageReport {
+        let mut report = self.report(node, range, filter);
+        if let Some(cluster) = cluster {
+            let k = self.top_k();
+            let query = LocalQuery {
+                range: range.name(),
+                policy: filter.policy.as_deref(),
+                tier: filter.tier.as_deref(),
+                scope: "local",
+                limit: k,
+            };
+            let path = format!(
+                "/v1/usage?{}",
+                serde_urlencoded::to_string(&query).unwrap_or_default()
+            );
+            let (answers, missing) = peer_http::ask_peers::<UsageReport>(cluster, path, PEER_DEADLINE).await;
+            for answer in answers {
+                report.merge(answer, k);
+            }
+            report.missing.extend(missing);
+            report.scope = "cluster".into();
+        }
+        report.truncate_tops(top.min(self.top_k()));
+        report
     }
 
     /// How often `store_key` was allowed and denied over `range`, where its

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::history::{Filter, History, Range};
 use super::tally::{Counts, ScopeId};
 use super::top::{Counted, TopK};
+pub use crate::cluster::peer_http::MissingNode;
 
 /// A key's attributes, as the store key holds them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,15 +139,6 @@ impl ScopeReport {
     fn same_scope(&self, other: &ScopeReport) -> bool {
         (&self.policy, &self.tier, &self.namespace) == (&other.policy, &other.tier, &other.namespace)
     }
-}
-
-/// A node that did not answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MissingNode {
-    /// Its id.
-    pub node: String,
-    /// Why.
-    pub error: String,
 }
 
 /// `GET /v1/usage`.

@@ -196,3 +196,16 @@ async fn any_key_attribute_can_be_assigned_a_tier() {
         .unwrap()
         .contains("token, user, ip or endpoint"));
 }
+
+#[tokio::test]
+async fn a_config_with_a_bad_rule_is_refused_and_the_old_one_kept() {
+    let h = Harness::new();
+    let json = [("content-type", "application/toml"), ("authorization", BEARER)];
+    let bad = CONFIG.to_string()
+        + "[[alerts.rules]]\nname = \"x\"\npolicy = \"nope\"\nwhen = \"denied\"\nthreshold = 0\nwithin = \"1m\"\n";
+    let reply = h.send(Method::PUT, "/v1/config", Body::from(bad), &json).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let text = reply.body.to_string();
+    assert!(text.contains("unknown policy \\\"nope\\\"") && text.contains("whole number"), "{text}");
+    assert_eq!(h.get("/v1/config").await.body["version"], 1, "the old config stays");
+}

@@ -1,0 +1,181 @@
+//! Asking peers over their HTTP API, signed with the cluster secret so that
+//! a peer answers another node without a read token: a GET (the usage and
+//! alerts APIs merge peers' answers) and a POST (an alarm forwarded to the
+//! node that owns it). The signature covers the path, the query, the body
+//! and the time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use super::ClusterNode;
+
+/// The header that carries a peer's signature: `UNIX_SECS:HEX_MAC`.
+pub const PEER_HEADER: &str = "x-weir-peer";
+
+/// How far a signed request's time may be from ours.
+const SKEW_SECS: u64 = 30;
+
+/// Largest answer read from a peer.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What a signature covers: the path and query, and the body if any.
+fn signed_text(path_and_query: &str, body: &[u8]) -> String {
+    format!("{path_and_query}\n{}", String::from_utf8_lossy(body))
+}
+
+/// GETs `path_and_query` from the peer at `addr` within `deadline`.
+///
+/// # Errors
+/// A short reason: unreachable, timed out, an error status, bad JSON.
+pub async fn get_json<T: DeserializeOwned>(
+    node: &ClusterNode,
+    addr: SocketAddr,
+    path_and_query: &str,
+    deadline: Duration,
+) -> Result<T, String> {
+    let body = exchange(node, addr, "GET", path_and_query, Vec::new(), deadline).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("answer: {e}"))
+}
+
+/// POSTs `body` (JSON) to `path` on the peer at `addr` within `deadline`.
+///
+/// # Errors
+/// As [`get_json`].
+pub async fn post_json(
+    node: &ClusterNode,
+    addr: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    deadline: Duration,
+) -> Result<Bytes, String> {
+    exchange(node, addr, "POST", path, body, deadline).await
+}
+
+async fn exchange(
+    node: &ClusterNode,
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    body: Vec<u8>,
+    deadline: Duration,
+) -> Result<Bytes, String> {
+    let now = unix_secs();
+    let signature = format!(
+        "{now}:{}",
+        node.sign_peer_request(&signed_text(path_and_query, &body), now)
+    );
+    let request = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", addr.to_string())
+            .header("content-type", "application/json")
+            .header(PEER_HEADER, signature)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("reading: {e}"))?
+            .to_bytes();
+        match status.is_success() {
+            true => Ok(body),
+            false => Err(format!("status {}", status.as_u16())),
+        }
+    };
+    tokio::time::timeout(deadline, request)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", deadline.as_millis())))
+}
+
+/// Whether `headers` carry a valid, fresh peer signature of
+/// `path_and_query` and `body`.
+pub fn is_signed_by_peer(node: &ClusterNode, headers: &HeaderMap, path_and_query: &str, body: &[u8]) -> bool {
+    let Some((at, mac)) = headers
+        .get(PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(':'))
+    else {
+        return false;
+    };
+    let Ok(at) = at.parse::<u64>() else {
+        return false;
+    };
+    let what = signed_text(path_and_query, body);
+    unix_secs().abs_diff(at) <= SKEW_SECS && node.verify_peer_request(&what, at, mac)
+}
+
+/// A member that did not answer, and why.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MissingNode {
+    /// Its id.
+    pub node: String,
+    /// Why.
+    pub error: String,
+}
+
+/// GETs `path_and_query` from every peer still in the member list: the
+/// answers, and every member that gave none (down, cut off, slow, failing),
+/// never silently left out.
+pub async fn ask_peers<T: DeserializeOwned + Send + 'static>(
+    node: &Arc<ClusterNode>,
+    path_and_query: String,
+    deadline: Duration,
+) -> (Vec<T>, Vec<MissingNode>) {
+    let mut asks = tokio::task::JoinSet::new();
+    let mut missing = Vec::new();
+    for (id, addr, live) in node.peers() {
+        let addr = match (addr, live) {
+            (Some(addr), true) => addr,
+            (_, false) => {
+                let error = "not reachable: down or cut off".to_string();
+                missing.push(MissingNode { node: id, error });
+                continue;
+            }
+            (None, true) => {
+                let error = "gossips no HTTP address".to_string();
+                missing.push(MissingNode { node: id, error });
+                continue;
+            }
+        };
+        let (node, path) = (node.clone(), path_and_query.clone());
+        asks.spawn(async move { (id, get_json::<T>(&node, addr, &path, deadline).await) });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        match joined {
+            Ok((_, Ok(answer))) => answers.push(answer),
+            Ok((node, Err(error))) => missing.push(MissingNode { node, error }),
+            Err(error) => missing.push(MissingNode {
+                node: "?".into(),
+                error: error.to_string(),
+            }),
+        }
+    }
+    (answers, missing)
+}

@@ -1,0 +1,288 @@
+//! Abuse alerts on real processes: an abuser spread over three nodes fires
+//! exactly one signed webhook per cooldown, at a real HTTP receiver; its
+//! penalty reaches every node and lapses; and a failed delivery is retried.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use support::nodes::{start_cluster, Node};
+
+const WEBHOOK_SECRET: &str = "webhook-test-secret";
+
+/// A webhook as received: its JSON body and when it came.
+type Received = Arc<Mutex<Vec<(Value, Instant)>>>;
+
+#[derive(Clone)]
+struct Receiver {
+    received: Received,
+    /// Answer 500 to this many requests first.
+    fail_first: Arc<Mutex<u32>>,
+}
+
+/// Checks the signature and timestamp the way a receiver should.
+fn verify(headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(format!("no {name}"))
+    };
+    let timestamp: u64 = header("x-weir-timestamp")?.parse().map_err(|_| "bad timestamp")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    if now.abs_diff(timestamp) > 300 {
+        return Err("stale timestamp".into());
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match header("x-weir-signature")? == format!("sha256={expected}") {
+        true => Ok(()),
+        false => Err("bad signature".into()),
+    }
+}
+
+async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if let Err(error) = verify(&headers, &body) {
+        panic!("webhook refused: {error}");
+    }
+    {
+        let mut fail = receiver.fail_first.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    receiver.received.lock().unwrap().push((body, Instant::now()));
+    StatusCode::NO_CONTENT
+}
+
+/// A real HTTP receiver on loopback, in its own runtime thread.
+fn start_receiver(fail_first: u32) -> (SocketAddr, Received) {
+    let received = Received::default();
+    let state = Receiver {
+        received: received.clone(),
+        fail_first: Arc::new(Mutex::new(fail_first)),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = axum::Router::new()
+                .route("/hook", axum::routing::post(receive))
+                .with_state(state);
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), received)
+}
+
+fn config(receiver: SocketAddr, threshold: u32, penalty_for: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[policies.per_ip]
+key = ["ip"]
+default_tier = "free"
+[policies.per_ip.tiers.free]
+limits = [{{ algorithm = "token_bucket", rate = "5/s", burst = 5 }}]
+[policies.per_ip.tiers.blocked]
+limits = [{{ algorithm = "sliding_window", rate = "1/day" }}]
+
+[alerts]
+webhook_secret_env = "WEIR_TEST_WEBHOOK_SECRET"
+
+[[alerts.rules]]
+name = "hammering"
+policy = "per_ip"
+when = "denied"
+threshold = {threshold}
+within = "1m"
+cooldown = "10m"
+exempt_tiers = ["blocked"]
+notify = ["http://{receiver}/hook"]
+penalty = {{ tier = "blocked", for = "{penalty_for}" }}
+"#
+    );
+    let dir = std::env::temp_dir().join(format!("weir-alerts-{}-{threshold}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn metric(node: &Node, sample: &str) -> u64 {
+    let metrics = node.get_text("/metrics").unwrap_or_default();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_abuser_spread_over_three_nodes_fires_one_alert_and_is_penalized_everywhere() {
+    // Before any node starts: the children inherit it.
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (receiver, received) = start_receiver(0);
+    let nodes = start_cluster(3, &config(receiver, 30, "4s"), &[]);
+    let abuser = json!({ "policy": "per_ip", "key": { "ip": "203.0.113.66" } });
+
+    // Round robin until the client has seen 30 denials: the threshold.
+    let (mut denied, mut sent) = (0, 0);
+    while denied < 30 {
+        denied += !nodes[sent % 3].check(&abuser) as u32;
+        sent += 1;
+    }
+    let crossed = Instant::now();
+    let deadline = crossed + Duration::from_secs(10);
+    while received.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let delay = received
+        .lock()
+        .unwrap()
+        .first()
+        .map(|(_, at)| at.saturating_duration_since(crossed));
+    eprintln!("detection delay, threshold crossed to webhook received: {delay:?} ({sent} checks sent)");
+
+    // The abuser keeps going; no second alert within the cooldown.
+    for i in 0..60 {
+        nodes[i % 3].check(&abuser);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let hooks = received.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "exactly one alert per cooldown: {hooks:?}");
+    let alert = &hooks[0].0;
+    assert_eq!(alert["rule"], "hammering");
+    assert_eq!(alert["policy"], "per_ip");
+    assert_eq!(alert["tier"], "free");
+    assert_eq!(alert["key"]["ip"], "203.0.113.66");
+    assert!(alert["count"].as_f64().unwrap() >= 30.0, "{alert}");
+    assert_eq!(alert["threshold"], 30.0);
+    assert_eq!(alert["window_s"], 60.0);
+    assert_eq!(alert["severity"], "warning");
+    assert!(alert["fired_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(alert["penalty"]["tier"], "blocked");
+    assert_eq!(alert["penalty"]["subject"], "ip");
+
+    // The penalty decides the abuser's checks on every node, then lapses.
+    for node in &nodes {
+        let tier = node.post("/v1/check", &abuser)["tier"].clone();
+        assert_eq!(tier, "blocked", "on {}", node.id);
+    }
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(10), "the penalty to lapse", |n| {
+            n.post("/v1/check", &abuser)["tier"] == "free"
+        });
+    }
+
+    // Every node lists the one alert; the metrics agree.
+    for node in &nodes {
+        let listed = node.get("/v1/alerts").unwrap();
+        let alerts = listed["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1, "{listed}");
+        assert_eq!(alerts[0]["key"]["ip"], "203.0.113.66");
+        assert_eq!(listed["missing"], json!([]));
+    }
+    let fired: u64 = nodes
+        .iter()
+        .map(|n| metric(n, "weir_alerts_total{rule=\"hammering\"}"))
+        .sum();
+    assert_eq!(fired, 1);
+    let delivered: u64 = nodes
+        .iter()
+        .map(|n| metric(n, "weir_webhook_deliveries_total{result=\"delivered\"}"))
+        .sum();
+    assert_eq!(delivered, 1);
+}
+
+#[test]
+fn a_failed_delivery_is_retried() {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (receiver, received) = start_receiver(2);
+    let nodes = start_cluster(1, &config(receiver, 3, "1m"), &[]);
+    let abuser = json!({ "policy": "per_ip", "key": { "ip": "198.51.100.9" } });
+    for _ in 0..10 {
+        nodes[0].check(&abuser);
+    }
+    nodes[0].wait_until(Duration::from_secs(15), "the webhook, third time lucky", |_| {
+        !received.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        metric(&nodes[0], "weir_webhook_deliveries_total{result=\"retried\"}"),
+        2
+    );
+    assert_eq!(
+        metric(&nodes[0], "weir_webhook_deliveries_total{result=\"delivered\"}"),
+        1
+    );
+}
+
+#[test]
+fn a_policy_wide_denial_ratio_fires_once() {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (receiver, received) = start_receiver(0);
+    let text = format!(
+        r#"
+[policies.per_ip]
+key = ["ip"]
+default_tier = "free"
+[policies.per_ip.tiers.free]
+limits = [{{ algorithm = "sliding_window", rate = "1/m" }}]
+
+[alerts]
+webhook_secret_env = "WEIR_TEST_WEBHOOK_SECRET"
+
+[[alerts.rules]]
+name = "plan-in-trouble"
+policy = "per_ip"
+when = "denied_ratio"
+threshold = 0.5
+within = "1m"
+min_checks = 20
+severity = "critical"
+format = "slack"
+notify = ["http://{receiver}/hook"]
+"#
+    );
+    let dir = std::env::temp_dir().join(format!("weir-ratio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("weir.toml"), text).unwrap();
+    let nodes = start_cluster(2, &dir.join("weir.toml"), &[]);
+    // Ten clients, three checks each: about one passes, two are denied.
+    let mut denied = 0;
+    for i in 0..30 {
+        let client = json!({ "policy": "per_ip", "key": { "ip": format!("192.0.2.{}", i % 10) } });
+        denied += !nodes[i % 2].check(&client) as u32;
+    }
+    nodes[0].wait_until(Duration::from_secs(20), "the ratio alert", |_| !received.lock().unwrap().is_empty());
+    std::thread::sleep(Duration::from_secs(6));
+    let hooks = received.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let text = hooks[0].0["text"].as_str().unwrap();
+    assert!(text.contains("plan-in-trouble") && text.contains("Critical"), "{text}");
+    let listed = nodes[1].get("/v1/alerts").unwrap();
+    let alert = &listed["alerts"][0];
+    assert_eq!(alert["when"], "denied_ratio");
+    let ratio = denied as f64 / 30.0;
+    assert!((alert["count"].as_f64().unwrap() - ratio).abs() < 0.01, "{alert} vs {ratio}");
+}
