@@ -9,12 +9,12 @@ PYTHON ?= python3
 VENV := clients/python/.venv
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test lint rust-tests python-tests helm-tests dashboard dashboard-tests bench
+.PHONY: run test lint rust-tests python-tests helm-tests prometheus-tests dashboard dashboard-tests bench
 
 run: dashboard
 	$(CARGO) run --release --bin weir -- serve
 
-test: dashboard lint rust-tests python-tests helm-tests dashboard-tests
+test: dashboard lint rust-tests python-tests helm-tests prometheus-tests dashboard-tests
 
 # The web page: TypeScript and uPlot bundled into dashboard/dist, which the
 # weir binary embeds when it is built (see build.rs).
@@ -24,6 +24,20 @@ dashboard: dashboard/node_modules/.installed
 dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock.json
 	cd dashboard && npm ci --no-audit --no-fund
 	touch $@
+
+# The Prometheus alerting rules shipped for operators, checked by real
+# promtool (built from the Go module proxy into target/tools when missing).
+PROMTOOL_VERSION := v0.303.1
+PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(TARGET_DIR)/tools/promtool)
+
+prometheus-tests: $(PROMTOOL)
+	$(PROMTOOL) check rules docs/prometheus/weir-alerts.yml
+
+$(TARGET_DIR)/tools/promtool:
+	mkdir -p $(TARGET_DIR)/tools/promtool-build
+	cd $(TARGET_DIR)/tools/promtool-build && (test -f go.mod || go mod init promtool-build) \
+	  && go get github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) \
+	  && go build -o $@ github.com/prometheus/prometheus/cmd/promtool
 
 # The dashboard in a real browser against three real weir nodes.
 dashboard-tests: dashboard

@@ -274,15 +274,115 @@ notify = ["http://{receiver}/hook"]
         let client = json!({ "policy": "per_ip", "key": { "ip": format!("192.0.2.{}", i % 10) } });
         denied += !nodes[i % 2].check(&client) as u32;
     }
-    nodes[0].wait_until(Duration::from_secs(20), "the ratio alert", |_| !received.lock().unwrap().is_empty());
+    nodes[0].wait_until(Duration::from_secs(20), "the ratio alert", |_| {
+        !received.lock().unwrap().is_empty()
+    });
     std::thread::sleep(Duration::from_secs(6));
     let hooks = received.lock().unwrap().clone();
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     let text = hooks[0].0["text"].as_str().unwrap();
-    assert!(text.contains("plan-in-trouble") && text.contains("Critical"), "{text}");
+    assert!(
+        text.contains("plan-in-trouble") && text.contains("Critical"),
+        "{text}"
+    );
     let listed = nodes[1].get("/v1/alerts").unwrap();
     let alert = &listed["alerts"][0];
     assert_eq!(alert["when"], "denied_ratio");
     let ratio = denied as f64 / 30.0;
-    assert!((alert["count"].as_f64().unwrap() - ratio).abs() < 0.01, "{alert} vs {ratio}");
+    assert!(
+        (alert["count"].as_f64().unwrap() - ratio).abs() < 0.01,
+        "{alert} vs {ratio}"
+    );
+}
+
+/// A real HTTPS receiver: a certificate for `localhost` made here, served
+/// with rustls; its CA file for `SSL_CERT_FILE`.
+fn start_tls_receiver() -> (u16, std::path::PathBuf, Received) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ca = std::env::temp_dir().join(format!("weir-webhook-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let chain = vec![cert.der().clone()];
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let received = Received::default();
+    let sink = received.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let (acceptor, sink) = (acceptor.clone(), sink.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            verify(&parts.headers, &body).unwrap();
+                            sink.lock()
+                                .unwrap()
+                                .push((serde_json::from_slice(&body).unwrap(), Instant::now()));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
+                                Bytes,
+                            >::new(
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    });
+    (rx.recv().unwrap(), ca, received)
+}
+
+#[test]
+fn webhooks_reach_an_https_receiver_that_the_system_trusts() {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (port, ca, received) = start_tls_receiver();
+    let text = std::fs::read_to_string(config("127.0.0.1:9".parse().unwrap(), 3, "1m"))
+        .unwrap()
+        .replace(
+            "http://127.0.0.1:9/hook",
+            &format!("https://localhost:{port}/hook"),
+        );
+    let dir = std::env::temp_dir().join(format!("weir-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("weir.toml"), text).unwrap();
+    // The node trusts exactly this CA, as with a private CA in production.
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let nodes = start_cluster(1, &dir.join("weir.toml"), &[]);
+    std::env::remove_var("SSL_CERT_FILE");
+    for _ in 0..10 {
+        nodes[0].check(&json!({ "policy": "per_ip", "key": { "ip": "198.51.100.77" } }));
+    }
+    nodes[0].wait_until(Duration::from_secs(10), "the webhook over https", |_| {
+        !received.lock().unwrap().is_empty()
+    });
+    assert_eq!(received.lock().unwrap()[0].0["key"]["ip"], "198.51.100.77");
 }

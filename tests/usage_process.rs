@@ -114,19 +114,37 @@ fn expressions(value: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Expressions in the Prometheus rules file: one per `expr:` line.
+fn rule_expressions(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .map(|e| e.trim().to_string())
+        .collect()
+}
+
 #[test]
-fn every_series_the_grafana_dashboard_queries_exists() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana/weir-dashboard.json");
-    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+fn every_series_the_grafana_dashboard_and_alerting_rules_query_exists() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard = std::fs::read_to_string(format!("{root}/docs/grafana/weir-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
     let mut exprs = Vec::new();
     expressions(&dashboard, &mut exprs);
+    let rules = std::fs::read_to_string(format!("{root}/docs/prometheus/weir-alerts.yml")).unwrap();
+    let rule_exprs = rule_expressions(&rules);
+    assert!(rule_exprs.len() >= 6, "{rule_exprs:?}");
+    exprs.extend(rule_exprs);
     let mut names: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
     names.sort();
     names.dedup();
-    assert!(names.len() >= 15, "{names:?}");
+    assert!(names.len() >= 20, "{names:?}");
 
-    // A one-node cluster, so that the cluster series exist too.
-    let nodes = start_cluster(1, &config_file("grafana"), &[]);
+    // Two nodes, so that the cluster series exist too, and a rule, so that
+    // the alert series do.
+    let config = CONFIG.to_string()
+        + "[[alerts.rules]]\nname = \"hammering\"\npolicy = \"per_ip\"\nwhen = \"denied\"\nthreshold = 100\nwithin = \"1m\"\n";
+    let path = config_file("grafana");
+    std::fs::write(&path, config).unwrap();
+    let nodes = start_cluster(2, &path, &[]);
     nodes[0].check(&json!({ "policy": "per_ip", "key": { "ip": "192.0.2.1" } }));
     nodes[0].wait_until(Duration::from_secs(10), "checks counted by policy", |n| {
         n.get_text("/metrics")
@@ -141,7 +159,7 @@ fn every_series_the_grafana_dashboard_queries_exists() {
     for name in &names {
         assert!(
             samples.contains(&name.as_str()),
-            "the dashboard queries {name}, which /metrics lacks"
+            "{name} is queried but /metrics lacks it"
         );
     }
 }

@@ -23,6 +23,13 @@ export interface Member { node_id: string; self: boolean; live: boolean; last_sy
 export interface ClusterStatus { mode: string; node_id?: string; live: number; expected: number; members: Member[] }
 export interface ConfigView { version: number; config: { policies: Record<string, { key: string[]; default_tier: string; tiers: Record<string, { unlimited?: boolean; limits?: { name?: string; algorithm: string; rate: string; burst?: number }[] }> }> } }
 
+export interface AlertRecord {
+  id: string; rule: string; severity: string; when: string; policy?: string; namespace?: string; tier?: string;
+  key: KeyAttrs; count: number; threshold: number; window_s: number; node: string; fired_at_ms: number; fired_at: string;
+  penalty: { subject: string; id: string; tier: string; until_ms: number } | null;
+}
+export interface AlertsAnswer { alerts: AlertRecord[]; nodes: string[]; missing: { node: string; error: string }[] }
+
 export class ApiError extends Error {
   constructor(public status: number, message: string) { super(message); }
 }
@@ -43,6 +50,7 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
 
 export const usage = (query: URLSearchParams) => call<UsageReport>("GET", `/v1/usage?${query}`);
 export const keyView = (query: URLSearchParams) => call<KeyReport>("GET", `/v1/usage/key?${query}`);
+export const alerts = () => call<AlertsAnswer>("GET", "/v1/alerts?limit=20");
 export const cluster = () => call<ClusterStatus>("GET", "/v1/cluster");
 export const config = () => call<ConfigView>("GET", "/v1/config");
 export const assignTier = (subject: string, id: string, tier: string, lasting: string) =>

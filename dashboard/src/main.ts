@@ -9,6 +9,8 @@ const REFRESH_MS = 2000;
 const fmt = new Intl.NumberFormat("en");
 
 let chart: uPlot | null = null;
+/** Penalties in force from recent alerts: "subject=id" to lapse time. */
+let penalties = new Map<string, number>();
 let policies: api.ConfigView["config"]["policies"] = {};
 const lastDecisions = new Map<string, { at: number; count: number }>();
 
@@ -81,6 +83,39 @@ function renderUsage(report: api.UsageReport): void {
   ]);
   fillTable("top-denied", topRows(report.top_denied), (i) => pickKey(report.top_denied[i]));
   fillTable("top-allowed", topRows(report.top_allowed), (i) => pickKey(report.top_allowed[i]));
+  badgePenalized("top-denied", report.top_denied);
+  badgePenalized("top-allowed", report.top_allowed);
+}
+
+/** Marks rows whose key is under a penalty an alert applied. */
+function badgePenalized(id: string, list: api.TopEntry[]): void {
+  const rows = $<HTMLTableElement>(id).tBodies[0].rows;
+  list.forEach((entry, i) => {
+    const until = Object.entries(entry.key)
+      .map(([attr, value]) => penalties.get(`${attr}=${value}`))
+      .find((u) => u !== undefined && u > Date.now());
+    if (until === undefined) return;
+    const badge = document.createElement("span");
+    badge.className = "badge penalty";
+    badge.textContent = `penalty until ${new Date(until).toLocaleTimeString()}`;
+    rows[i].cells[0].append(badge);
+  });
+}
+
+function renderAlerts(answer: api.AlertsAnswer): void {
+  penalties = new Map();
+  for (const a of answer.alerts) {
+    if (a.penalty) penalties.set(`${a.penalty.subject}=${a.penalty.id}`, Math.max(a.penalty.until_ms, penalties.get(`${a.penalty.subject}=${a.penalty.id}`) ?? 0));
+  }
+  const ratio = (a: api.AlertRecord) => a.when === "denied_ratio";
+  fillTable("alerts", answer.alerts.map((a) => [
+    new Date(a.fired_at_ms).toLocaleTimeString(), a.rule, a.severity, ratio(a) ? "(whole policy)" : keyText(a.key),
+    `${a.policy ?? a.namespace ?? "*"}${a.tier ? ` / ${a.tier}` : ""}`,
+    ratio(a) ? `${(100 * a.count).toFixed(1)}% / ${(100 * a.threshold).toFixed(0)}% denied` : `${fmt.format(a.count)} / ${fmt.format(a.threshold)} ${a.when} in ${a.window_s} s`,
+    a.node, a.penalty ? `${a.penalty.tier} until ${new Date(a.penalty.until_ms).toLocaleTimeString()}` : "",
+  ]));
+  const rows = $<HTMLTableElement>("alerts").tBodies[0].rows;
+  answer.alerts.forEach((a, i) => { rows[i].cells[2].className = `sev-${a.severity}`; });
 }
 
 function renderCluster(status: api.ClusterStatus): void {
@@ -203,10 +238,11 @@ async function assign(): Promise<void> {
 
 async function refresh(): Promise<void> {
   const status = $("status");
-  const results = await Promise.allSettled([api.usage(query()), api.cluster(), api.config()]);
-  const [usage, cluster, config] = results;
+  const results = await Promise.allSettled([api.usage(query()), api.cluster(), api.config(), api.alerts()]);
+  const [usage, cluster, config, alerts] = results;
   if (config.status === "fulfilled") renderConfig(config.value);
   if (cluster.status === "fulfilled") renderCluster(cluster.value);
+  if (alerts.status === "fulfilled") renderAlerts(alerts.value);
   if (usage.status === "fulfilled") {
     renderUsage(usage.value);
     status.textContent = `updated ${new Date().toLocaleTimeString()} · ${usage.value.nodes.length} node(s)`;

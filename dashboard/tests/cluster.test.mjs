@@ -6,8 +6,10 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createServer } from "node:net";
 import { chromium } from "playwright-core";
 
@@ -31,13 +33,32 @@ function freePort() {
   });
 }
 
+// The built-in config, with a rule that fires early and penalizes: the
+// abuser's IP moves to the paid tier for 15 minutes.
+const CONFIG = (() => {
+  const builtin = execFileSync(BIN, ["default-config"], { encoding: "utf8" });
+  const path = join(mkdtempSync(join(tmpdir(), "weir-dashboard-")), "weir.toml");
+  writeFileSync(path, `${builtin.split("[alerts]")[0]}
+[alerts]
+[[alerts.rules]]
+name = "hammering"
+policy = "per_ip"
+when = "denied"
+threshold = 30
+within = "1m"
+exempt_tiers = ["trusted", "paid"]
+penalty = { tier = "paid", for = "15m" }
+`);
+  return path;
+})();
+
 async function startNode(name, seed) {
   const [http, bin, gossip, sync] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const args = [
     "serve", "--node-id", name,
     "--http-addr", `127.0.0.1:${http}`, "--bin-addr", `127.0.0.1:${bin}`,
     "--gossip-addr", `127.0.0.1:${gossip}`, "--sync-addr", `127.0.0.1:${sync}`,
-    "--admin-token", ADMIN, "--read-token", READ, "--log", "warn",
+    "--admin-token", ADMIN, "--read-token", READ, "--log", "warn", "--config", CONFIG,
   ];
   if (seed) args.push("--seed", seed);
   const child = spawn(BIN, args, { env: { ...process.env, WEIR_CLUSTER_SECRET: SECRET }, stdio: ["ignore", "inherit", "inherit"] });
@@ -135,6 +156,11 @@ test("every node's dashboard shows the cluster's totals and the abuser on top", 
     assert.match(top, /ip=203\.0\.113\.66/, `${node.name}: ${top}`);
     assert.equal(report.top_denied[0].key.ip, "203.0.113.66");
     assert.equal(report.top_denied[0].nodes, 3, "every node saw the abuser");
+    await page.waitForSelector("#alerts tbody tr");
+    const alertRows = await page.$$eval("#alerts tbody tr", (rows) => rows.map((r) => r.textContent));
+    assert.equal(alertRows.length, 1, `one alert in the cluster: ${alertRows}`);
+    assert.match(alertRows[0], /hammering.*ip=203\.0\.113\.66.*paid until/);
+    assert.match(await page.textContent("#top-denied tbody tr:first-child"), /penalty until/);
     assert.deepEqual(outside, [], "the page asks no other host");
     if (node.name === "a") {
       mkdirSync("screenshots", { recursive: true });
@@ -151,8 +177,8 @@ test("the key view shows a top key's limits and tier", async () => {
   const limits = await page.textContent("#key-limits");
   assert.match(limits, /burst/);
   assert.match(limits, /hourly/);
-  assert.match(await page.textContent("#key-tier"), /tier free \(from default\)/);
-  assert.match(await page.textContent("#key-recent"), /5m: allowed \d+, denied \d+/);
+  assert.match(await page.textContent("#key-tier"), /tier paid \(from assignment to ip 203\.0\.113\.66, until/, "the alert's penalty");
+  assert.match(await page.textContent("#key-recent"), /5m: allowed \d+, denied (\d+|not in top keys)/);
   await page.close();
 });
 
@@ -181,25 +207,25 @@ test("a tier assigned in the page changes the next decision on another node", as
   assert.equal(after.body.allowed, true);
 });
 
-test("the top abuser's IP can be moved to a tier for a while from the page", async () => {
+test("an operator can move the top abuser's IP to another tier for a while from the page", async () => {
   const { page } = await openDashboard(nodes[1]);
   await page.click("#top-denied tbody tr:first-child");
   await page.waitForSelector("#key-limits");
   assert.equal(await page.inputValue("#assign-subject"), "ip");
-  await page.selectOption("#assign-tier", "paid");
+  await page.selectOption("#assign-tier", "trusted");
   await page.selectOption("#assign-for", "15m");
   await page.click("#assign-form button");
-  await page.waitForFunction(() => /is now paid for 15m/.test(document.getElementById("assign-status")?.textContent ?? ""));
+  await page.waitForFunction(() => /is now trusted for 15m/.test(document.getElementById("assign-status")?.textContent ?? ""));
   await page.waitForFunction(() => /from assignment to ip 203\.0\.113\.66, until/.test(document.getElementById("key-tier")?.textContent ?? ""));
   await page.close();
   const reply = await until("the penalty to reach node a", async () => {
     const r = await check(nodes[0], { policy: "per_ip", key: { ip: "203.0.113.66" } });
-    return r.body.tier === "paid" && r;
+    return r.body.tier === "trusted" && r;
   });
-  assert.equal(reply.body.allowed, true, "a fresh paid bucket");
+  assert.equal(reply.body.allowed, true, "trusted is unlimited");
   const tiers = await json(`${nodes[2].url}/v1/tiers`, { headers: { authorization: `Bearer ${ADMIN}` } });
   const lapsing = tiers.body.lapsing.find((a) => a.id === "203.0.113.66");
-  assert.equal(lapsing.tier, "paid");
+  assert.equal(lapsing.tier, "trusted");
   assert.ok(lapsing.until_ms > Date.now() + 14 * 60 * 1000);
 });
 

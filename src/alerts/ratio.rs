@@ -73,7 +73,9 @@ pub async fn watch(alerts: Arc<Alerts>) {
             };
             let range = covering(rule.within / SECOND);
             let cluster = alerts.cluster();
-            let report = usage.cluster_report(alerts.node_id(), cluster.as_ref(), range, &filter, 0).await;
+            let report = usage
+                .cluster_report(alerts.node_id(), cluster.as_ref(), range, &filter, 0)
+                .await;
             let (allowed, denied) = counts_within(&report, rule, alerts.engine.now() / SECOND);
             let checks = allowed + denied;
             if checks >= rule.min_checks && denied as f64 >= rule.threshold * checks as f64 {

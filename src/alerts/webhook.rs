@@ -1,5 +1,6 @@
-//! Webhook delivery: signed POSTs from a bounded queue, retried with
-//! back-off, off the check path.
+//! Webhook delivery: signed POSTs (http, or https verified against the
+//! system's CA certificates) from a bounded queue, retried with back-off,
+//! off the check path.
 //!
 //! Signatures are done as the well-known services do them: the body is
 //! signed with HMAC-SHA256 over `"{timestamp}.{body}"`, the timestamp (Unix
@@ -11,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum::http::{header, Request, Uri};
@@ -159,21 +160,45 @@ impl Webhooks {
     }
 }
 
-/// One attempt: POST the signed body; a 2xx answer is success.
+/// TLS for `https://` webhooks: the system's CA certificates (honouring
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`), loaded once.
+fn tls() -> &'static Result<tokio_rustls::TlsConnector, String> {
+    static TLS: OnceLock<Result<tokio_rustls::TlsConnector, String>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(format!("no CA certificates found ({:?})", found.errors.first()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    })
+}
+
+/// One attempt: POST the signed body over http or https; a 2xx answer is
+/// success.
 async fn post(delivery: &Delivery) -> Result<(), String> {
     let uri: Uri = delivery.url.parse().map_err(|e| format!("url: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("only http:// webhooks are delivered by this build".into());
-    }
-    let host = uri.host().ok_or("url has no host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
+    let secure = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err("the url is neither http:// nor https://".into()),
+    };
+    let host = uri
+        .host()
+        .ok_or("url has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(connection);
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -190,6 +215,28 @@ async fn post(delivery: &Delivery) -> Result<(), String> {
         )
         .body(Full::new(Bytes::from(delivery.body.clone())))
         .map_err(|e| format!("request: {e}"))?;
+    if !secure {
+        return exchange(tcp, request).await;
+    }
+    let connector = tls().as_ref().map_err(Clone::clone)?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("tls name: {e}"))?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    exchange(stream, request).await
+}
+
+/// Sends `request` over `stream` and reads the answer.
+async fn exchange<S>(stream: S, request: Request<Full<Bytes>>) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
     let response = sender
         .send_request(request)
         .await

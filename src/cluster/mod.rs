@@ -381,6 +381,25 @@ impl ClusterNode {
             .verify_hex(&[b"peer-http", what.as_bytes(), at.as_bytes()], mac)
     }
 
+    /// Per live peer: seconds since its last sync frame (`None` before the
+    /// first), for metrics.
+    pub fn sync_ages(&self) -> Vec<(String, Option<f64>)> {
+        let now = self.shared.engine.now();
+        let view = self.shared.view();
+        view.members
+            .iter()
+            .filter(|m| !m.is_self && !m.leaving())
+            .map(|m| {
+                let frames = view
+                    .frames
+                    .get(&m.node_id)
+                    .filter(|f| f.generation == m.generation);
+                let age = frames.map(|f| now.saturating_sub(f.last_at) as f64 / 1e9);
+                (m.node_id.clone(), age)
+            })
+            .collect()
+    }
+
     /// Sync statistics, for metrics.
     pub fn stats(&self) -> &SyncStats {
         &self.shared.stats

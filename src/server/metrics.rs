@@ -204,7 +204,14 @@ fn alert_series(app: &App, snapshot: &mut Snapshot) {
     let Some(alerts) = app.alerts.get() else {
         return;
     };
-    let (fired, deliveries) = (alerts.fired(), alerts.deliveries());
+    let (mut fired, deliveries) = (alerts.fired(), alerts.deliveries());
+    // Every rule in force shows, at 0 until it fires.
+    for rule in &app.engine.config().alerts.rules {
+        if !fired.iter().any(|(name, _)| *name == rule.name) {
+            fired.push((rule.name.to_string(), 0));
+        }
+    }
+    fired.sort();
     let fired = fired
         .into_iter()
         .map(|(rule, n)| (vec![("rule", rule)], n as f64))
@@ -282,6 +289,15 @@ fn cluster_series(app: &App, snapshot: &mut Snapshot) {
         help,
         labelled("reason", &rejected),
     );
+    // A frame comes from every live peer each sync interval: an age well
+    // past it means the peer is slow or cut off. Never heard: +Inf.
+    let ages = node
+        .sync_ages()
+        .into_iter()
+        .map(|(peer, age)| (vec![("peer", peer)], age.unwrap_or(f64::INFINITY)))
+        .collect();
+    let help = "Seconds since the last counter-sync frame from each peer in the member list";
+    snapshot.add("weir_sync_last_frame_age_seconds", MetricType::Gauge, help, ages);
 }
 
 /// The whole exposition, as Prometheus (OpenMetrics text) reads it.

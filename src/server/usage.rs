@@ -149,7 +149,11 @@ pub async fn get_usage(
     };
     let cluster = cluster_wide(&app, query.scope.as_deref())?;
     let top = query.limit.unwrap_or(DEFAULT_TOP);
-    Ok(Json(usage.cluster_report(&node_name(&app), cluster, range, &filter, top).await))
+    Ok(Json(
+        usage
+            .cluster_report(&node_name(&app), cluster, range, &filter, top)
+            .await,
+    ))
 }
 
 /// `GET /v1/usage/key` query: the key as a check would give it.

@@ -206,6 +206,13 @@ async fn a_config_with_a_bad_rule_is_refused_and_the_old_one_kept() {
     let reply = h.send(Method::PUT, "/v1/config", Body::from(bad), &json).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let text = reply.body.to_string();
-    assert!(text.contains("unknown policy \\\"nope\\\"") && text.contains("whole number"), "{text}");
-    assert_eq!(h.get("/v1/config").await.body["version"], 1, "the old config stays");
+    assert!(
+        text.contains("unknown policy \\\"nope\\\"") && text.contains("whole number"),
+        "{text}"
+    );
+    assert_eq!(
+        h.get("/v1/config").await.body["version"],
+        1,
+        "the old config stays"
+    );
 }
