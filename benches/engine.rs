@@ -254,9 +254,70 @@ fn usage_overhead(_: &mut Criterion) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The cost of abuse-alert rules per check, measured like
+/// [`usage_overhead`]: the same allowed check on an engine without rules,
+/// with a `requests` rule (each check is also counted in the rule's window),
+/// and with that rule past its threshold, alarms going to a running alerts
+/// room whose webhook receiver is down (nothing listens on its port).
+fn alerts_overhead(_: &mut Criterion) {
+    const ROUNDS: usize = 41;
+    const CHECKS: u32 = 200_000;
+    let rule = |threshold: u64| {
+        format!(
+            "{ONE_LIMIT}[alerts]\nwebhook_secret_env = \"WEIR_BENCH_SECRET\"\n[[alerts.rules]]\nname = \"r\"\npolicy = \"bucket\"\n\
+             when = \"requests\"\nthreshold = {threshold}\nwithin = \"1m\"\ncooldown = \"1s\"\nnotify = [\"http://127.0.0.1:9/down\"]\n"
+        )
+    };
+    std::env::set_var("WEIR_BENCH_SECRET", "bench");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let with_rules = |threshold| {
+        let engine = Arc::new(Engine::new(
+            Config::parse(&rule(threshold)).unwrap(),
+            Arc::new(QuantaClock::new()),
+        ));
+        let alerts = weir::alerts::Alerts::install(engine.clone());
+        runtime.spawn(alerts.run());
+        engine
+    };
+    let plain = engine();
+    let counting = with_rules(4_000_000_000);
+    let alarming = with_rules(1);
+    let check = request("bucket", "alice");
+    let time = |engine: &Engine| {
+        let start = Instant::now();
+        for _ in 0..CHECKS {
+            black_box(engine.check_with(black_box(&check), |v| v.allowed()).unwrap());
+        }
+        start.elapsed().as_nanos() as f64 / CHECKS as f64
+    };
+    for (case, engine) in [
+        ("requests_rule", &counting),
+        ("past_threshold_receiver_down", &alarming),
+    ] {
+        time(&plain);
+        time(engine);
+        let rounds: Vec<(f64, f64)> = (0..ROUNDS).map(|_| (time(&plain), time(engine))).collect();
+        let median = |mut xs: Vec<f64>| {
+            xs.sort_by(f64::total_cmp);
+            xs[xs.len() / 2]
+        };
+        let without = median(rounds.iter().map(|r| r.0).collect());
+        let with = median(rounds.iter().map(|r| r.1).collect());
+        let difference = median(rounds.iter().map(|r| r.1 - r.0).collect());
+        println!(
+            "alerts_overhead/{case}: without rules {without:.1} ns, with {with:.1} ns, \
+             per-round difference median {difference:+.1} ns ({ROUNDS} alternating rounds of {CHECKS})"
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = one_thread, two_threads, usage_overhead
+    targets = one_thread, two_threads, usage_overhead, alerts_overhead
 }
 criterion_main!(benches);

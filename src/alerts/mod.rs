@@ -100,8 +100,22 @@ pub struct Alerts {
     pub webhooks: Arc<Webhooks>,
 }
 
+thread_local! {
+    /// The last alarm this thread handed on: its (rule, key) hash and time.
+    /// An abuser past a threshold raises an alarm on every check; repeats
+    /// within [`RESEND`] stop here, before anything is allocated.
+    static LAST_ALARM: std::cell::Cell<(u64, Nanos)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 impl AlarmSink for Alerts {
     fn alarm(&self, alarm: &Alarm<'_>) {
+        use std::hash::BuildHasher;
+        let hash = foldhash::fast::FixedState::with_seed(0xa1a2).hash_one((alarm.rule, alarm.key));
+        let (last, at) = LAST_ALARM.get();
+        if last == hash && alarm.at.saturating_sub(at) < RESEND {
+            return;
+        }
+        LAST_ALARM.set((hash, alarm.at));
         let forwarded = Forwarded {
             rule: alarm.rule.into(),
             key: alarm.key.into(),
