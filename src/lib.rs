@@ -22,6 +22,8 @@
 //! - [`usage`]: usage analytics beside the engine: a recorder per store
 //!   shard (fed through [`engine::hook`]), heavy hitters, the per-node
 //!   history, and reports merged across the cluster.
+//! - [`alerts`]: abuse rules fired once per key per cooldown cluster-wide,
+//!   penalties and signed webhooks; [`net`] is their outbound TCP seam.
 //! - [`server`]: HTTP (axum) with rate-limit headers, admin endpoints, the
 //!   usage API and dashboard, metrics, and graceful shutdown.
 //! - `main.rs`: the `weir` command line.
@@ -32,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod limiter;
+pub mod net;
 pub mod policy;
 pub mod protocol;
 pub mod server;

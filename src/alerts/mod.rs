@@ -101,7 +101,8 @@ pub struct Alerts {
 }
 
 thread_local! {
-    /// The last alarm this thread handed on: its (rule, key) hash and time.
+    /// The last alarm this thread handed on: its (room, rule, key) hash and
+    /// time.
     /// An abuser past a threshold raises an alarm on every check; repeats
     /// within [`RESEND`] stop here, before anything is allocated.
     static LAST_ALARM: std::cell::Cell<(u64, Nanos)> = const { std::cell::Cell::new((0, 0)) };
@@ -110,7 +111,9 @@ thread_local! {
 impl AlarmSink for Alerts {
     fn alarm(&self, alarm: &Alarm<'_>) {
         use std::hash::BuildHasher;
-        let hash = foldhash::fast::FixedState::with_seed(0xa1a2).hash_one((alarm.rule, alarm.key));
+        // The room's address too: several engines may share a thread.
+        let room = self as *const Self as usize;
+        let hash = foldhash::fast::FixedState::with_seed(0xa1a2).hash_one((room, alarm.rule, alarm.key));
         let (last, at) = LAST_ALARM.get();
         if last == hash && alarm.at.saturating_sub(at) < RESEND {
             return;

@@ -196,7 +196,7 @@ async fn post(delivery: &Delivery) -> Result<(), String> {
         .trim_start_matches('[')
         .trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host, port))
+    let tcp = crate::net::connect(host, port)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let timestamp = std::time::SystemTime::now()

@@ -78,7 +78,7 @@ async fn exchange(
         node.sign_peer_request(&signed_text(path_and_query, &body), now)
     );
     let request = async {
-        let stream = tokio::net::TcpStream::connect(addr)
+        let stream = crate::net::connect(&addr.ip().to_string(), addr.port())
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use weir::alerts::Alerts;
 use weir::clock::TokioClock;
 use weir::cluster::{ClusterNode, Settings};
 use weir::config::Config;
@@ -238,16 +239,20 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
         resend_interval: Duration::from_secs(1),
         gossip_interval: Duration::from_millis(200),
         dead_node_grace: Duration::from_secs(30),
-        http_addr: None,
+        http_addr: Some(SocketAddr::new(ip, HTTP_PORT)),
     };
     let sync = SimSync {
         socket: turmoil::net::UdpSocket::bind(wildcard(SYNC_PORT)).await?,
         duplicate_every: spec.duplicate_every,
         sent: AtomicU64::new(0),
     };
-    let node = ClusterNode::start(engine.clone(), settings, &SimGossip, sync).await?;
+    let node = Arc::new(ClusterNode::start(engine.clone(), settings, &SimGossip, sync).await?);
+    let alerts = Alerts::install(engine.clone());
+    alerts.set_cluster(&node);
+    tokio::spawn(alerts.clone().run());
     let app = App::new(engine, None, None);
-    let _ = app.cluster.set(Arc::new(node));
+    let _ = app.cluster.set(node);
+    let _ = app.alerts.set(alerts);
     let listener = SimListener(turmoil::net::TcpListener::bind(wildcard(HTTP_PORT)).await?);
     server::run(listener, app, ServeLimits::default(), std::future::pending()).await?;
     Ok(())
@@ -383,4 +388,42 @@ pub fn simulation(seed: u64) -> turmoil::Sim<'static> {
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(5))
         .build()
+}
+
+/// Puts weir's outbound connections (peers, webhooks) on turmoil's network.
+pub fn use_simulated_network() {
+    weir::net::set_connector(|host, port| {
+        Box::pin(async move {
+            let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+            Ok(Box::new(stream) as Box<dyn weir::net::Stream>)
+        })
+    });
+}
+
+/// Webhook bodies a receiver host got.
+pub type Webhooks = Arc<Mutex<Vec<Value>>>;
+
+/// Registers a host that takes webhooks on `port` and keeps their bodies.
+pub fn add_receiver(sim: &mut turmoil::Sim<'_>, name: &'static str, port: u16) -> Webhooks {
+    let received = Webhooks::default();
+    let kept = received.clone();
+    sim.host(name, move || {
+        let kept = kept.clone();
+        async move {
+            let take = move |body: Bytes| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    hyper::StatusCode::NO_CONTENT
+                }
+            };
+            let app = axum::Router::new().route("/hook", axum::routing::post(take));
+            let listener = SimListener(turmoil::net::TcpListener::bind(wildcard(port)).await?);
+            axum::serve(listener, app).await?;
+            Ok(())
+        }
+    });
+    received
 }
