@@ -361,6 +361,21 @@ impl Engine {
     /// # Errors
     /// The same as [`check`](Self::check).
     pub fn refund(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
+        self.settle(request, true).map(|explained| explained.decision)
+    }
+
+    /// Looks at a key without counting or recording anything: its tier and
+    /// where that came from, and each limit's remaining and reset.
+    ///
+    /// # Errors
+    /// The same as [`check`](Self::check).
+    pub fn explain(&self, request: &CheckRequest) -> Result<Explained, CheckError> {
+        self.settle(request, false)
+    }
+
+    /// The key's state as a peek, after giving back the request's cost if
+    /// `refund` (and queueing the change for peers).
+    fn settle(&self, request: &CheckRequest, refund: bool) -> Result<Explained, CheckError> {
         let config = self.config.load();
         let mut key = String::new();
         let now = self.clock.now();
@@ -373,12 +388,14 @@ impl Engine {
             let mut locked = self.store.lock(&[hash]);
             outcomes = match locked.get(hash, &key) {
                 Some(entry) => {
-                    reconcile(entry, limits);
-                    for (state, limit) in entry.limits.iter_mut().zip(limits) {
-                        limit.limit.refund(state, now, resolved.cost);
+                    if refund {
+                        reconcile(entry, limits);
+                        for (state, limit) in entry.limits.iter_mut().zip(limits) {
+                            limit.limit.refund(state, now, resolved.cost);
+                        }
                     }
                     let outcomes = decide(entry, limits, now, 0, shares);
-                    if shares.is_some() && entry.mark_changed() {
+                    if refund && shares.is_some() && entry.mark_changed() {
                         locked.queue_changed(hash, &key);
                     }
                     outcomes
@@ -392,7 +409,11 @@ impl Engine {
             outcomes: &outcomes,
             cost: 0,
         };
-        Ok(verdict.to_decision())
+        Ok(Explained {
+            decision: verdict.to_decision(),
+            tier_source: resolved.tier_source,
+            store_key: key,
+        })
     }
 }
 
@@ -497,42 +518,6 @@ pub struct Explained {
     pub tier_source: Option<TierSource>,
     /// The key in the store (and in usage summaries).
     pub store_key: String,
-}
-
-impl Engine {
-    /// Looks at a key without counting or recording anything: its tier and
-    /// where that came from, and each limit's remaining and reset.
-    ///
-    /// # Errors
-    /// The same as [`check`](Self::check).
-    pub fn explain(&self, request: &CheckRequest) -> Result<Explained, CheckError> {
-        let config = self.config.load();
-        let mut key = String::new();
-        let now = self.clock.now();
-        let resolved = resolve::resolve(&config, &self.overlay, request, &mut key, now)?;
-        let limits = limits_of(&resolved);
-        let mut outcomes = Outcomes::new();
-        if !limits.is_empty() {
-            let shares = self.cluster.shares();
-            let hash = self.store.hash(&key);
-            let mut locked = self.store.lock(&[hash]);
-            outcomes = match locked.get(hash, &key) {
-                Some(entry) => decide(entry, limits, now, 0, shares),
-                None => evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
-            };
-        }
-        let verdict = Verdict {
-            scope: resolved.scope,
-            limits,
-            outcomes: &outcomes,
-            cost: 0,
-        };
-        Ok(Explained {
-            decision: verdict.to_decision(),
-            tier_source: resolved.tier_source,
-            store_key: key,
-        })
-    }
 }
 
 type Outcomes = SmallVec<[Outcome; 2]>;
