@@ -386,3 +386,41 @@ fn webhooks_reach_an_https_receiver_that_the_system_trusts() {
     });
     assert_eq!(received.lock().unwrap()[0].0["key"]["ip"], "198.51.100.77");
 }
+
+#[test]
+fn when_the_firing_node_dies_its_successor_keeps_the_cooldown() {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (receiver, received) = start_receiver(0);
+    let mut nodes = start_cluster(3, &config(receiver, 30, "1s"), &["--dead-node-grace-secs", "30"]);
+    let abuser = json!({ "policy": "per_ip", "key": { "ip": "203.0.113.99" } });
+    let mut sent = 0;
+    while received.lock().unwrap().is_empty() && sent < 600 {
+        nodes[sent % 3].check(&abuser);
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let fired_on = received.lock().unwrap()[0].0["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dead = nodes.iter().position(|n| n.id == fired_on).unwrap();
+    nodes[dead].kill();
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .map(|(_, n)| n)
+        .collect();
+    for node in &survivors {
+        node.wait_until(Duration::from_secs(10), "the dead node no longer live", |n| {
+            n.live_members().len() == 2
+        });
+    }
+    // The abuser goes on (its one-second penalty is over): the key's new
+    // owner knows the cooldown and does not fire again.
+    for i in 0..200 {
+        survivors[i % 2].check(&abuser);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(received.lock().unwrap().len(), 1, "fired on {fired_on} only");
+}

@@ -11,8 +11,9 @@
 //!    HTTP, and falls back to the next node if the owner cannot be reached.
 //! 3. The owner fires unless the key is in its cooldown: it records the
 //!    alert ([`record`]), applies the penalty (a runtime tier assignment
-//!    with an expiry, replicated like any other), and queues the webhooks
-//!    ([`webhook`]).
+//!    with an expiry, replicated like any other), queues the webhooks
+//!    ([`webhook`]), and tells its live peers the cooldown, so that a node
+//!    that takes the key over does not fire again.
 //!
 //! `denied_ratio` rules watch a whole policy: the rule's owner reads the
 //! cluster's usage every few seconds ([`ratio`]).
@@ -64,6 +65,22 @@ pub struct Forwarded {
     /// The count seen.
     pub count: u64,
 }
+
+/// A cooldown the firing node tells its peers about: the body of
+/// `POST /v1/internal/cooldown`. A peer that becomes the key's owner later
+/// (the firing node died or left) then does not fire again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cooldown {
+    /// The rule.
+    pub rule: String,
+    /// The store key (empty for a whole-policy rule).
+    pub key: String,
+    /// When the cooldown ends, Unix ms.
+    pub until_ms: u64,
+}
+
+/// The path cooldowns are told to peers on.
+pub const COOLDOWN_PATH: &str = "/v1/internal/cooldown";
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
@@ -282,6 +299,11 @@ impl Alerts {
             state.sequence += 1;
             state.sequence
         };
+        self.tell_peers(Cooldown {
+            rule: rule.name.to_string(),
+            key: key.to_string(),
+            until_ms: (now + rule.cooldown) / MILLI,
+        });
         let label = match key.is_empty() {
             true => None,
             false => Some(KeyLabel::of_store_key(key)),
@@ -386,6 +408,41 @@ impl Alerts {
                 secret: secret.clone(),
             });
         }
+    }
+
+    /// Tells every live peer about a cooldown, best effort, in the
+    /// background.
+    fn tell_peers(&self, cooldown: Cooldown) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let body = serde_json::to_vec(&cooldown).unwrap_or_default();
+        for (id, addr, live) in cluster.peers() {
+            let Some(addr) = addr.filter(|_| live) else {
+                continue;
+            };
+            let (cluster, body) = (cluster.clone(), body.clone());
+            tokio::spawn(async move {
+                let told = peer_http::post_json(&cluster, addr, COOLDOWN_PATH, body, FORWARD_DEADLINE).await;
+                if let Err(error) = told {
+                    debug!(peer = %id, %error, "cooldown not told");
+                }
+            });
+        }
+    }
+
+    /// Takes a cooldown a peer fired: this node will not fire the rule for
+    /// the key before it ends.
+    pub fn note_cooldown(&self, cooldown: &Cooldown) {
+        let until = cooldown.until_ms.saturating_mul(MILLI);
+        let mut state = self.state();
+        if state.cooldowns.len() >= MAX_COOLDOWNS {
+            let now = self.engine.now();
+            state.cooldowns.retain(|_, end| *end > now);
+        }
+        let id = (CompactString::from(cooldown.rule.as_str()), cooldown.key.clone());
+        let end = state.cooldowns.entry(id).or_insert(0);
+        *end = (*end).max(until);
     }
 
     /// Recent alerts fired on this node, newest first.

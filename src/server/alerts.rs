@@ -1,6 +1,7 @@
-//! `GET /v1/alerts` (recent alerts, cluster-wide; read token) and
-//! `POST /v1/internal/alarm` (an alarm forwarded by a peer to the key's
-//! owner; signed with the cluster secret, body included).
+//! `GET /v1/alerts` (recent alerts, cluster-wide; read token), and for
+//! peers only (signed with the cluster secret, body included):
+//! `POST /v1/internal/alarm` (an alarm forwarded to the key's owner) and
+//! `POST /v1/internal/cooldown` (a cooldown the firing node tells the rest).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::error::ApiError;
 use super::usage::{authorize, cluster_wide};
 use super::App;
 use crate::alerts::record::AlertRecord;
-use crate::alerts::{Alerts, Forwarded, FORWARD_PATH, RECENT};
+use crate::alerts::{Alerts, Cooldown, Forwarded, COOLDOWN_PATH, FORWARD_PATH, RECENT};
 use crate::cluster::peer_http::{self, MissingNode};
 use crate::usage::PEER_DEADLINE;
 
@@ -92,6 +93,36 @@ pub async fn list(
     Ok(Json(answer))
 }
 
+/// Whether a POST to `path` with `body` comes from a cluster peer.
+fn from_peer(app: &App, headers: &HeaderMap, path: &str, body: &[u8]) -> Result<(), ApiError> {
+    let signed = app
+        .cluster
+        .get()
+        .is_some_and(|node| peer_http::is_signed_by_peer(node, headers, path, body));
+    match signed {
+        true => Ok(()),
+        false => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "peers_only",
+            "only cluster peers call this",
+        )),
+    }
+}
+
+/// `POST /v1/internal/cooldown`: a peer fired; do not fire that key again
+/// before the cooldown ends.
+pub async fn cooldown(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    from_peer(&app, &headers, COOLDOWN_PATH, &body)?;
+    let cooldown: Cooldown =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
+    alerts(&app)?.note_cooldown(&cooldown);
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /v1/internal/alarm`: fires the forwarded alarm here unless the key
 /// is in its cooldown.
 pub async fn forwarded(
@@ -99,17 +130,7 @@ pub async fn forwarded(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let signed = app
-        .cluster
-        .get()
-        .is_some_and(|node| peer_http::is_signed_by_peer(node, &headers, FORWARD_PATH, &body));
-    if !signed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "peers_only",
-            "only cluster peers forward alarms",
-        ));
-    }
+    from_peer(&app, &headers, FORWARD_PATH, &body)?;
     let alarm: Forwarded =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?;
     let fired = alerts(&app)?.fire_named(&alarm.rule, &alarm.key, alarm.count as f64);

@@ -97,6 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
             put(admin::put_tier).delete(admin::delete_tier),
         )
         .route(crate::alerts::FORWARD_PATH, post(alerts::forwarded))
+        .route(crate::alerts::COOLDOWN_PATH, post(alerts::cooldown))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let config = get(admin::get_config)
         .put(admin::put_config)
