@@ -3,12 +3,13 @@
 //! - [`Recorder`]: every decision, per store shard (usage analytics).
 //! - [`AlarmSink`]: a key reached an alert rule's threshold (abuse alerts).
 //!
-//! Rooms above the engine (usage analytics today) want to see every
-//! decision without the engine knowing them. They install a [`Recorder`] per
-//! store shard; the engine calls it while it already holds that shard's lock,
+//! Rooms above the engine want to see what it decides without the engine
+//! knowing them. Usage analytics install a [`Recorder`] per store shard; the engine calls it while it already holds that shard's lock,
 //! so recording takes no lock, no atomic and no shared cache line of its own,
 //! and a reader drains the recorders shard by shard
-//! ([`Engine::visit_recorders`](super::Engine::visit_recorders)).
+//! ([`Engine::visit_recorders`](super::Engine::visit_recorders)). Abuse
+//! alerts set an [`AlarmSink`], called outside every lock and only for keys
+//! past a rule's threshold.
 
 use std::any::Any;
 
