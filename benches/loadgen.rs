@@ -4,7 +4,9 @@
 //!
 //! Run: `benches/compare-redis.sh` (installs redis-server if needed), or
 //! `cargo bench --bench loadgen -- [--connections N] [--depth D]
-//! [--seconds S] [--keys K]`. Without redis-server on PATH only weir is
+//! [--seconds S] [--keys K] [--alerts 1]`. `--alerts 1` runs weir again
+//! with an abuse rule every key trips, its webhooks going to a receiver that
+//! is down. Without redis-server on PATH only weir is
 //! measured. Both servers are started here, on free loopback ports, and
 //! stopped at the end.
 
@@ -26,6 +28,22 @@ key = ["user"]
 default_tier = "free"
 [policies.bench.tiers.free]
 limits = [{ algorithm = "token_bucket", rate = "1000/s", burst = 1000 }]
+"#;
+
+/// The same, plus an abuse rule that every key trips on its first check,
+/// sending a webhook per key to a receiver that is down: `--alerts 1`
+/// measures what an alert storm does to check latency.
+const WEIR_ALERT_STORM: &str = r#"
+[alerts]
+webhook_secret_env = "WEIR_LOADGEN_WEBHOOK_SECRET"
+[[alerts.rules]]
+name = "storm"
+policy = "bench"
+when = "requests"
+threshold = 1
+within = "1m"
+cooldown = "10m"
+notify = ["http://127.0.0.1:9/down"]
 "#;
 
 /// The token bucket most Redis rate limiters run: refill, take, store.
@@ -83,11 +101,11 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn start_weir() -> (Server, u16) {
+fn start_weir(text: &str) -> (Server, u16) {
     let dir = std::env::temp_dir().join(format!("weir-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("weir.toml");
-    std::fs::write(&config, WEIR_CONFIG).unwrap();
+    std::fs::write(&config, text).unwrap();
     let (http, bin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["serve", "--config", config.to_str().unwrap()])
@@ -97,7 +115,8 @@ fn start_weir() -> (Server, u16) {
             "--bin-addr",
             &format!("127.0.0.1:{bin}"),
         ])
-        .args(["--log", "warn"])
+        .args(["--log", "error"])
+        .env("WEIR_LOADGEN_WEBHOOK_SECRET", "loadgen")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -374,10 +393,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (weir, weir_port) = start_weir();
+    let (weir, weir_port) = start_weir(WEIR_CONFIG);
     let weir_results = runtime.block_on(run_weir(weir_port, load));
     drop(weir);
     let weir_rate = report("weir", &weir_results);
+    if arg(&args, "--alerts", 0) > 0 {
+        let counting = WEIR_ALERT_STORM.replace("threshold = 1\n", "threshold = 4000000000\n");
+        for (name, rule) in [
+            ("weir, a rule counting every check", counting.as_str()),
+            (
+                "weir, every key alerting, webhook receiver down",
+                WEIR_ALERT_STORM,
+            ),
+        ] {
+            let (weir, weir_port) = start_weir(&format!("{WEIR_CONFIG}{rule}"));
+            let results = runtime.block_on(run_weir(weir_port, load));
+            drop(weir);
+            report(name, &results);
+        }
+    }
     match start_redis() {
         Some((redis, port)) => {
             let sha = load_script(port);
