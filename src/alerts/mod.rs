@@ -351,16 +351,9 @@ impl Alerts {
     /// rule's penalty tier for the penalty's time.
     fn penalize(&self, rule: &AlertRule, label: &KeyLabel) -> Option<PenaltyApplied> {
         let penalty = rule.penalty.as_ref()?;
-        let attrs = &label.key;
-        let (subject, id) = Subject::ALL.into_iter().find_map(|s| {
-            let value = match s {
-                Subject::Token => attrs.token.as_ref(),
-                Subject::User => attrs.user.as_ref(),
-                Subject::Ip => attrs.ip.as_ref(),
-                Subject::Endpoint => attrs.endpoint.as_ref(),
-            };
-            Some((s, value?.clone()))
-        })?;
+        let (subject, id) = Subject::ALL
+            .into_iter()
+            .find_map(|s| Some((s, label.key.get(s.attr())?.to_string())))?;
         match self
             .engine
             .assign_tier(subject, &id, &penalty.tier, Some(penalty.lasting))

@@ -32,6 +32,19 @@ pub struct KeyAttrs {
     pub endpoint: Option<String>,
 }
 
+impl KeyAttrs {
+    /// The value of `attr`, if the key has it.
+    pub fn get(&self, attr: crate::policy::KeyAttr) -> Option<&str> {
+        use crate::policy::KeyAttr;
+        match attr {
+            KeyAttr::User => self.user.as_deref(),
+            KeyAttr::Ip => self.ip.as_deref(),
+            KeyAttr::Token => self.token.as_deref(),
+            KeyAttr::Endpoint => self.endpoint.as_deref(),
+        }
+    }
+}
+
 /// Whose a store key is: policy and tier, or namespace; and its attributes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyLabel {
