@@ -145,20 +145,32 @@ impl Usage {
         report
     }
 
-    /// How often `store_key` was allowed and denied over `range`, where its
-    /// policy's summaries list it.
+    /// How often the key of `store_key` was allowed and denied over `range`,
+    /// where its policy's summaries list it, summed over its tiers: a key
+    /// moved to another tier (a penalty) keeps its history.
     pub fn recent(&self, store_key: &str, range: Range) -> Recent {
-        let label = KeyLabel::of_store_key(store_key);
+        let wanted = KeyLabel::of_store_key(store_key);
+        let same_key = |key: &str| {
+            let label = KeyLabel::of_store_key(key);
+            (&label.policy, &label.namespace, &label.key) == (&wanted.policy, &wanted.namespace, &wanted.key)
+        };
         let filter = Filter {
-            policy: label.policy.or(label.namespace),
+            policy: wanted.policy.clone().or(wanted.namespace.clone()),
             tier: None,
         };
         let now = self.engine.now() / SECOND;
         let tops = self.history().tops(range, now, &filter);
+        let sum = |into: &mut Option<Counted>, top: &top::TopK| {
+            for (_, counted) in top.ranked().into_iter().filter(|(key, _)| same_key(key)) {
+                let total = into.get_or_insert_with(Counted::default);
+                total.count += counted.count;
+                total.error += counted.error;
+            }
+        };
         let mut recent = Recent::default();
-        for (_, pair) in tops {
-            recent.allowed = recent.allowed.or(pair.allowed.get(store_key));
-            recent.denied = recent.denied.or(pair.denied.get(store_key));
+        for (_, pair) in &tops {
+            sum(&mut recent.allowed, &pair.allowed);
+            sum(&mut recent.denied, &pair.denied);
         }
         recent
     }

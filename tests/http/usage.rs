@@ -133,6 +133,15 @@ async fn the_key_view_peeks_without_counting() {
     let again = h.send(Method::GET, uri, Body::empty(), &AUTH).await.body;
     assert_eq!(again["decision"]["limits"][1]["remaining"], 97);
 
+    // Moved to another tier, the key keeps its recent counts.
+    let json = [("content-type", "application/json"), AUTH[0]];
+    let body = Body::from(json!({ "tier": "paid", "for": "1h" }).to_string());
+    h.send(Method::PUT, "/v1/tiers/user/mallory", body, &json).await;
+    let moved = h.send(Method::GET, uri, Body::empty(), &AUTH).await.body;
+    assert_eq!(moved["tier_source"], "assignment");
+    assert_eq!(moved["assignment"]["subject"], "user");
+    assert_eq!(moved["recent"]["5m"]["denied"]["count"], 2, "{moved}");
+
     let token = "/v1/usage/key?policy=by_token&token=tok-paid";
     let view = h.send(Method::GET, token, Body::empty(), &AUTH).await.body;
     assert_eq!(
