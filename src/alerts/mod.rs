@@ -38,6 +38,7 @@ use crate::cluster::{peer_http, ClusterNode};
 use crate::config::alerts::AlertRule;
 use crate::config::file::WebhookFormat;
 use crate::engine::{Alarm, AlarmSink, Engine, Subject};
+use crate::policy::KeyAttr;
 use crate::usage::{KeyLabel, Usage};
 use record::{rfc3339, AlertRecord, PenaltyApplied};
 use webhook::{Delivery, Webhooks};
@@ -475,23 +476,18 @@ fn rule_policy(rule: &AlertRule) -> Option<String> {
 
 /// A one-line summary for Slack's incoming webhooks.
 fn slack_text(record: &AlertRecord) -> String {
-    let key: Vec<String> = [
-        ("user", &record.key.user),
-        ("ip", &record.key.ip),
-        ("token", &record.key.token),
-        ("endpoint", &record.key.endpoint),
-    ]
-    .iter()
-    .filter_map(|(name, value)| {
-        let value = value.as_deref()?;
-        // A chat channel is no place for an API token: its start is enough.
-        let shown = match *name {
-            "token" => format!("{}…", value.chars().take(4).collect::<String>()),
-            _ => value.to_string(),
-        };
-        Some(format!("{name}={shown}"))
-    })
-    .collect();
+    let key: Vec<String> = KeyAttr::ALL
+        .into_iter()
+        .filter_map(|attr| {
+            let value = record.key.get(attr)?;
+            // A chat channel is no place for an API token: its start is enough.
+            let shown = match attr {
+                KeyAttr::Token => format!("{}…", value.chars().take(4).collect::<String>()),
+                _ => value.to_string(),
+            };
+            Some(format!("{}={shown}", attr.name()))
+        })
+        .collect();
     let scope = record
         .policy
         .as_deref()

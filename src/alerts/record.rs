@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::file::{RuleWhen, Severity};
-use crate::usage::report::KeyAttrs;
+use crate::engine::RequestKey;
 
 /// A penalty an alert applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub struct AlertRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
     /// The key's attributes; empty for a `denied_ratio` rule.
-    pub key: KeyAttrs,
+    pub key: RequestKey,
     /// The count that crossed the threshold (a ratio for `denied_ratio`).
     pub count: f64,
     /// The rule's threshold.

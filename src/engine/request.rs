@@ -2,7 +2,7 @@
 //! optional tier and cost. Also the errors a request can earn, each with a
 //! stable code for API clients.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{KeyAttr, KeySet, LimitSpec, MAX_COST};
 
@@ -12,17 +12,22 @@ pub const MAX_VALUE: usize = 256;
 /// Most checks in one atomic batch.
 pub const MAX_BATCH: usize = 32;
 
-/// The attributes of a request that can form a key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The attributes of a request that can form a key. Serialized (absent
+/// ones left out) where usage and alerts report a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestKey {
     /// The authenticated user.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// The client IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     /// The API token.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// The endpoint, such as `GET /orders`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
 }
 

@@ -14,36 +14,7 @@ use super::history::{Filter, History, Range};
 use super::tally::{Counts, ScopeId};
 use super::top::{Counted, TopK};
 pub use crate::cluster::peer_http::MissingNode;
-
-/// A key's attributes, as the store key holds them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyAttrs {
-    /// User id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Client IP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    /// API token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// Endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-}
-
-impl KeyAttrs {
-    /// The value of `attr`, if the key has it.
-    pub fn get(&self, attr: crate::policy::KeyAttr) -> Option<&str> {
-        use crate::policy::KeyAttr;
-        match attr {
-            KeyAttr::User => self.user.as_deref(),
-            KeyAttr::Ip => self.ip.as_deref(),
-            KeyAttr::Token => self.token.as_deref(),
-            KeyAttr::Endpoint => self.endpoint.as_deref(),
-        }
-    }
-}
+use crate::engine::RequestKey;
 
 /// Whose a store key is: policy and tier, or namespace; and its attributes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +29,7 @@ pub struct KeyLabel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The attributes.
-    pub key: KeyAttrs,
+    pub key: RequestKey,
 }
 
 impl KeyLabel {
