@@ -26,6 +26,14 @@ pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of `Authorization: Bearer <token>`, if given.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+}
+
 /// Checks the bearer token of an admin request.
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = app.admin_token.as_deref() else {
@@ -35,11 +43,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             "admin endpoints are disabled: start weir with --admin-token or set WEIR_ADMIN_TOKEN",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match given {
+    match bearer(headers) {
         Some(token) if same_secret(token.as_bytes(), expected.as_bytes()) => Ok(()),
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

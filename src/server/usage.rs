@@ -13,11 +13,11 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, Extensions, HeaderMap, StatusCode, Uri};
+use axum::http::{Extensions, HeaderMap, StatusCode, Uri};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::admin::same_secret;
+use super::admin::{bearer, same_secret};
 use super::error::ApiError;
 use super::{App, ClientAddr};
 use crate::clock::MILLI;
@@ -59,11 +59,7 @@ pub(super) fn authorize(
             )),
         };
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match given {
+    match bearer(headers) {
         Some(given) if tokens.iter().any(|t| same_secret(given.as_bytes(), t.as_bytes())) => Ok(()),
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
