@@ -230,11 +230,7 @@ impl Alerts {
         };
         let peers = cluster.peers();
         let me = cluster.node_id().to_string();
-        let live = peers.iter().filter(|p| p.2).map(|p| p.0.as_str());
-        let order: Vec<String> = owner::by_preference(&alarm.key, live.chain([me.as_str()]))
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let order = owner::ranked(&alarm.key, &me, &peers);
         if order.first() == Some(&me) {
             self.fire_named(&alarm.rule, &alarm.key, alarm.count as f64);
             return;
@@ -279,9 +275,8 @@ impl Alerts {
         let Some(cluster) = self.cluster() else {
             return true;
         };
-        let peers = cluster.peers();
-        let live = peers.iter().filter(|p| p.2).map(|p| p.0.as_str());
-        owner::by_preference(name, live.chain([cluster.node_id()])).first() == Some(&cluster.node_id())
+        let ranked = owner::ranked(name, cluster.node_id(), &cluster.peers());
+        ranked.first().map(String::as_str) == Some(cluster.node_id())
     }
 
     /// Fires `rule` for `key` (empty for a whole-policy rule).

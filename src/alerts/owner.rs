@@ -3,6 +3,7 @@
 //! no coordination; when the owner leaves, its keys spread over the rest.
 
 use std::hash::BuildHasher;
+use std::net::SocketAddr;
 
 /// `nodes` ordered by preference for `key`: the owner first, then who takes
 /// over if it cannot be reached.
@@ -15,6 +16,19 @@ pub fn by_preference<'a>(key: &str, nodes: impl IntoIterator<Item = &'a str>) ->
         .collect();
     scored.sort_unstable_by(|a, b| b.cmp(a));
     scored.into_iter().map(|(_, node)| node).collect()
+}
+
+/// The live members ranked for `key`, this node (`me`) included: `peers`
+/// as [`ClusterNode::peers`](crate::cluster::ClusterNode::peers) lists them.
+pub fn ranked(key: &str, me: &str, peers: &[(String, Option<SocketAddr>, bool)]) -> Vec<String> {
+    let live = peers
+        .iter()
+        .filter(|(_, _, live)| *live)
+        .map(|(id, _, _)| id.as_str());
+    by_preference(key, live.chain([me]))
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 #[cfg(test)]

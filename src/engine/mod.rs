@@ -442,15 +442,10 @@ impl Engine {
                 let mut locked = self.store.lock(&[hash]);
                 let entry = locked.entry(hash, observed, now, observer.window.retention, || fresh(window));
                 reconcile(entry, window);
-                let limit = &observer.window.limit;
-                let before = limit.evaluate(&mut entry.limits[0], now, 1);
-                limit.commit(&mut entry.limits[0], now, 1);
+                let count = observer.count(&mut entry.limits[0], now, 1);
                 if shares.is_some() && entry.mark_changed() {
                     locked.queue_changed(hash, observed);
                 }
-                // `remaining` assumed this check counted: capacity minus it
-                // is the count with it.
-                let count = (limit.capacity() as u64).saturating_sub(before.remaining);
                 (count >= observer.threshold).then_some(count)
             });
             if let Some(count) = reached {
@@ -492,11 +487,8 @@ impl Engine {
             let Some(entry) = locked.get(hash, observed_key) else {
                 return;
             };
-            let window = std::slice::from_ref(&observer.window);
-            reconcile(entry, window);
-            let limit = &observer.window.limit;
-            let held = limit.evaluate(&mut entry.limits[0], now, 0);
-            (limit.capacity() as u64).saturating_sub(held.remaining)
+            reconcile(entry, std::slice::from_ref(&observer.window));
+            observer.count(&mut entry.limits[0], now, 0)
         };
         if count >= observer.threshold {
             sink.alarm(&Alarm {

@@ -114,6 +114,21 @@ pub struct Tier {
     pub observers: Box<[Observer]>,
 }
 
+impl Observer {
+    /// Counts `units` (0 to only look) in the window's `state` at `now`;
+    /// returns the window's count with them.
+    pub fn count(&self, state: &mut crate::limiter::LimitState, now: crate::clock::Nanos, units: u32) -> u64 {
+        let limit = &self.window.limit;
+        // `remaining` assumes the units counted: capacity minus it is the
+        // count with them.
+        let outcome = limit.evaluate(state, now, units);
+        if units > 0 {
+            limit.commit(state, now, units);
+        }
+        (limit.capacity() as u64).saturating_sub(outcome.remaining)
+    }
+}
+
 /// What an [`Observer`] counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observed {
