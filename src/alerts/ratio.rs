@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::warn;
+
 use super::Alerts;
 use crate::clock::SECOND;
 use crate::config::alerts::{AlertRule, RuleTarget};
@@ -52,17 +54,19 @@ pub fn counts_within(report: &UsageReport, rule: &AlertRule, now_s: u64) -> (u64
 pub async fn watch(alerts: Arc<Alerts>) {
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut warned = false;
     loop {
         ticks.tick().await;
+        let config = alerts.engine.config();
+        let is_ratio = |r: &&AlertRule| r.when == RuleWhen::DeniedRatio;
         let Some(usage) = alerts.usage.get().cloned() else {
+            if config.alerts.rules.iter().any(|r| is_ratio(&r)) && !warned {
+                warn!("denied_ratio rules read the usage analytics, which --no-usage turned off: they will not fire");
+                warned = true;
+            }
             continue;
         };
-        let config = alerts.engine.config();
-        let rules = config
-            .alerts
-            .rules
-            .iter()
-            .filter(|r| r.when == RuleWhen::DeniedRatio);
+        let rules = config.alerts.rules.iter().filter(is_ratio);
         for rule in rules.filter(|r| alerts.owns(&r.name)) {
             let filter = Filter {
                 policy: match &rule.target {
