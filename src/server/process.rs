@@ -7,20 +7,22 @@ use prometheus_client::metrics::MetricType;
 /// every Linux port).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Page size assumed for /proc/self/statm (4 KiB on x86-64 and most arm64).
-const PAGE_BYTES: f64 = 4096.0;
-
 /// Hands each process series to `out` as (name, type, help, value).
 pub fn series(out: &mut dyn FnMut(&'static str, MetricType, &'static str, f64)) {
-    if let Some(resident) = std::fs::read_to_string("/proc/self/statm")
+    // VmRSS is in kB whatever the page size.
+    if let Some(resident_kb) = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|text| text.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
     {
+        let help = "Resident memory size in bytes";
         out(
             "process_resident_memory_bytes",
             MetricType::Gauge,
-            "Resident memory size in bytes",
-            resident * PAGE_BYTES,
+            help,
+            resident_kb * 1024.0,
         );
     }
     if let Some((cpu, start)) = cpu_and_start() {
