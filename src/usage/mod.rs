@@ -3,7 +3,8 @@
 //!
 //! The engine shows every decision to a [`tally::ShardTally`] on the store
 //! shard that made it (see `engine::hook`); once a second [`Usage::drain`]
-//! empties the shards into the node's [`History`]. Reports merge across
+//! swaps each shard's tally for an empty one and empties the taken ones into
+//! the node's [`History`], outside the shards' locks. Reports merge across
 //! nodes ([`UsageReport::merge`]); `server::usage` serves them.
 //!
 //! - [`top`]: Space-Saving heavy hitters, per shard and mergeable.
@@ -48,6 +49,11 @@ struct LocalQuery<'a> {
 pub struct Usage {
     engine: Arc<Engine>,
     history: Mutex<History>,
+    /// One idle tally per shard: a drain swaps it in under the shard's lock
+    /// and reads the one it took out after the lock is released, so the
+    /// check path never waits for the summaries to be built, and the
+    /// tallies keep their allocations from second to second.
+    spares: Mutex<Vec<ShardTally>>,
 }
 
 /// A key's recent checks, where its policy's summaries list it.
@@ -66,6 +72,7 @@ impl Usage {
         Arc::new(Self {
             engine,
             history: Mutex::new(History::new(settings)),
+            spares: Mutex::default(),
         })
     }
 
@@ -79,13 +86,24 @@ impl Usage {
     pub fn drain(&self) {
         let second = self.engine.now() / SECOND;
         let k = self.history().settings().top_k;
-        let mut drained = Vec::new();
+        // Only the drain takes this lock; a panic mid-drain loses a second.
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken = 0;
         self.engine.visit_recorders(|recorder| {
             let any: &mut dyn std::any::Any = recorder;
             if let Some(tally) = any.downcast_mut::<ShardTally>() {
-                tally.drain(k, |d| drained.push(d));
+                if taken == spares.len() {
+                    spares.push(ShardTally::default());
+                }
+                std::mem::swap(tally, &mut spares[taken]);
+                taken += 1;
             }
         });
+        let mut drained = Vec::new();
+        for tally in spares.iter_mut() {
+            tally.drain(k, |d| drained.push(d));
+        }
+        drop(spares);
         let mut history = self.history();
         for d in drained {
             history.add(second, d);
