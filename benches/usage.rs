@@ -38,11 +38,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let dir = std::env::temp_dir().join(format!("weir-usage-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("weir.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let nodes = start_cluster(3, &config, &[]);
+    let nodes = start_cluster(3, &nodes::config_file("usage-bench", CONFIG), &[]);
 
     let start = Instant::now();
     for (batch, chunk) in (0..keys).collect::<Vec<_>>().chunks(32).enumerate() {

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::nodes::{start_cluster, Node};
+use support::nodes::{config_file, start_cluster, Node};
 
 const WEBHOOK_SECRET: &str = "webhook-test-secret";
 
@@ -123,11 +123,7 @@ notify = ["http://{receiver}/hook"]
 penalty = {{ tier = "blocked", for = "{penalty_for}" }}
 "#
     );
-    let dir = std::env::temp_dir().join(format!("weir-alerts-{}-{threshold}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    config_file(&format!("alerts-{threshold}"), &text)
 }
 
 fn metric(node: &Node, sample: &str) -> u64 {
@@ -266,10 +262,7 @@ format = "slack"
 notify = ["http://{receiver}/hook"]
 "#
     );
-    let dir = std::env::temp_dir().join(format!("weir-ratio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("weir.toml"), text).unwrap();
-    let nodes = start_cluster(2, &dir.join("weir.toml"), &[]);
+    let nodes = start_cluster(2, &config_file("ratio", &text), &[]);
     // Ten clients, three checks each: about one passes, two are denied.
     let mut denied = 0;
     for i in 0..30 {
@@ -373,12 +366,10 @@ fn webhooks_reach_an_https_receiver_that_the_system_trusts() {
             "http://127.0.0.1:9/hook",
             &format!("https://localhost:{port}/hook"),
         );
-    let dir = std::env::temp_dir().join(format!("weir-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("weir.toml"), text).unwrap();
+    let config = config_file("tls", &text);
     // The node trusts exactly this CA, as with a private CA in production.
     std::env::set_var("SSL_CERT_FILE", &ca);
-    let nodes = start_cluster(1, &dir.join("weir.toml"), &[]);
+    let nodes = start_cluster(1, &config, &[]);
     std::env::remove_var("SSL_CERT_FILE");
     for _ in 0..10 {
         nodes[0].check(&json!({ "policy": "per_ip", "key": { "ip": "198.51.100.77" } }));

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use support::nodes::{start_cluster, Node};
+use support::nodes::{config_file, start_cluster, Node};
 
 const CONFIG: &str = r#"
 [policies.shared]
@@ -160,10 +160,7 @@ limits = [{ algorithm = "sliding_window", rate = "1000/m" }]
 [policies.per_ip.tiers.blocked]
 limits = [{ algorithm = "sliding_window", rate = "1/day" }]
 "#;
-    let dir = std::env::temp_dir().join(format!("weir-penalty-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("weir.toml");
-    std::fs::write(&config, PENALTY).unwrap();
+    let config = config_file("penalty", PENALTY);
     let nodes = start_cluster(3, &config, &["--admin-token", "let-me-in"]);
     let scraper = json!({ "policy": "per_ip", "key": { "ip": "203.0.113.66" } });
     let tier_on = |node: &Node| {
@@ -199,5 +196,5 @@ limits = [{ algorithm = "sliding_window", rate = "1/day" }]
             "not before its time: {seen_ms} < {until_ms}"
         );
     }
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(config.parent().unwrap());
 }

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::nodes::{start_cluster, Node};
+use support::nodes::{config_file, start_cluster, Node};
 
 const CONFIG: &str = r#"
 [policies.per_ip]
@@ -17,21 +17,13 @@ default_tier = "free"
 limits = [{ algorithm = "sliding_window", rate = "10/m" }]
 "#;
 
-fn config_file(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-usage-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, CONFIG).unwrap();
-    path
-}
-
 fn usage(node: &Node) -> Value {
     node.get("/v1/usage?range=5m").unwrap_or_default()
 }
 
 #[test]
 fn any_node_answers_for_the_cluster_and_names_a_missing_one() {
-    let config = config_file("cluster");
+    let config = config_file("usage-cluster", CONFIG);
     let mut nodes = start_cluster(3, &config, &["--dead-node-grace-secs", "30"]);
     // An abuser spread over every node, and one ordinary client per node.
     for i in 0..60 {
@@ -142,9 +134,7 @@ fn every_series_the_grafana_dashboard_and_alerting_rules_query_exists() {
     // the alert series do.
     let config = CONFIG.to_string()
         + "[[alerts.rules]]\nname = \"hammering\"\npolicy = \"per_ip\"\nwhen = \"denied\"\nthreshold = 100\nwithin = \"1m\"\n";
-    let path = config_file("grafana");
-    std::fs::write(&path, config).unwrap();
-    let nodes = start_cluster(2, &path, &[]);
+    let nodes = start_cluster(2, &config_file("usage-grafana", &config), &[]);
     nodes[0].check(&json!({ "policy": "per_ip", "key": { "ip": "192.0.2.1" } }));
     nodes[0].wait_until(Duration::from_secs(10), "checks counted by policy", |n| {
         n.get_text("/metrics")

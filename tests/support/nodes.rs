@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{TcpListener, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -224,6 +224,16 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Writes `text` as `weir.toml` in a directory of its own (per test
+/// process and `name`); returns its path.
+pub fn config_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// Starts `count` nodes (the first is every other's seed) and waits until
