@@ -83,6 +83,24 @@ check "a headless Service that lists starting pods" has "$cluster" "publishNotRe
 existing_cluster=$(render --set replicaCount=2 --set cluster.secret.existingSecret=ours)
 check "an existing cluster Secret is used" has "$existing_cluster" "name: ours"
 
+check "no snapshots by default" lacks "$default" "WEIR_SNAPSHOT"
+redis_snapshots=$(render --set snapshot.url.value=redis://:pw@redis:6379/0)
+check "a snapshot URL becomes a Secret" has "$redis_snapshots" "snapshot-url: \"cmVkaXM6Ly86cHdAcmVkaXM6NjM3OS8w\""
+check "and reaches weir's environment" has "$redis_snapshots" "name: WEIR_SNAPSHOT"
+check "with the interval" has "$redis_snapshots" "--snapshot-interval=5s"
+check "and no volume" lacks "$redis_snapshots" "volumeClaimTemplates"
+check "a grace that covers the final snapshot" has "$redis_snapshots" "terminationGracePeriodSeconds: 30"
+existing_snapshots=$(render --set snapshot.url.existingSecret=redis-url)
+check "an existing snapshot Secret is used" has "$existing_snapshots" "name: redis-url"
+check "a file snapshot without a volume is refused" bash -c "! '$HELM' template t helm/weir --set snapshot.url.value=file:///var/lib/weir/snapshot"
+file_snapshots=$(render --set snapshot.url.value=file:///var/lib/weir/snapshot --set snapshot.persistence.enabled=true)
+check "a file snapshot gets a volume per pod" has "$file_snapshots" "volumeClaimTemplates"
+check "mounted where the URL points" has "$file_snapshots" "mountPath: /var/lib/weir"
+check "and writable by weir's group" has "$file_snapshots" "fsGroup: 65532"
+check "the chart's snapshot flags are flags weir accepts" bash -c "
+    flags=\$(sed -n 's/^ *- \\(--snapshot-[a-z]*=.*\\)\$/\\1/p' <<<'$redis_snapshots' | tr '\\n' ' ')
+    [ -n \"\$flags\" ] && '$WEIR' serve \$flags --help >/dev/null"
+
 # The flags the chart passes are flags weir accepts: run them (with local
 # addresses) and ask the node for its cluster view.
 flags=$(render --set replicaCount=3 --set cluster.secret.value=0123456789abcdef0123 \

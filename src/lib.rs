@@ -24,6 +24,8 @@
 //!   history, and reports merged across the cluster.
 //! - [`alerts`]: abuse rules fired once per key per cooldown cluster-wide,
 //!   penalties and signed webhooks; [`net`] is their outbound TCP seam.
+//! - [`snapshot`]: state saved to Redis or a file on an interval and at
+//!   shutdown, merged back in at start.
 //! - [`server`]: HTTP (axum) with rate-limit headers, admin endpoints, the
 //!   usage API and dashboard, metrics, and graceful shutdown.
 //! - `main.rs`: the `weir` command line.
@@ -38,5 +40,6 @@ pub mod net;
 pub mod policy;
 pub mod protocol;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod usage;

@@ -18,6 +18,7 @@ use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
 use weir::server::binary::{self, BinaryLimits};
 use weir::server::{self, App, ServeLimits};
+use weir::snapshot::{self, Snapshots};
 use weir::usage::{Usage, UsageSettings};
 
 #[derive(Parser)]
@@ -75,11 +76,50 @@ struct ServeArgs {
     /// Seconds before an idle connection (HTTP or binary) is closed.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
+    #[command(flatten)]
+    snapshot: SnapshotArgs,
     /// Log filter, as in RUST_LOG (e.g. "info" or "weir=debug").
     #[arg(long, env = "WEIR_LOG", default_value = "info")]
     log: String,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// Snapshots: on when a snapshot URL is given.
+#[derive(Args)]
+#[command(next_help_heading = "Snapshots")]
+struct SnapshotArgs {
+    /// Where to save counts, tier assignments, the runtime config and alert
+    /// cooldowns, and restore them from at start: redis://[user:pass@]host:port/db,
+    /// rediss://… (TLS), or file:///path. Off when absent.
+    #[arg(long = "snapshot", env = "WEIR_SNAPSHOT", hide_env_values = true)]
+    url: Option<String>,
+    /// Time between snapshots, as 5s, 500ms or 1m.
+    #[arg(long = "snapshot-interval", env = "WEIR_SNAPSHOT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    interval: Duration,
+    /// How long to wait at start for an unreachable snapshot store before
+    /// starting empty.
+    #[arg(long = "snapshot-wait", env = "WEIR_SNAPSHOT_WAIT", default_value = "10s", value_parser = parse_duration)]
+    wait: Duration,
+}
+
+/// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 5s"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        _ => return Err(format!("{text:?}: use ms, s or m")),
+    };
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
 }
 
 /// Clustering: on when a cluster secret is given.
@@ -126,6 +166,15 @@ struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// This node's id: the flag, else the host name, else one from the
+    /// gossip port. Snapshots are kept under it, so it must survive restarts.
+    fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("weir-{}", self.gossip_addr.port()))
+    }
+
     /// The cluster settings, or `None` for a standalone node.
     fn settings(&self, http_addr: SocketAddr) -> anyhow::Result<Option<Settings>> {
         let Some(secret) = &self.cluster_secret else {
@@ -146,13 +195,8 @@ impl ClusterArgs {
             }
             None => self.gossip_addr,
         };
-        let node_id = self
-            .node_id
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| format!("weir-{}", self.gossip_addr.port()));
         let settings = Settings {
-            node_id,
+            node_id: self.node_id(),
             cluster_id: self.cluster_id.clone(),
             secret: secret.as_bytes().to_vec(),
             gossip_addr: self.gossip_addr,
@@ -229,6 +273,27 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
+impl SnapshotArgs {
+    /// The snapshot settings, or `None` when snapshots are off.
+    fn settings(&self, cluster: &ClusterArgs) -> anyhow::Result<Option<snapshot::Settings>> {
+        let Some(url) = self.url.as_deref().filter(|url| !url.is_empty()) else {
+            return Ok(None);
+        };
+        let target = snapshot::Target::parse(url)
+            .map_err(anyhow::Error::msg)
+            .context("--snapshot")?;
+        Ok(Some(snapshot::Settings {
+            target,
+            interval: self.interval,
+            wait: self.wait,
+            identity: snapshot::Identity {
+                cluster_id: cluster.cluster_id.clone(),
+                node_id: cluster.node_id(),
+            },
+        }))
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
@@ -237,6 +302,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
     let config = load(args.config.as_deref())?;
     let cluster = args.cluster.settings(args.http_addr)?;
+    let snapshot_settings = args.snapshot.settings(&args.cluster)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let engine = Arc::new(Engine::new(config, Arc::new(QuantaClock::new())));
@@ -258,6 +324,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(usage) = app.usage.get() {
             alerts.set_usage(usage.clone());
         }
+        let snapshots = match snapshot_settings {
+            Some(settings) => {
+                let snapshots = Snapshots::new(engine.clone(), settings).map_err(anyhow::Error::msg)?;
+                snapshots.set_alerts(alerts.clone());
+                let _ = app.snapshots.set(snapshots.clone());
+                Some(snapshots)
+            }
+            None => None,
+        };
+        let snapshotter = snapshots.clone().map(|snapshots| tokio::spawn(snapshots.run()));
         if let Some(settings) = cluster {
             let sync = tokio::net::UdpSocket::bind(settings.sync_addr)
                 .await
@@ -277,7 +353,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding {}", args.bin_addr))?;
         info!(http = %listener.local_addr()?, binary = %binary.local_addr()?, config = ?args.config, "listening");
         let sweeper = tokio::spawn(server::sweep_every(engine.clone(), Duration::from_secs(10)));
-        let reloader = tokio::spawn(reload_on_hangup(engine.clone(), args.config));
+        let reloader = tokio::spawn(reload_on_hangup(engine.clone(), args.config, snapshots.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signalled = shutdown_signal()?;
         tokio::spawn(async move {
@@ -301,6 +377,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         binary.await.context("binary server")??;
         alerting.abort();
         let _ = alerting.await;
+        if let (Some(task), Some(snapshots)) = (snapshotter, &snapshots) {
+            task.abort();
+            let _ = task.await;
+            snapshots.save_final().await;
+        }
         if let Some(node) = app.cluster.get().cloned() {
             drop(app);
             match Arc::try_unwrap(node) {
@@ -334,7 +415,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 /// Reloads the config file on every SIGHUP; a bad file is logged and the
 /// running config kept.
-async fn reload_on_hangup(engine: Arc<Engine>, path: Option<PathBuf>) {
+async fn reload_on_hangup(engine: Arc<Engine>, path: Option<PathBuf>, snapshots: Option<Arc<Snapshots>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         warn!("cannot watch SIGHUP; reload with PUT /v1/config instead");
@@ -347,6 +428,9 @@ async fn reload_on_hangup(engine: Arc<Engine>, path: Option<PathBuf>) {
         };
         match load(Some(path)) {
             Ok(config) => {
+                if let Some(snapshots) = &snapshots {
+                    snapshots.note_config_file(&config);
+                }
                 let version = engine.replace_config(config);
                 info!(version, source = %path.display(), "config reloaded");
             }

@@ -204,6 +204,17 @@ impl Store {
         }
     }
 
+    /// Hands every key of shard `index` (below [`SHARDS`]) to `visit`, with
+    /// its entry and time left, holding that shard's lock only: how a
+    /// snapshot walks the store while checks go on in the other shards.
+    pub fn visit_shard(&self, index: usize, now: Nanos, mut visit: impl FnMut(&str, &Entry, Nanos)) {
+        let ticks = self.ticks(now);
+        let shard = lock(&self.shards[index]);
+        for (key, entry) in shard.table.iter() {
+            visit(key, entry, self.time_left(entry, ticks));
+        }
+    }
+
     fn time_left(&self, entry: &Entry, ticks: u32) -> Nanos {
         (entry.expires.saturating_sub(ticks) as Nanos) << TICK_SHIFT
     }

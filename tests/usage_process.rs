@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::nodes::{config_file, start_cluster, Node};
+use support::redis::Redis;
 
 const CONFIG: &str = r#"
 [policies.per_ip]
@@ -130,11 +131,13 @@ fn every_series_the_grafana_dashboard_and_alerting_rules_query_exists() {
     names.dedup();
     assert!(names.len() >= 20, "{names:?}");
 
-    // Two nodes, so that the cluster series exist too, and a rule, so that
-    // the alert series do.
+    // Two nodes, so that the cluster series exist too, a rule, so that the
+    // alert series do, and snapshots to a real redis-server.
     let config = CONFIG.to_string()
         + "[[alerts.rules]]\nname = \"hammering\"\npolicy = \"per_ip\"\nwhen = \"denied\"\nthreshold = 100\nwithin = \"1m\"\n";
-    let nodes = start_cluster(2, &config_file("usage-grafana", &config), &[]);
+    let redis = Redis::start();
+    let snapshots = ["--snapshot", &redis.url()];
+    let nodes = start_cluster(2, &config_file("usage-grafana", &config), &snapshots);
     nodes[0].check(&json!({ "policy": "per_ip", "key": { "ip": "192.0.2.1" } }));
     nodes[0].wait_until(Duration::from_secs(10), "checks counted by policy", |n| {
         n.get_text("/metrics")

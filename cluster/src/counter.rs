@@ -268,6 +268,18 @@ impl SlotCounter {
         growth
     }
 
+    /// Merges `node`'s column as [`merge_column`](Self::merge_column) does,
+    /// but leaves nothing new to charge: for a column restored beside state
+    /// that already counts it (a snapshot's bucket time).
+    pub fn restore_column(&mut self, me: NodeIdx, node: NodeIdx, head: Epoch, column: &Column) {
+        let pending = self.take_merged();
+        self.merge_column(me, node, head, column, |_, _| {});
+        self.take_merged();
+        if pending != 0 {
+            self.extra.get_or_insert_with(Box::default).merged = pending;
+        }
+    }
+
     /// Takes the net growth merged in since the last call, so that a token
     /// bucket can charge it when the key is next checked (merges happen where
     /// the limit is not known).
@@ -384,6 +396,29 @@ mod tests {
         assert_eq!(counter.merge_column(ME, PEER, 12, &column, |_, _| {}), 0);
         assert_eq!(counter.take_merged(), 4);
         assert_eq!(counter.take_merged(), 0);
+    }
+
+    #[test]
+    fn a_restored_column_counts_but_leaves_only_earlier_growth_to_charge() {
+        let mut counter = SlotCounter::new();
+        counter.advance(10, |_, _| {});
+        let column = Column {
+            spent: [0, 0, 7, 0],
+            refunded: [0; RING],
+        };
+        counter.merge_column(
+            ME,
+            PEER,
+            10,
+            &Column {
+                spent: [0, 0, 2, 0],
+                ..column
+            },
+            |_, _| {},
+        );
+        counter.restore_column(ME, NodeIdx(2), 10, &column);
+        assert_eq!(counter.net(10), 9);
+        assert_eq!(counter.take_merged(), 2);
     }
 
     #[test]

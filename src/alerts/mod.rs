@@ -434,6 +434,20 @@ impl Alerts {
         *end = (*end).max(until);
     }
 
+    /// Cooldowns still running at `now`, fired here or told by peers: what
+    /// a snapshot keeps, so that a restart does not page again.
+    pub fn cooldowns(&self, now: Nanos) -> Vec<Cooldown> {
+        let state = self.state();
+        let running = state.cooldowns.iter().filter(|(_, until)| **until > now);
+        running
+            .map(|((rule, key), until)| Cooldown {
+                rule: rule.to_string(),
+                key: key.clone(),
+                until_ms: until.div_ceil(MILLI),
+            })
+            .collect()
+    }
+
     /// Recent alerts fired on this node, newest first.
     pub fn recent(&self, limit: usize) -> Vec<AlertRecord> {
         self.state().recent.iter().take(limit).cloned().collect()

@@ -28,7 +28,6 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use weir_cluster::frame::{Sealer, MIN_SECRET_BYTES};
 use weir_cluster::membership::{keys, ClusterShape, Member, Membership, MembershipConfig};
-use weir_cluster::nodes::NodeRegistry;
 use weir_cluster::transport::Datagram;
 
 use crate::clock::Nanos;
@@ -140,7 +139,6 @@ pub struct Shared {
     settings: Settings,
     generation: u64,
     sealer: Sealer,
-    registry: NodeRegistry,
     stats: SyncStats,
     view: Mutex<View>,
     /// Set when a peer is heard after a gap: the sender resends recent keys
@@ -276,7 +274,7 @@ impl ClusterNode {
         sync_socket: D,
     ) -> Result<Self, StartError> {
         settings.validate()?;
-        let generation = engine.now() / 1_000_000;
+        let generation = engine.generation();
         let mut values = vec![(
             keys::SYNC_ADDR.to_string(),
             settings.advertised_sync_addr().to_string(),
@@ -313,7 +311,6 @@ impl ClusterNode {
             engine,
             settings,
             generation,
-            registry: NodeRegistry::default(),
             stats: SyncStats::default(),
             view: Mutex::default(),
             resend_now: Default::default(),

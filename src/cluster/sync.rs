@@ -176,7 +176,7 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
             });
         }
         for (node, entries) in relayed {
-            if let Some((node_id, generation)) = shared.registry.incarnation(node) {
+            if let Some((node_id, generation)) = shared.engine.nodes().incarnation(node) {
                 let origin = Origin {
                     node_id: &node_id,
                     generation,
@@ -237,7 +237,7 @@ pub fn merge(shared: &Shared, batch: SyncBatch) {
     if batch.from == shared.settings.node_id && batch.generation == shared.generation {
         return;
     }
-    let Some(node) = shared.registry.index(&batch.from, batch.generation) else {
+    let Some(node) = shared.engine.nodes().index(&batch.from, batch.generation) else {
         shared.stats.unknown_node();
         return;
     };

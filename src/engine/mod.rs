@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use smallvec::SmallVec;
+use weir_cluster::nodes::NodeRegistry;
 
 pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
 pub use hook::{Alarm, AlarmSink, CheckEvent, Recorder, RecorderFactory};
@@ -74,6 +75,12 @@ pub struct Engine {
     cluster: ClusterView,
     /// Where alarms go; alert rules are counted only once one is set.
     alarms: std::sync::OnceLock<Arc<dyn AlarmSink>>,
+    /// This incarnation: start time in Unix ms. Its counts are a column of
+    /// their own, apart from those of earlier runs (see [`NodeRegistry`]).
+    generation: u64,
+    /// Which column stands for which node incarnation: peers', and this
+    /// node's earlier runs restored from a snapshot.
+    nodes: NodeRegistry,
 }
 
 impl Engine {
@@ -86,10 +93,22 @@ impl Engine {
             swaps: AtomicU64::new(1),
             version: AtomicU64::new(1),
             overlay: TierOverlay::default(),
-            clock,
             cluster: ClusterView::default(),
             alarms: std::sync::OnceLock::new(),
+            generation: clock.now() / crate::clock::MILLI,
+            nodes: NodeRegistry::default(),
+            clock,
         }
+    }
+
+    /// This incarnation's generation: its start time, Unix ms.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Column indices of node incarnations other than this one.
+    pub fn nodes(&self) -> &NodeRegistry {
+        &self.nodes
     }
 
     /// Starts counting alert rules, sending alarms to `sink` (once; a second

@@ -55,6 +55,22 @@ impl LimitState {
         self.counter.merge_column(ME, node, head, column, |_, _| {});
     }
 
+    /// When a token bucket is full again (engine time; 0 for a window):
+    /// the part of a bucket's state its columns do not hold, for snapshots.
+    pub fn refill_at(&self) -> Nanos {
+        self.tat
+    }
+
+    /// Takes in a snapshot of this state: the later refill time, and the
+    /// saved columns merged by max. A bucket does not charge the columns
+    /// again: the saved refill time already counts them.
+    pub fn restore(&mut self, refill_at: Nanos, head: Epoch, columns: &[(NodeIdx, Column)]) {
+        self.tat = self.tat.max(refill_at);
+        for (node, column) in columns {
+            self.counter.restore_column(ME, *node, head, column);
+        }
+    }
+
     /// Notes `units` spent by this node in sync interval `interval`.
     pub fn note_spent(&mut self, interval: u32, units: u32) {
         self.counter.note_spent(interval, units);

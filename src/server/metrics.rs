@@ -300,6 +300,76 @@ fn cluster_series(app: &App, snapshot: &mut Snapshot) {
     snapshot.add("weir_sync_last_frame_age_seconds", MetricType::Gauge, help, ages);
 }
 
+fn snapshot_series(app: &App, snapshot: &mut Snapshot) {
+    let Some(snapshots) = app.snapshots.get() else {
+        return;
+    };
+    let numbers = snapshots.metrics();
+    snapshot.one(
+        "weir_snapshot_saves",
+        MetricType::Counter,
+        "Snapshots saved",
+        numbers.saves as f64,
+    );
+    let failures = [
+        ("save", numbers.save_failures),
+        ("restore", numbers.restore_failures),
+    ];
+    snapshot.add(
+        "weir_snapshot_failures",
+        MetricType::Counter,
+        "Snapshot saves that failed, and reads of the store that failed or were refused",
+        labelled("stage", &failures),
+    );
+    let gauges = [
+        (
+            "weir_snapshot_last_success_timestamp_seconds",
+            "Unix time of the last snapshot saved; 0 before the first",
+            numbers.last_success,
+        ),
+        (
+            "weir_snapshot_duration_seconds",
+            "Seconds the last snapshot saved took, taking and writing",
+            numbers.last_duration,
+        ),
+        (
+            "weir_snapshot_bytes",
+            "Bytes of the last snapshot saved",
+            numbers.last_bytes as f64,
+        ),
+        (
+            "weir_snapshot_keys",
+            "Keys in the last snapshot saved",
+            numbers.last_keys as f64,
+        ),
+        (
+            "weir_snapshot_restored_keys",
+            "Keys merged in from the snapshot at start",
+            numbers.restored_keys as f64,
+        ),
+        (
+            "weir_snapshot_restore_duration_seconds",
+            "Seconds the restore at start took",
+            numbers.restore_duration,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        snapshot.one(name, MetricType::Gauge, help, value);
+    }
+    let states = numbers
+        .phases
+        .iter()
+        .map(|phase| {
+            (
+                vec![("state", phase.to_string())],
+                (*phase == numbers.phase) as u8 as f64,
+            )
+        })
+        .collect();
+    let help = "Where the snapshot restore stands: 1 for the current state";
+    snapshot.add("weir_snapshot_state", MetricType::Gauge, help, states);
+}
+
 /// The whole exposition, as Prometheus (OpenMetrics text) reads it.
 pub fn render(app: &App) -> String {
     let mut snapshot = Snapshot::default();
@@ -307,6 +377,7 @@ pub fn render(app: &App) -> String {
     usage_series(app, &mut snapshot);
     alert_series(app, &mut snapshot);
     cluster_series(app, &mut snapshot);
+    snapshot_series(app, &mut snapshot);
     super::process::series(&mut |name, kind, help, value| snapshot.one(name, kind, help, value));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));

@@ -42,6 +42,7 @@ use crate::alerts::Alerts;
 use crate::cluster::ClusterNode;
 use crate::config::MAX_CONFIG_BYTES;
 use crate::engine::Engine;
+use crate::snapshot::Snapshots;
 use crate::usage::Usage;
 use listener::{Capped, ConnectionGauge};
 
@@ -67,6 +68,8 @@ pub struct App {
     pub connections: OnceLock<ConnectionGauge>,
     /// The cluster this node is part of, if any.
     pub cluster: OnceLock<Arc<ClusterNode>>,
+    /// Snapshots, when on.
+    pub snapshots: OnceLock<Arc<Snapshots>>,
 }
 
 impl App {
@@ -81,6 +84,7 @@ impl App {
             ready: AtomicBool::new(true),
             connections: OnceLock::new(),
             cluster: OnceLock::new(),
+            snapshots: OnceLock::new(),
         })
     }
 }

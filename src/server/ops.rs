@@ -15,20 +15,29 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: ready for traffic until shutdown begins.
+/// `GET /readyz`: ready for traffic once the snapshot restore (if any) is
+/// done, until shutdown begins. With snapshots on, `snapshot` says how the
+/// restore went and how saving goes.
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
-    if app.ready.load(Ordering::SeqCst) {
+    let snapshot = app.snapshots.get();
+    let (status, mut body) = if !app.ready.load(Ordering::SeqCst) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "shutting down" }),
+        )
+    } else if snapshot.is_some_and(|s| !s.ready()) {
+        (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "restoring" }))
+    } else {
         let version = app.engine.config_version();
         (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "config_version": version })),
+            json!({ "status": "ready", "config_version": version }),
         )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "shutting down" })),
-        )
+    };
+    if let Some(snapshot) = snapshot {
+        body["snapshot"] = snapshot.describe();
     }
+    (status, Json(body))
 }
 
 /// `GET /v1/cluster`: the members this node sees, with liveness, last sync

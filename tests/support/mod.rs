@@ -1,4 +1,5 @@
 //! Helpers shared by integration tests.
 
 pub mod nodes;
+pub mod redis;
 pub mod sim;

@@ -78,6 +78,10 @@ pub struct Launch<'a> {
     pub standalone: bool,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<&'a str>,
+    /// Append the node's log (stderr) to this file.
+    pub log: Option<&'a Path>,
+    /// Return as soon as `/readyz` answers, ready or not.
+    pub answering_only: bool,
 }
 
 impl Node {
@@ -129,8 +133,20 @@ impl Node {
             .env_remove("WEIR_CLUSTER_SECRET")
             .env_remove("WEIR_SEEDS")
             .env_remove("WEIR_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
+        match launch.log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                command.stderr(file);
+            }
+            None => {
+                command.stderr(Stdio::null());
+            }
+        }
         if !launch.standalone {
             command.env("WEIR_CLUSTER_SECRET", SECRET);
         }
@@ -149,13 +165,27 @@ impl Node {
             gossip,
             agent,
         };
-        node.wait_until(Duration::from_secs(20), "ready", |n| n.get("/readyz").is_some());
+        let answering_only = launch.answering_only;
+        node.wait_until(Duration::from_secs(20), "ready", |n| {
+            n.get("/readyz")
+                .is_some_and(|r| answering_only || r["status"] == "ready")
+        });
         node
     }
 
     /// `GET path` as JSON, `None` if unreachable.
     pub fn get(&self, path: &str) -> Option<Value> {
         let mut reply = self.agent.get(format!("{}{path}", self.base)).call().ok()?;
+        reply.body_mut().read_json().ok()
+    }
+
+    /// `GET path` as JSON with the bearer token `token`.
+    pub fn get_as(&self, path: &str, token: &str) -> Option<Value> {
+        let request = self.agent.get(format!("{}{path}", self.base));
+        let mut reply = request
+            .header("authorization", &format!("Bearer {token}"))
+            .call()
+            .ok()?;
         reply.body_mut().read_json().ok()
     }
 
@@ -211,6 +241,31 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("node {}: not {what} after {timeout:?}", self.id);
+    }
+
+    /// `PUT path` with `body` (JSON if it starts with `{`, else TOML) and
+    /// the admin token `token`: the status.
+    pub fn put(&self, path: &str, token: &str, body: &str) -> u16 {
+        let kind = match body.starts_with('{') {
+            true => "application/json",
+            false => "application/toml",
+        };
+        let reply = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", kind)
+            .send(body)
+            .expect("weir answers");
+        reply.status().as_u16()
+    }
+
+    /// Stops the process with SIGTERM, as an orchestrator does, and waits
+    /// for it to exit.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
     }
 
     /// Kills the process at once, as a crash would.

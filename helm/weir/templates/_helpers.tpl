@@ -30,3 +30,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "weir.clustered" -}}
 {{- if gt (int .Values.replicaCount) 1 }}true{{ end -}}
 {{- end -}}
+
+{{- define "weir.snapshotSecret" -}}
+{{- .Values.snapshot.url.existingSecret | default (printf "%s-snapshot" (include "weir.fullname" .)) -}}
+{{- end -}}
+
+{{- define "weir.snapshots" -}}
+{{- if or .Values.snapshot.url.value .Values.snapshot.url.existingSecret }}true{{ end -}}
+{{- end -}}
