@@ -2,8 +2,8 @@
 # `make test` runs every check CI runs. Both work on a fresh machine with Rust,
 # Python 3.11, Go, Node 20 and make; `make test` installs what else the tests
 # need (the Python packages into clients/python/.venv, helm into target/tools,
-# the dashboard's npm packages into dashboard/node_modules, Debian's chromium
-# and redis-server).
+# the dashboard's npm packages into dashboard/node_modules, Debian's chromium,
+# redis-server and tcpdump).
 
 CARGO ?= cargo
 PYTHON ?= python3
@@ -50,9 +50,10 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# The snapshot tests start real redis-server processes (Debian's package).
+# The snapshot tests start real redis-server processes, and the security
+# tests capture loopback traffic with tcpdump (Debian's packages).
 rust-tests:
-	command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+	command -v redis-server >/dev/null && command -v tcpdump >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server tcpdump)
 	$(CARGO) test --workspace --locked
 
 # The Python adapters, tested against the real weir binary.

@@ -26,6 +26,7 @@
 //!   penalties and signed webhooks; [`net`] is their outbound TCP seam.
 //! - [`snapshot`]: state saved to Redis or a file on an interval and at
 //!   shutdown, merged back in at start.
+//! - [`redact`]: how API tokens show wherever keys are shown.
 //! - [`server`]: HTTP (axum) with rate-limit headers, admin endpoints, the
 //!   usage API and dashboard, metrics, and graceful shutdown.
 //! - `main.rs`: the `weir` command line.
@@ -39,6 +40,7 @@ pub mod limiter;
 pub mod net;
 pub mod policy;
 pub mod protocol;
+pub mod redact;
 pub mod server;
 pub mod snapshot;
 pub mod store;

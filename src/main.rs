@@ -59,6 +59,10 @@ struct ServeArgs {
     /// works too); without either, only loopback clients may read usage.
     #[arg(long, env = "WEIR_READ_TOKEN", hide_env_values = true)]
     read_token: Option<String>,
+    /// Show API tokens in full in the usage API, the dashboard, alerts and
+    /// webhooks; by default they show as a short prefix and a stable hash.
+    #[arg(long, env = "WEIR_SHOW_TOKENS")]
+    show_tokens: bool,
     /// Turn usage analytics (and the dashboard's data) off.
     #[arg(long)]
     no_usage: bool,
@@ -126,10 +130,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Args)]
 #[command(next_help_heading = "Cluster")]
 struct ClusterArgs {
-    /// Shared secret that authenticates peers (16+ bytes); clustering is on
-    /// when it is set.
+    /// Shared secret (16+ bytes) that encrypts and authenticates everything
+    /// between peers; clustering is on when one is set. Repeat it to rotate:
+    /// the first seals, every one opens.
     #[arg(long, env = "WEIR_CLUSTER_SECRET", hide_env_values = true)]
-    cluster_secret: Option<String>,
+    cluster_secret: Vec<String>,
+    /// A file of cluster secrets, one per line (blank lines and lines
+    /// starting with # ignored), after any --cluster-secret.
+    #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
     /// Only nodes with the same cluster id form a cluster.
     #[arg(long, env = "WEIR_CLUSTER_ID", default_value = "weir")]
     cluster_id: String,
@@ -176,8 +185,30 @@ impl ClusterArgs {
     }
 
     /// The cluster settings, or `None` for a standalone node.
+    /// The keyring: the flags' secrets, then the file's.
+    fn secrets(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut secrets: Vec<Vec<u8>> = self
+            .cluster_secret
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        if let Some(path) = &self.cluster_secret_file {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let lines = text.lines().map(str::trim);
+            secrets.extend(
+                lines
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| l.as_bytes().to_vec()),
+            );
+            anyhow::ensure!(!secrets.is_empty(), "{} holds no secret", path.display());
+        }
+        Ok(secrets)
+    }
+
     fn settings(&self, http_addr: SocketAddr) -> anyhow::Result<Option<Settings>> {
-        let Some(secret) = &self.cluster_secret else {
+        let secrets = self.secrets()?;
+        if secrets.is_empty() {
             if !self.seeds.is_empty() {
                 anyhow::bail!(
                     "--seed needs --cluster-secret (WEIR_CLUSTER_SECRET): peers authenticate with it"
@@ -198,7 +229,7 @@ impl ClusterArgs {
         let settings = Settings {
             node_id: self.node_id(),
             cluster_id: self.cluster_id.clone(),
-            secret: secret.as_bytes().to_vec(),
+            secrets,
             gossip_addr: self.gossip_addr,
             advertise_addr,
             sync_addr: self.sync_addr,
@@ -301,6 +332,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = load(args.config.as_deref())?;
+    weir::redact::show_tokens(args.show_tokens);
     let cluster = args.cluster.settings(args.http_addr)?;
     let snapshot_settings = args.snapshot.settings(&args.cluster)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -338,8 +370,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let sync = tokio::net::UdpSocket::bind(settings.sync_addr)
                 .await
                 .with_context(|| format!("binding {} (counter sync)", settings.sync_addr))?;
-            let transport = weir_cluster::chitchat::transport::UdpTransport;
-            let node = ClusterNode::start(engine.clone(), settings, &transport, sync).await?;
+            let gossip = tokio::net::UdpSocket::bind(settings.gossip_addr)
+                .await
+                .with_context(|| format!("binding {} (gossip)", settings.gossip_addr))?;
+            let node = ClusterNode::start(engine.clone(), settings, gossip, sync).await?;
             let node = Arc::new(node);
             alerts.set_cluster(&node);
             let _ = app.cluster.set(node);

@@ -80,22 +80,26 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
         .unwrap()
         .clone();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for target in [
-        me["sync_addr"].as_str().unwrap(),
-        me["gossip_addr"].as_str().unwrap(),
-    ] {
+    let forged = |header: &[u8]| [header, &[7u8; 100]].concat();
+    let sync = me["sync_addr"].as_str().unwrap();
+    let gossip = me["gossip_addr"].as_str().unwrap();
+    for target in [sync, gossip] {
         socket.send_to(b"garbage", target).unwrap();
         socket.send_to(&[0xff; 3000], target).unwrap();
-        let mut forged = b"WS\x01\x00".to_vec();
-        forged.extend_from_slice(&[7u8; 100]);
-        socket.send_to(&forged, target).unwrap();
     }
+    socket.send_to(b"WS\x02\x00short", sync).unwrap();
+    socket.send_to(&forged(b"WS\x02\x00"), sync).unwrap();
+    socket.send_to(&forged(b"WS\x01\x00"), sync).unwrap();
+    socket.send_to(&forged(b"WG\x01\x00"), gossip).unwrap();
     nodes[0].wait_until(Duration::from_secs(5), "counting the rejected datagrams", |n| {
         let status = n.get("/v1/cluster").unwrap_or_default();
-        let rejected = &status["rejected"];
-        ["size", "header", "auth"]
+        let (sync, gossip) = (&status["rejected"], &status["gossip_rejected"]);
+        ["size", "header", "auth", "old_version"]
             .iter()
-            .all(|reason| rejected[reason].as_u64() >= Some(1))
+            .all(|reason| sync[reason].as_u64() >= Some(1))
+            && ["size", "header", "auth"]
+                .iter()
+                .all(|reason| gossip[reason].as_u64() >= Some(1))
     });
     assert_eq!(nodes[0].live_members().len(), 3);
 

@@ -1,15 +1,21 @@
 //! The counter-sync datagram: one node's own counts for a batch of keys,
-//! sealed with an HMAC of the cluster secret.
+//! encrypted and authenticated under the cluster's keyring ([`Sealer`]).
 //!
-//! Layout: `"WS"`, version (1), a zero byte, the bincode body (2.0.1,
-//! fixed-width little-endian integers, as the client protocol), then 32
-//! bytes of HMAC-SHA256 over the cluster id and everything before the MAC.
-//! A datagram is at most [`MAX_DATAGRAM`] bytes. Opening checks the size,
-//! the MAC, then decodes under a byte limit and checks every bound, so a
-//! peer that sends garbage costs one failed check and never an allocation
-//! it chose.
+//! Layout: `"WS"`, version (2), a zero byte, a random 12-byte nonce, the
+//! bincode body (2.0.1, fixed-width little-endian integers, as the client
+//! protocol) encrypted with ChaCha20-Poly1305, and its 16-byte tag. The
+//! associated data is the header and the cluster id, so the id is bound to
+//! every datagram without being sent. A datagram is at most
+//! [`MAX_DATAGRAM`] bytes. Opening checks the size and header, decrypts
+//! under each key of the ring, then decodes under a byte limit and checks
+//! every bound, so a peer that sends garbage costs one failed check and
+//! never an allocation it chose. Version 1 (HMAC only, readable by anyone
+//! on the path) is refused as [`FrameError::OldVersion`].
 
 use bincode::{Decode, Encode};
+use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -26,9 +32,18 @@ pub const MAX_LIMITS: usize = 16;
 pub const MIN_SECRET_BYTES: usize = 16;
 
 const MAGIC: [u8; 2] = *b"WS";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The HMAC-only format, refused.
+const OLD_VERSION: u8 = 1;
 const HEADER: usize = 4;
+const NONCE_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
+/// What sealing adds around a body: header, nonce and tag.
+pub const SEAL_OVERHEAD: usize = HEADER + NONCE_BYTES + TAG_BYTES;
 const MAC_BYTES: usize = 32;
+/// Gossip datagrams: `"WG"`, version, a zero byte, then as sync.
+const GOSSIP_MAGIC: [u8; 2] = *b"WG";
+const GOSSIP_VERSION: u8 = 1;
 
 /// One node's counts for some keys.
 #[derive(Encode, Decode, Debug, Clone, PartialEq, Eq)]
@@ -90,7 +105,7 @@ pub fn encoded_len(entry: &SyncEntry) -> usize {
 
 /// Bytes of a datagram around its entries.
 pub fn overhead(from: &str) -> usize {
-    HEADER + 8 + from.len() + 8 + 8 + 1 + 8 + MAC_BYTES
+    SEAL_OVERHEAD + 8 + from.len() + 8 + 8 + 1 + 8
 }
 
 /// Why a datagram was dropped.
@@ -99,12 +114,20 @@ pub enum FrameError {
     /// Shorter than a header and a MAC, or longer than [`MAX_DATAGRAM`].
     #[error("datagram size out of bounds")]
     Size,
-    /// Not a weir sync datagram, or another version.
+    /// Not a weir datagram of this kind, or an unknown version.
     #[error("bad magic or version")]
     Header,
-    /// The MAC does not match: another cluster, another secret, or tampering.
+    /// A weir datagram in the HMAC-only format of earlier releases.
+    #[error("old format (a weir release before encrypted sync): upgrade that node")]
+    OldVersion,
+    /// No key of the ring opens it: another cluster, another secret, or
+    /// tampering.
     #[error("authentication failed")]
     Auth,
+    /// Authentic, but sent too long ago (or too far ahead): a replay, or a
+    /// clock far off.
+    #[error("stale")]
+    Stale,
     /// Authentic but undecodable: a bug or an incompatible sender.
     #[error("undecodable body")]
     Decode,
@@ -119,10 +142,46 @@ impl FrameError {
         match self {
             FrameError::Size => "size",
             FrameError::Header => "header",
+            FrameError::OldVersion => "old_version",
             FrameError::Auth => "auth",
+            FrameError::Stale => "stale",
             FrameError::Decode => "decode",
             FrameError::Bounds => "bounds",
         }
+    }
+}
+
+impl FrameError {
+    /// Every reason, in the order metrics list them.
+    pub const ALL: [FrameError; 7] = [
+        FrameError::Size,
+        FrameError::Header,
+        FrameError::OldVersion,
+        FrameError::Auth,
+        FrameError::Stale,
+        FrameError::Decode,
+        FrameError::Bounds,
+    ];
+}
+
+/// Datagrams dropped, by reason.
+#[derive(Debug, Default)]
+pub struct Rejections([std::sync::atomic::AtomicU64; 7]);
+
+impl Rejections {
+    /// Counts one datagram dropped for `reason`.
+    pub fn count(&self, reason: FrameError) {
+        let index = FrameError::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.0[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every reason by name, with its count.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        FrameError::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(reason, count)| (reason.reason(), count.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -136,49 +195,160 @@ const BINCODE: bincode::config::Configuration<
     .with_fixed_int_encoding()
     .with_limit::<MAX_DATAGRAM>();
 
-/// Seals and opens datagrams for one cluster.
+/// The keys of one secret, derived apart with HKDF-SHA256 so that no key
+/// serves two purposes.
+#[derive(Clone)]
+struct Keys {
+    sync: ChaCha20Poly1305,
+    gossip: ChaCha20Poly1305,
+    mac: HmacSha256,
+}
+
+impl Keys {
+    fn derive(secret: &[u8]) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"weir cluster keys v2"), secret);
+        let key = |label: &[u8]| {
+            let mut key = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's limit; this cannot fail.
+            hkdf.expand(label, &mut key).expect("a valid HKDF length");
+            key
+        };
+        Self {
+            sync: ChaCha20Poly1305::new(&key(b"sync").into()),
+            gossip: ChaCha20Poly1305::new(&key(b"gossip").into()),
+            // HMAC takes a key of any length; this cannot fail.
+            mac: <HmacSha256 as Mac>::new_from_slice(&key(b"sign")).expect("HMAC accepts any key length"),
+        }
+    }
+}
+
+/// Seals and opens datagrams for one cluster, and signs small values, under
+/// a keyring: the first secret seals and signs, every secret opens and
+/// verifies, so that a secret can be rotated without a partition.
 #[derive(Clone)]
 pub struct Sealer {
-    mac: HmacSha256,
+    ring: Vec<Keys>,
+    /// The cluster id, length-prefixed: bound to every datagram and
+    /// signature as associated data.
+    cluster: Vec<u8>,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sealer(..)")
+        write!(f, "Sealer({} keys)", self.ring.len())
     }
 }
 
 impl Sealer {
-    /// A sealer for `cluster_id` keyed by `secret`. The cluster id is part of
-    /// every MAC, so two clusters sharing a secret still reject each other.
-    pub fn new(secret: &[u8], cluster_id: &str) -> Self {
-        // HMAC takes a key of any length; this cannot fail.
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
-        mac.update(&(cluster_id.len() as u64).to_le_bytes());
-        mac.update(cluster_id.as_bytes());
-        Self { mac }
+    /// A sealer for `cluster_id` keyed by `secrets`, the sealing one first.
+    /// The cluster id is part of every seal and MAC, so two clusters
+    /// sharing a secret still reject each other.
+    ///
+    /// # Panics
+    /// With no secret at all: callers validate that there is one.
+    pub fn new<S: AsRef<[u8]>>(secrets: &[S], cluster_id: &str) -> Self {
+        assert!(!secrets.is_empty(), "a keyring needs a secret");
+        let mut cluster = (cluster_id.len() as u64).to_le_bytes().to_vec();
+        cluster.extend_from_slice(cluster_id.as_bytes());
+        Self {
+            ring: secrets.iter().map(|s| Keys::derive(s.as_ref())).collect(),
+            cluster,
+        }
     }
 
-    /// An HMAC of `parts` (each length-prefixed) under this cluster's key:
-    /// for small values that travel outside sync frames, such as the config.
+    fn aad(&self, header: &[u8]) -> Vec<u8> {
+        let mut aad = header.to_vec();
+        aad.extend_from_slice(&self.cluster);
+        aad
+    }
+
+    /// Encrypts `out[start..]` in place under `cipher` and wraps it:
+    /// `out[..start]` must hold the header and room for the nonce.
+    fn seal_in_place(&self, cipher: &ChaCha20Poly1305, out: &mut Vec<u8>) {
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        out[HEADER..HEADER + NONCE_BYTES].copy_from_slice(&nonce);
+        let aad = self.aad(&out[..HEADER]);
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce, &aad, &mut out[HEADER + NONCE_BYTES..])
+            // Only fails past ChaCha20's 256 GiB message limit.
+            .expect("a datagram is far below the cipher's limit");
+        out.extend_from_slice(&tag);
+    }
+
+    /// Opens a sealed datagram whose header was checked: tries every key
+    /// of the ring, returns the plaintext body.
+    fn open_sealed(
+        &self,
+        cipher: impl Fn(&Keys) -> &ChaCha20Poly1305,
+        datagram: &[u8],
+    ) -> Result<Vec<u8>, FrameError> {
+        if datagram.len() < SEAL_OVERHEAD {
+            return Err(FrameError::Size);
+        }
+        let (header, rest) = datagram.split_at(HEADER);
+        let (nonce, rest) = rest.split_at(NONCE_BYTES);
+        let (body, tag) = rest.split_at(rest.len() - TAG_BYTES);
+        let aad = self.aad(header);
+        let (nonce, tag) = (Nonce::from_slice(nonce), Tag::from_slice(tag));
+        let mut plain = body.to_vec();
+        for keys in &self.ring {
+            if cipher(keys)
+                .decrypt_in_place_detached(nonce, &aad, &mut plain, tag)
+                .is_ok()
+            {
+                return Ok(plain);
+            }
+            // A failed attempt leaves the buffer as it was.
+        }
+        Err(FrameError::Auth)
+    }
+
+    /// Seals a gossip datagram around `plain` into `out` (cleared first).
+    pub fn seal_gossip(&self, plain: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&GOSSIP_MAGIC);
+        out.extend_from_slice(&[GOSSIP_VERSION, 0]);
+        out.extend_from_slice(&[0; NONCE_BYTES]);
+        out.extend_from_slice(plain);
+        self.seal_in_place(&self.ring[0].gossip, out);
+    }
+
+    /// Opens a gossip datagram: its plaintext.
+    ///
+    /// # Errors
+    /// [`FrameError`] saying why it was dropped.
+    pub fn open_gossip(&self, datagram: &[u8]) -> Result<Vec<u8>, FrameError> {
+        if datagram.len() < SEAL_OVERHEAD {
+            return Err(FrameError::Size);
+        }
+        if datagram[..2] != GOSSIP_MAGIC || datagram[2] != GOSSIP_VERSION {
+            return Err(FrameError::Header);
+        }
+        self.open_sealed(|keys| &keys.gossip, datagram)
+    }
+
+    fn mac_of(&self, keys: &Keys, parts: &[&[u8]]) -> HmacSha256 {
+        let mut mac = keys.mac.clone();
+        mac.update(&self.cluster);
+        for part in parts {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
+    /// An HMAC of `parts` (each length-prefixed) under the sealing key: for
+    /// small values that travel inside gossip, such as the config.
     pub fn sign(&self, parts: &[&[u8]]) -> [u8; MAC_BYTES] {
-        let mut mac = self.mac.clone();
-        for part in parts {
-            mac.update(&(part.len() as u64).to_le_bytes());
-            mac.update(part);
-        }
-        mac.finalize().into_bytes().into()
+        self.mac_of(&self.ring[0], parts).finalize().into_bytes().into()
     }
 
-    /// Whether `tag` is [`sign`](Self::sign) of `parts`, compared in
-    /// constant time.
+    /// Whether `tag` is [`sign`](Self::sign) of `parts` under any key of
+    /// the ring, compared in constant time.
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        let mut mac = self.mac.clone();
-        for part in parts {
-            mac.update(&(part.len() as u64).to_le_bytes());
-            mac.update(part);
-        }
-        mac.verify_slice(tag).is_ok()
+        self.ring
+            .iter()
+            .any(|keys| self.mac_of(keys, parts).verify_slice(tag).is_ok())
     }
 
     /// [`sign`](Self::sign) as lower-case hex, for values gossiped as text.
@@ -208,14 +378,12 @@ impl Sealer {
         out.clear();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&[VERSION, 0]);
+        out.extend_from_slice(&[0; NONCE_BYTES]);
         bincode::encode_into_std_write(batch, out, BINCODE).map_err(|_| FrameError::Size)?;
-        let mut mac = self.mac.clone();
-        mac.update(out);
-        let tag = mac.finalize().into_bytes();
-        out.extend_from_slice(&tag);
-        if out.len() > MAX_DATAGRAM {
+        if out.len() + TAG_BYTES > MAX_DATAGRAM {
             return Err(FrameError::Size);
         }
+        self.seal_in_place(&self.ring[0].sync, out);
         Ok(())
     }
 
@@ -224,19 +392,21 @@ impl Sealer {
     /// # Errors
     /// [`FrameError`] saying why it was dropped.
     pub fn open(&self, datagram: &[u8]) -> Result<SyncBatch, FrameError> {
-        if datagram.len() < HEADER + MAC_BYTES || datagram.len() > MAX_DATAGRAM {
+        if datagram.len() < HEADER || datagram.len() > MAX_DATAGRAM {
             return Err(FrameError::Size);
         }
-        if datagram[..2] != MAGIC || datagram[2] != VERSION {
+        if datagram[..2] != MAGIC {
             return Err(FrameError::Header);
         }
-        let (signed, tag) = datagram.split_at(datagram.len() - MAC_BYTES);
-        let mut mac = self.mac.clone();
-        mac.update(signed);
-        mac.verify_slice(tag).map_err(|_| FrameError::Auth)?;
+        match datagram[2] {
+            VERSION => {}
+            OLD_VERSION => return Err(FrameError::OldVersion),
+            _ => return Err(FrameError::Header),
+        }
+        let body = self.open_sealed(|keys| &keys.sync, datagram)?;
         let (batch, used): (SyncBatch, usize) =
-            bincode::decode_from_slice(&signed[HEADER..], BINCODE).map_err(|_| FrameError::Decode)?;
-        if used != signed.len() - HEADER {
+            bincode::decode_from_slice(&body, BINCODE).map_err(|_| FrameError::Decode)?;
+        if used != body.len() {
             return Err(FrameError::Decode);
         }
         let in_bounds = batch.entries.iter().all(|entry| {
@@ -255,6 +425,12 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef";
+
+    fn sealer() -> Sealer {
+        Sealer::new(&[SECRET], "prod")
+    }
 
     fn batch(keys: usize) -> SyncBatch {
         SyncBatch {
@@ -277,50 +453,107 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_sealed_batch_opens_to_itself_and_its_length_is_predicted() {
-        let sealer = Sealer::new(b"0123456789abcdef", "prod");
-        let batch = batch(3);
-        let mut bytes = Vec::new();
-        sealer.seal(&batch, &mut bytes).unwrap();
-        let predicted = overhead(&batch.from) + batch.entries.iter().map(encoded_len).sum::<usize>();
-        assert_eq!(bytes.len(), predicted);
-        assert_eq!(sealer.open(&bytes).unwrap(), batch);
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
     }
 
     #[test]
-    fn another_secret_or_cluster_or_any_flipped_bit_fails_authentication() {
-        let sealer = Sealer::new(b"0123456789abcdef", "prod");
+    fn a_sealed_batch_opens_to_itself_its_length_is_predicted_and_nothing_shows() {
+        let batch = batch(3);
         let mut bytes = Vec::new();
-        sealer.seal(&batch(2), &mut bytes).unwrap();
-        let other_secret = Sealer::new(b"0123456789abcdeX", "prod");
-        let other_cluster = Sealer::new(b"0123456789abcdef", "staging");
+        sealer().seal(&batch, &mut bytes).unwrap();
+        let predicted = overhead(&batch.from) + batch.entries.iter().map(encoded_len).sum::<usize>();
+        assert_eq!(bytes.len(), predicted);
+        assert_eq!(sealer().open(&bytes).unwrap(), batch);
+        for needle in [&b"api\0free\0u1"[..], b"node-a", b"prod"] {
+            assert!(!contains(&bytes, needle));
+        }
+        // A fresh nonce each time: the same batch never seals the same.
+        let mut again = Vec::new();
+        sealer().seal(&batch, &mut again).unwrap();
+        assert_ne!(bytes, again);
+    }
+
+    #[test]
+    fn another_secret_or_cluster_or_any_flipped_byte_is_rejected() {
+        let mut bytes = Vec::new();
+        sealer().seal(&batch(2), &mut bytes).unwrap();
+        let other_secret = Sealer::new(&[b"0123456789abcdeX"], "prod");
+        let other_cluster = Sealer::new(&[SECRET], "staging");
         assert_eq!(other_secret.open(&bytes), Err(FrameError::Auth));
         assert_eq!(other_cluster.open(&bytes), Err(FrameError::Auth));
-        for i in HEADER..bytes.len() {
+        for i in 0..bytes.len() {
             let mut flipped = bytes.clone();
             flipped[i] ^= 0x01;
-            assert_eq!(sealer.open(&flipped), Err(FrameError::Auth), "byte {i}");
+            assert!(sealer().open(&flipped).is_err(), "byte {i}");
+            if i >= HEADER {
+                assert_eq!(sealer().open(&flipped), Err(FrameError::Auth), "byte {i}");
+            }
         }
     }
 
     #[test]
+    fn the_first_secret_seals_and_every_secret_opens() {
+        let old = Sealer::new(&[b"old-secret-0123456"], "prod");
+        let both = Sealer::new(&[&b"new-secret-0123456"[..], b"old-secret-0123456"], "prod");
+        let new = Sealer::new(&[b"new-secret-0123456"], "prod");
+        let mut from_old = Vec::new();
+        old.seal(&batch(1), &mut from_old).unwrap();
+        let mut from_both = Vec::new();
+        both.seal(&batch(1), &mut from_both).unwrap();
+        assert!(both.open(&from_old).is_ok());
+        assert!(new.open(&from_both).is_ok());
+        assert_eq!(old.open(&from_both), Err(FrameError::Auth));
+        assert_eq!(new.open(&from_old), Err(FrameError::Auth));
+        let tag = old.sign_hex(&[b"config"]);
+        assert!(both.verify_hex(&[b"config"], &tag));
+        assert!(!new.verify_hex(&[b"config"], &tag));
+    }
+
+    #[test]
+    fn gossip_is_sealed_apart_from_sync() {
+        let mut sealed = Vec::new();
+        sealer().seal_gossip(b"membership of node-a", &mut sealed);
+        assert!(!contains(&sealed, b"node-a"));
+        assert_eq!(sealer().open_gossip(&sealed).unwrap(), b"membership of node-a");
+        // Another purpose's key does not open it, nor does the sync path.
+        assert_eq!(sealer().open(&sealed), Err(FrameError::Header));
+        for i in 0..sealed.len() {
+            let mut flipped = sealed.clone();
+            flipped[i] ^= 0x80;
+            assert!(sealer().open_gossip(&flipped).is_err(), "byte {i}");
+        }
+        let mut sync = Vec::new();
+        sealer().seal(&batch(1), &mut sync).unwrap();
+        sync[..4].copy_from_slice(&[b'W', b'G', GOSSIP_VERSION, 0]);
+        assert_eq!(sealer().open_gossip(&sync), Err(FrameError::Auth));
+    }
+
+    #[test]
+    fn the_hmac_only_format_is_refused_as_old() {
+        let mut old = b"WS\x01\x00".to_vec();
+        old.extend_from_slice(&[0; 64]);
+        assert_eq!(sealer().open(&old), Err(FrameError::OldVersion));
+    }
+
+    #[test]
     fn a_hex_signature_verifies_and_anything_else_does_not() {
-        let sealer = Sealer::new(b"0123456789abcdef", "prod");
-        let tag = sealer.sign_hex(&[b"a", b"bc"]);
-        assert!(sealer.verify_hex(&[b"a", b"bc"], &tag));
-        assert!(!sealer.verify_hex(&[b"ab", b"c"], &tag));
-        assert!(!sealer.verify_hex(&[b"a", b"bc"], &tag[2..]));
-        assert!(!sealer.verify_hex(&[b"a", b"bc"], &"zz".repeat(32)));
-        assert!(!sealer.verify_hex(&[b"a", b"bc"], &"é".repeat(32)));
+        let tag = sealer().sign_hex(&[b"a", b"bc"]);
+        assert!(sealer().verify_hex(&[b"a", b"bc"], &tag));
+        assert!(!sealer().verify_hex(&[b"ab", b"c"], &tag));
+        assert!(!sealer().verify_hex(&[b"a", b"bc"], &tag[2..]));
+        assert!(!sealer().verify_hex(&[b"a", b"bc"], &"zz".repeat(32)));
+        assert!(!sealer().verify_hex(&[b"a", b"bc"], &"é".repeat(32)));
+        assert!(!Sealer::new(&[SECRET], "other").verify_hex(&[b"a", b"bc"], &tag));
     }
 
     #[test]
     fn garbage_is_rejected_without_panicking() {
-        let sealer = Sealer::new(b"0123456789abcdef", "prod");
+        let sealer = sealer();
         assert_eq!(sealer.open(b""), Err(FrameError::Size));
         assert_eq!(sealer.open(&[0u8; 64]), Err(FrameError::Header));
         assert_eq!(sealer.open(&vec![0u8; MAX_DATAGRAM + 1]), Err(FrameError::Size));
+        assert_eq!(sealer.open(b"WS\x02\x00short"), Err(FrameError::Size));
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for len in [36, 37, 100, 1000, 4000] {
             let mut bytes: Vec<u8> = (0..len)
@@ -331,8 +564,10 @@ mod tests {
                     state as u8
                 })
                 .collect();
-            bytes[..4].copy_from_slice(b"WS\x01\x00");
+            bytes[..4].copy_from_slice(b"WS\x02\x00");
             assert_eq!(sealer.open(&bytes), Err(FrameError::Auth));
+            bytes[..4].copy_from_slice(b"WG\x01\x00");
+            assert_eq!(sealer.open_gossip(&bytes), Err(FrameError::Auth));
         }
     }
 
@@ -340,23 +575,22 @@ mod tests {
     fn an_authentic_frame_with_a_huge_declared_length_is_refused_by_the_limit() {
         // A sender holding the secret but sending nonsense: a vector length
         // of 2^60 must fail to decode, not allocate.
-        let sealer = Sealer::new(b"0123456789abcdef", "prod");
-        let mut body = b"WS\x01\x00".to_vec();
+        let sealer = sealer();
+        let mut body = b"WS\x02\x00".to_vec();
+        body.extend_from_slice(&[0; NONCE_BYTES]);
         body.extend_from_slice(&1u64.to_le_bytes());
         body.push(b'a');
         body.extend_from_slice(&7u64.to_le_bytes());
         body.extend_from_slice(&0u64.to_le_bytes());
         body.push(0);
         body.extend_from_slice(&(1u64 << 60).to_le_bytes());
-        let mut mac = sealer.mac.clone();
-        mac.update(&body);
-        body.extend_from_slice(&mac.finalize().into_bytes());
+        sealer.seal_in_place(&sealer.ring[0].sync, &mut body);
         assert_eq!(sealer.open(&body), Err(FrameError::Decode));
     }
 
     #[test]
     fn out_of_bounds_values_are_refused() {
-        let sealer = Sealer::new(b"0123456789abcdef", "prod");
+        let sealer = sealer();
         let mut bad = batch(1);
         bad.entries[0].limits.clear();
         let mut bytes = Vec::new();

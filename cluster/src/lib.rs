@@ -11,13 +11,17 @@
 //! - [`counter`]: [`SlotCounter`], a ring of time slots by node columns with
 //!   max-merge, and the [`NodeIdx`] that names a column.
 //! - [`nodes`]: which column index stands for which node incarnation.
-//! - [`frame`]: the counter-sync datagram, sealed with HMAC-SHA256.
+//! - [`frame`]: the counter-sync datagram and the keyring that seals every
+//!   datagram (ChaCha20-Poly1305, keys from HKDF-SHA256).
+//! - [`gossip`]: chitchat's messages sealed the same way, with a replay
+//!   window.
 //! - [`membership`]: chitchat gossip: members, liveness, small per-node
 //!   values, and the cluster's shape as the accuracy rules need it.
 //! - [`transport`]: datagram sockets as a trait, for simulation.
 
 pub mod counter;
 pub mod frame;
+pub mod gossip;
 pub mod membership;
 pub mod nodes;
 pub mod transport;

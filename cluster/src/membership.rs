@@ -165,7 +165,6 @@ impl Membership {
             marked_for_deletion_grace_period: config.dead_node_grace,
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V0,
         };
         let handle = spawn_chitchat(chitchat_config, values, transport)
             .await

@@ -12,6 +12,9 @@ pub trait Datagram: Send + Sync + 'static {
 
     /// Waits for one datagram; returns its length and sender.
     fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+
+    /// The address it is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 impl Datagram for tokio::net::UdpSocket {
@@ -21,5 +24,9 @@ impl Datagram for tokio::net::UdpSocket {
 
     fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         tokio::net::UdpSocket::recv_from(self, buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::UdpSocket::local_addr(self)
     }
 }

@@ -173,6 +173,15 @@ function pickKey(entry: api.TopEntry): void {
   for (const attr of ["user", "ip", "token", "endpoint"] as const) {
     $<HTMLInputElement>(`key-${attr}`).value = entry.key[attr] ?? "";
   }
+  // API tokens are listed redacted (a prefix and a hash): the full token
+  // must be typed in to look the key up.
+  if (entry.key.token?.includes("\u2026")) {
+    const input = $<HTMLInputElement>("key-token");
+    input.value = "";
+    input.placeholder = `full token for ${entry.key.token}`;
+    input.focus();
+    return;
+  }
   void lookUpKey();
 }
 

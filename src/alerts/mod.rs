@@ -304,7 +304,13 @@ impl Alerts {
             true => None,
             false => Some(KeyLabel::of_store_key(key)),
         };
-        let penalty = label.as_ref().and_then(|label| self.penalize(rule, label));
+        let mut penalty = label.as_ref().and_then(|label| self.penalize(rule, label));
+        // Records go to people (webhooks, the API, the dashboard): tokens
+        // show redacted from here on.
+        let label = label.map(KeyLabel::shown);
+        if let Some(applied) = penalty.as_mut().filter(|p| p.subject == "token") {
+            applied.id = crate::redact::token(&applied.id);
+        }
         let fired_at_ms = now / MILLI;
         let (policy, namespace, tier, attrs) = match label {
             Some(l) => (l.policy, l.namespace, l.tier, l.key),

@@ -149,7 +149,7 @@ mod tests {
     }
 
     fn sealer() -> Sealer {
-        Sealer::new(b"0123456789abcdef", "test")
+        Sealer::new(&[b"0123456789abcdef"], "test")
     }
 
     #[test]
@@ -177,7 +177,7 @@ mod tests {
             9,
             "evil",
             &A.replace("1/m", "999/m"),
-            &Sealer::new(b"wrong-secret-0000", "test"),
+            &Sealer::new(&[b"wrong-secret-0000"], "test"),
         );
         let text = serde_json::to_string(&forged).unwrap();
         sync.step(&engine, &sealer, [text.as_str(), "not json"].into_iter());

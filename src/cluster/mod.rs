@@ -27,14 +27,18 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::info;
 use weir_cluster::frame::{Sealer, MIN_SECRET_BYTES};
+use weir_cluster::gossip::{GossipStats, SealedGossip};
 use weir_cluster::membership::{keys, ClusterShape, Member, Membership, MembershipConfig};
 use weir_cluster::transport::Datagram;
 
-use crate::clock::Nanos;
+use crate::clock::{Nanos, MILLI};
 use crate::engine::Engine;
 use config_sync::ConfigSync;
 pub use status::SyncStats;
 use tier_sync::TierSync;
+
+/// Most secrets in the keyring: each is tried on every datagram.
+pub const MAX_SECRETS: usize = 4;
 
 /// How this node joins its cluster.
 #[derive(Debug, Clone)]
@@ -43,8 +47,9 @@ pub struct Settings {
     pub node_id: String,
     /// Only nodes with the same id form a cluster.
     pub cluster_id: String,
-    /// Authenticates counter frames and gossiped configs.
-    pub secret: Vec<u8>,
+    /// The keyring: every secret opens datagrams and verifies signatures,
+    /// the first seals and signs (see [`weir_cluster::frame::Sealer`]).
+    pub secrets: Vec<Vec<u8>>,
     /// Where the gossip socket (UDP) binds.
     pub gossip_addr: SocketAddr,
     /// Where peers reach this node's gossip socket; the counter-sync
@@ -81,8 +86,8 @@ pub enum StartError {
 /// A setting that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
-    /// The secret is too short to authenticate anything.
-    #[error("the cluster secret must be at least {MIN_SECRET_BYTES} bytes")]
+    /// No secret, a secret too short to protect anything, or too many.
+    #[error("give 1 to {MAX_SECRETS} cluster secrets of at least {MIN_SECRET_BYTES} bytes each")]
     ShortSecret,
     /// An empty or oversized node or cluster id.
     #[error("{0} must be 1 to 128 characters")]
@@ -98,7 +103,11 @@ impl Settings {
     /// # Errors
     /// The first [`SettingsError`] found.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.secret.len() < MIN_SECRET_BYTES {
+        let secrets = &self.secrets;
+        if secrets.is_empty()
+            || secrets.len() > MAX_SECRETS
+            || secrets.iter().any(|s| s.len() < MIN_SECRET_BYTES)
+        {
             return Err(SettingsError::ShortSecret);
         }
         for (name, id) in [("node id", &self.node_id), ("cluster id", &self.cluster_id)] {
@@ -140,6 +149,7 @@ pub struct Shared {
     generation: u64,
     sealer: Sealer,
     stats: SyncStats,
+    gossip_stats: Arc<GossipStats>,
     view: Mutex<View>,
     /// Set when a peer is heard after a gap: the sender resends recent keys
     /// at once.
@@ -169,10 +179,20 @@ impl Shared {
         self.view().targets.clone()
     }
 
+    /// Notes a frame from `node_id` as a sign that it is reachable. A frame
+    /// no newer than the last one heard from that incarnation is a replay
+    /// (or reordered): its counts merge harmlessly, but it says nothing of
+    /// whether the peer is reachable now.
     fn note_frame(&self, node_id: &str, generation: u64, now: Nanos, sent_at: Nanos) {
         let reach_timeout = self.reach_timeout();
         let mut view = self.view();
         let frames = view.frames.entry(node_id.to_string()).or_default();
+        let replayed = frames.count > 0
+            && (generation < frames.generation
+                || (generation == frames.generation && sent_at <= frames.last_sent));
+        if replayed {
+            return;
+        }
         if frames.count == 0
             || frames.generation != generation
             || now.saturating_sub(frames.last_at) > reach_timeout
@@ -183,6 +203,7 @@ impl Shared {
         }
         frames.generation = generation;
         frames.last_at = now;
+        frames.last_sent = sent_at;
         frames.lag = now as i64 - sent_at as i64;
         frames.count += 1;
     }
@@ -261,19 +282,28 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Joins the cluster: starts gossip over `gossip` and the counter sync
-    /// over `sync_socket` (already bound to the sync address).
+    /// Joins the cluster: starts gossip over `gossip_socket` and the counter
+    /// sync over `sync_socket` (each already bound to its address), both
+    /// sealed under the settings' keyring.
     ///
     /// # Errors
-    /// [`StartError`] for invalid settings or a gossip socket that cannot be
-    /// bound.
-    pub async fn start<D: Datagram>(
+    /// [`StartError`] for invalid settings or gossip that cannot start.
+    pub async fn start<G: Datagram, D: Datagram>(
         engine: Arc<Engine>,
         settings: Settings,
-        gossip: &dyn weir_cluster::chitchat::transport::Transport,
+        gossip_socket: G,
         sync_socket: D,
     ) -> Result<Self, StartError> {
         settings.validate()?;
+        let sealer = Sealer::new(&settings.secrets, &settings.cluster_id);
+        let gossip_stats = Arc::<GossipStats>::default();
+        let clock = engine.clone();
+        let gossip = SealedGossip::new(
+            gossip_socket,
+            sealer.clone(),
+            gossip_stats.clone(),
+            Arc::new(move || clock.now() / MILLI),
+        );
         let generation = engine.generation();
         let mut values = vec![(
             keys::SYNC_ADDR.to_string(),
@@ -303,11 +333,12 @@ impl ClusterNode {
                 dead_node_grace: settings.dead_node_grace,
             },
             values,
-            gossip,
+            &gossip,
         )
         .await?;
         let shared = Arc::new(Shared {
-            sealer: Sealer::new(&settings.secret, &settings.cluster_id),
+            sealer,
+            gossip_stats,
             engine,
             settings,
             generation,
@@ -400,6 +431,11 @@ impl ClusterNode {
     /// Sync statistics, for metrics.
     pub fn stats(&self) -> &SyncStats {
         &self.shared.stats
+    }
+
+    /// Gossip statistics, for metrics.
+    pub fn gossip_stats(&self) -> &GossipStats {
+        &self.shared.gossip_stats
     }
 
     /// The cluster's shape as last seen.

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Value};
-use weir_cluster::frame::FrameError;
+use weir_cluster::frame::{FrameError, Rejections};
 use weir_cluster::membership::keys;
 
 use super::config_sync::Published;
@@ -18,6 +18,8 @@ pub struct PeerFrames {
     pub generation: u64,
     /// When the last frame arrived (engine time).
     pub last_at: Nanos,
+    /// The last frame's send time (the sender's clock).
+    pub last_sent: Nanos,
     /// Its arrival time minus its send time (clock skew included).
     pub lag: i64,
     /// Frames received.
@@ -37,16 +39,8 @@ pub struct SyncStats {
     entries_merged: AtomicU64,
     mismatched: AtomicU64,
     unknown_nodes: AtomicU64,
-    rejected: [AtomicU64; 5],
+    rejected: Rejections,
 }
-
-const REJECTIONS: [FrameError; 5] = [
-    FrameError::Size,
-    FrameError::Header,
-    FrameError::Auth,
-    FrameError::Decode,
-    FrameError::Bounds,
-];
 
 impl SyncStats {
     pub(super) fn sent(&self, entries: usize) {
@@ -72,8 +66,7 @@ impl SyncStats {
     }
 
     pub(super) fn rejected(&self, error: FrameError) {
-        let index = REJECTIONS.iter().position(|e| *e == error).unwrap_or(0);
-        self.rejected[index].fetch_add(1, Ordering::Relaxed);
+        self.rejected.count(error);
     }
 
     /// Every counter by name, and the rejections by reason.
@@ -88,12 +81,7 @@ impl SyncStats {
             ("entries_mismatched", load(&self.mismatched)),
             ("frames_from_unknown_nodes", load(&self.unknown_nodes)),
         ];
-        let rejected = REJECTIONS
-            .iter()
-            .zip(&self.rejected)
-            .map(|(reason, counter)| (reason.reason(), load(counter)))
-            .collect();
-        (counters, rejected)
+        (counters, self.rejected.snapshot())
     }
 }
 
@@ -145,6 +133,9 @@ pub fn describe(shared: &Shared) -> Value {
         "members": members,
         "sync": to_object(counters),
         "rejected": to_object(rejected),
+        "gossip": to_object(shared.gossip_stats.counts()),
+        "gossip_rejected": to_object(shared.gossip_stats.rejected.snapshot()),
+        "keys": shared.settings.secrets.len(),
     })
 }
 

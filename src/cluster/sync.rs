@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
-use weir_cluster::frame::{self, SyncBatch, SyncEntry, SyncLimit, MAX_DATAGRAM};
+use weir_cluster::frame::{self, FrameError, SyncBatch, SyncEntry, SyncLimit, MAX_DATAGRAM};
 use weir_cluster::nodes::ME;
 use weir_cluster::transport::Datagram;
 use weir_cluster::{Column, NodeIdx};
@@ -226,15 +226,38 @@ pub async fn receive_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
             Ok(batch) => merge(&shared, batch),
             Err(error) => {
                 shared.stats.rejected(error);
+                if error == FrameError::OldVersion
+                    && !WARNED_OLD.swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    warn!(%from, "a peer sends counter-sync datagrams in the old HMAC-only format: it runs an older weir and its counts are ignored; upgrade it (docs/operations.md, upgrading)");
+                }
                 debug!(%error, %from, "sync datagram dropped");
             }
         }
     }
 }
 
+/// Set once the old-format warning is logged: it is worth one line, not
+/// one per datagram.
+static WARNED_OLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How far a frame's send time may be from this node's clock: a frame
+/// from further back is a replay or a clock far off, and is dropped.
+pub const REPLAY_WINDOW: Nanos = 30 * SECOND;
+
 /// Merges a peer's batch into the store.
+///
+/// Replays are harmless to the counts: every merge is a max per slot and
+/// column, so an old frame merged again changes nothing. What a replay
+/// could do is make a cut-off peer look reachable; [`Shared::note_frame`]
+/// takes only frames newer than the last as a sign of life, and frames
+/// older than [`REPLAY_WINDOW`] are dropped outright.
 pub fn merge(shared: &Shared, batch: SyncBatch) {
     if batch.from == shared.settings.node_id && batch.generation == shared.generation {
+        return;
+    }
+    if batch.sent_at.abs_diff(shared.engine.now()) > REPLAY_WINDOW {
+        shared.stats.rejected(FrameError::Stale);
         return;
     }
     let Some(node) = shared.engine.nodes().index(&batch.from, batch.generation) else {
@@ -316,7 +339,7 @@ mod tests {
         let batches = pack(origin, 2, entries);
         assert!(batches.len() > 1);
         assert_eq!(batches.iter().map(|b| b.entries.len()).sum::<usize>(), 2000);
-        let sealer = weir_cluster::frame::Sealer::new(b"0123456789abcdef", "c");
+        let sealer = weir_cluster::frame::Sealer::new(&[b"0123456789abcdef"], "c");
         let mut out = Vec::new();
         for batch in &batches {
             sealer.seal(batch, &mut out).unwrap();

@@ -192,7 +192,7 @@ mod tests {
     }
 
     fn sealer() -> Sealer {
-        Sealer::new(b"0123456789abcdef", "test")
+        Sealer::new(&[b"0123456789abcdef"], "test")
     }
 
     #[test]
@@ -228,7 +228,7 @@ mod tests {
             0,
             9,
             "evil",
-            &Sealer::new(b"another-secret-000", "test"),
+            &Sealer::new(&[b"another-secret-000"], "test"),
         );
         let text = serde_json::to_string(&forged).unwrap();
         sync_b.step(&b, &sealer, [(key, text.as_str())].into_iter());

@@ -289,6 +289,20 @@ fn cluster_series(app: &App, snapshot: &mut Snapshot) {
         help,
         labelled("reason", &rejected),
     );
+    let gossip = node.gossip_stats();
+    snapshot.add(
+        "weir_gossip",
+        MetricType::Counter,
+        "Sealed gossip datagrams sent and messages received",
+        labelled("kind", &gossip.counts()),
+    );
+    let help = "Gossip datagrams dropped, by reason (header: unsealed, as from plain chitchat; auth: another secret or cluster; stale: replayed or a clock far off)";
+    snapshot.add(
+        "weir_gossip_rejected",
+        MetricType::Counter,
+        help,
+        labelled("reason", &gossip.rejected.snapshot()),
+    );
     // A frame comes from every live peer each sync interval: an age well
     // past it means the peer is slow or cut off. Never heard: +Inf.
     let ages = node

@@ -285,6 +285,10 @@ fn assignment_of(app: &App, request: &CheckRequest, tier: Option<&str>) -> Optio
         let assigned = app.engine.tier_overlay().assigned(subject, id, now)?;
         (Some(assigned.tier.as_str()) == tier).then(|| {
             let until_ms = assigned.until.map(|n| n.div_ceil(MILLI));
+            let id = match subject {
+                Subject::Token => crate::redact::token(id),
+                _ => id.to_string(),
+            };
             serde_json::json!({ "subject": subject.name(), "id": id, "tier": assigned.tier, "until_ms": until_ms })
         })
     })

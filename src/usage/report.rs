@@ -63,6 +63,15 @@ impl KeyLabel {
         label
     }
 
+    /// The label as people see it: an API token redacted
+    /// ([`crate::redact`]).
+    pub fn shown(mut self) -> Self {
+        if let Some(token) = self.key.token.as_mut() {
+            *token = crate::redact::token(token);
+        }
+        self
+    }
+
     /// The policy or namespace: top keys are kept per group.
     fn group(&self) -> &str {
         self.policy
@@ -178,8 +187,8 @@ fn entries(top: &TopK, tier: Option<&str>) -> Vec<TopEntry> {
     top.ranked()
         .into_iter()
         .map(|(key, counted)| TopEntry {
-            label: KeyLabel::of_store_key(key),
-            key_id: key.to_string(),
+            label: KeyLabel::of_store_key(key).shown(),
+            key_id: crate::redact::store_key(key).into_owned(),
             count: counted.count,
             error: counted.error,
             nodes: 1,

@@ -69,7 +69,15 @@ async fn filters_by_policy_and_tier() {
     let (_, by_token) = usage(&h, "?policy=by_token").await;
     assert_eq!(by_token["totals"]["allowed"], 1);
     assert_eq!(by_token["scopes"][0]["tier"], "paid");
-    assert_eq!(by_token["top_allowed"][0]["key"]["token"], "tok-paid");
+    // API tokens are secrets: listed as a prefix and a stable hash, and so
+    // is the key id that carries them.
+    let listed = &by_token["top_allowed"][0];
+    assert_eq!(listed["key"]["token"], weir::redact::token("tok-paid"));
+    assert!(
+        listed["key"]["token"].as_str().unwrap().starts_with("to…"),
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains("tok-paid"), "{listed}");
     let (_, free) = usage(&h, "?tier=free").await;
     assert_eq!(free["totals"]["allowed"], 1);
     assert_eq!(free["top_allowed"].as_array().unwrap().len(), 1);

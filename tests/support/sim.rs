@@ -1,14 +1,13 @@
 //! Whole weir nodes inside a turmoil simulation: the engine on tokio's
-//! simulated clock, chitchat over a transport on turmoil's UDP, the counter
-//! sync on turmoil's UDP, and the HTTP server on turmoil's TCP. A client
+//! simulated clock, chitchat's sealed gossip and the counter sync on
+//! turmoil's UDP, and the HTTP server on turmoil's TCP. A client
 //! host drives them over HTTP, as users do.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -21,8 +20,6 @@ use weir::cluster::{ClusterNode, Settings};
 use weir::config::Config;
 use weir::engine::Engine;
 use weir::server::{self, App, ServeLimits};
-use weir_cluster::chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
-use weir_cluster::chitchat::ChitchatEnvelope;
 use weir_cluster::transport::Datagram;
 
 /// Simulated Unix time at the start: 2027-01-15.
@@ -49,58 +46,8 @@ default_tier = "t"
 limits = [{ algorithm = "sliding_window", rate = "1000/m" }]
 "#;
 
-/// chitchat's envelope encoding is private to chitchat, so envelopes travel
-/// through this process-wide table and only an 8-byte ticket crosses the
-/// simulated network (and is lost, delayed or partitioned like any other
-/// datagram).
-static ENVELOPES: LazyLock<Mutex<HashMap<u64, ChitchatEnvelope>>> = LazyLock::new(Mutex::default);
-static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
-
-/// chitchat's transport over turmoil's UDP.
-pub struct SimGossip;
-
-struct SimGossipSocket(turmoil::net::UdpSocket);
-
-#[async_trait::async_trait]
-impl Transport for SimGossip {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        Ok(Box::new(SimGossipSocket(
-            turmoil::net::UdpSocket::bind(listen_addr).await?,
-        )))
-    }
-}
-
-#[async_trait::async_trait]
-impl Socket for SimGossipSocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.0.local_addr()?)
-    }
-
-    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
-        let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
-        ENVELOPES.lock().unwrap().insert(ticket, envelope);
-        self.0.send_to(&ticket.to_le_bytes(), to).await?;
-        Ok(SendOutcome { num_bytes_sent: 8 })
-    }
-
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        loop {
-            let mut ticket = [0u8; 8];
-            let (len, from_addr) = self.0.recv_from(&mut ticket).await?;
-            let envelope = ENVELOPES.lock().unwrap().remove(&u64::from_le_bytes(ticket));
-            if let (8, Some(envelope)) = (len, envelope) {
-                return Ok(RecvOutcome {
-                    from_addr,
-                    envelope,
-                    num_bytes_received: 8,
-                });
-            }
-        }
-    }
-}
-
-/// The counter sync over turmoil's UDP; every `duplicate_every`-th datagram
-/// is sent twice (0: never).
+/// A datagram socket on turmoil's UDP, for the counter sync and the sealed
+/// gossip; every `duplicate_every`-th datagram is sent twice (0: never).
 pub struct SimSync {
     socket: turmoil::net::UdpSocket,
     duplicate_every: u64,
@@ -118,6 +65,10 @@ impl Datagram for SimSync {
 
     async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
         self.socket.recv_from(buf).await
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
     }
 }
 
@@ -226,7 +177,7 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
     let settings = Settings {
         node_id: spec.name.to_string(),
         cluster_id: "sim".into(),
-        secret: b"simulated-cluster-secret".to_vec(),
+        secrets: vec![b"simulated-cluster-secret".to_vec()],
         gossip_addr: wildcard(GOSSIP_PORT),
         advertise_addr: SocketAddr::new(ip, GOSSIP_PORT),
         sync_addr: wildcard(SYNC_PORT),
@@ -246,7 +197,12 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
         duplicate_every: spec.duplicate_every,
         sent: AtomicU64::new(0),
     };
-    let node = Arc::new(ClusterNode::start(engine.clone(), settings, &SimGossip, sync).await?);
+    let gossip = SimSync {
+        socket: turmoil::net::UdpSocket::bind(wildcard(GOSSIP_PORT)).await?,
+        duplicate_every: 0,
+        sent: AtomicU64::new(0),
+    };
+    let node = Arc::new(ClusterNode::start(engine.clone(), settings, gossip, sync).await?);
     let alerts = Alerts::install(engine.clone());
     alerts.set_cluster(&node);
     tokio::spawn(alerts.clone().run());

@@ -1,0 +1,89 @@
+//! API tokens are secrets. Wherever weir shows a key to people (the usage
+//! API and dashboard, alert records and webhooks), a token shows as a short
+//! prefix and a stable hash, unless the operator turned that off with
+//! `--show-tokens`. The hash is the same on every node and across restarts,
+//! so a redacted token still identifies one caller.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// Marks a redacted token: a token value itself never holds it.
+pub const MARK: char = '…';
+
+static SHOW: AtomicBool = AtomicBool::new(false);
+
+/// Shows tokens in full (`--show-tokens`), or redacts them (the default).
+pub fn show_tokens(show: bool) {
+    SHOW.store(show, Ordering::Relaxed);
+}
+
+/// `value` as shown: up to four leading characters (none for a short
+/// token), [`MARK`], and eight hex digits of its SHA-256.
+pub fn token(value: &str) -> String {
+    if SHOW.load(Ordering::Relaxed) {
+        return value.to_string();
+    }
+    let hash = Sha256::digest(value.as_bytes());
+    let shown = value.chars().count() / 4;
+    let prefix: String = value.chars().take(shown.min(4)).collect();
+    let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{MARK}{hex}")
+}
+
+/// A store key as shown: its token attribute (`t…`, see
+/// `engine::resolve`) redacted.
+pub fn store_key(key: &str) -> Cow<'_, str> {
+    if SHOW.load(Ordering::Relaxed) || !key.split('\0').any(|part| part.starts_with('t')) {
+        return Cow::Borrowed(key);
+    }
+    let parts: Vec<Cow<'_, str>> = key
+        .split('\0')
+        .enumerate()
+        .map(|(i, part)| match part.strip_prefix('t') {
+            // The first parts are the policy and tier (or namespace), not
+            // attributes.
+            Some(value) if i >= attrs_start(key) => Cow::Owned(format!("t{}", token(value))),
+            _ => Cow::Borrowed(part),
+        })
+        .collect();
+    Cow::Owned(parts.join("\0"))
+}
+
+/// Index of the first attribute part: after `policy NUL tier`, or after
+/// `SOH namespace`.
+fn attrs_start(key: &str) -> usize {
+    match key.starts_with('\u{1}') {
+        true => 1,
+        false => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_keeps_a_short_prefix_and_a_stable_hash() {
+        let shown = token("sk_live_4eC39HqLyjWDarjtT1zdp7dc");
+        assert!(shown.starts_with("sk_l…"), "{shown}");
+        assert_eq!(shown.len(), "sk_l".len() + MARK.len_utf8() + 8);
+        assert_eq!(shown, token("sk_live_4eC39HqLyjWDarjtT1zdp7dc"));
+        assert_ne!(shown, token("sk_live_4eC39HqLyjWDarjtT1zdp7dd"));
+        assert!(token("abc").starts_with(MARK));
+    }
+
+    #[test]
+    fn only_the_token_attribute_of_a_store_key_is_redacted() {
+        let key = "tiered\0team\0tsk_live_secret_value\0uteam";
+        let shown = store_key(key);
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.starts_with("tiered\0team\0tsk_l…"), "{shown}");
+        assert!(shown.ends_with("\0uteam"));
+        // A tier or policy that starts with "t" is not an attribute.
+        assert_eq!(store_key("trial\0tier\0uann"), "trial\0tier\0uann");
+        let inline = store_key("\u{1}drf:token\0tabcdefgh12345678");
+        assert!(!inline.contains("abcdefgh12345678"), "{inline}");
+    }
+}
