@@ -52,7 +52,7 @@ check "not root" has "$default" "runAsNonRoot: true"
 
 configured=$(render --set-file config=src/config/default.toml)
 check "a config becomes a ConfigMap" has "$configured" "kind: ConfigMap"
-check "and is passed to weir" has "$configured" "--config=/etc/weir/weir.toml"
+check "and is passed to weir" has "$configured" "--config=/etc/weir/config/weir.toml"
 config_file=$(mktemp)
 render --set-file config=src/config/default.toml --show-only templates/configmap.yaml \
     | sed -n '/weir.toml: |/,$p' | tail -n +2 | sed 's/^    //' >"$config_file"
@@ -82,6 +82,15 @@ check "reaching weir's environment" has "$cluster" "name: WEIR_CLUSTER_SECRET"
 check "a headless Service that lists starting pods" has "$cluster" "publishNotReadyAddresses: true"
 existing_cluster=$(render --set replicaCount=2 --set cluster.secret.existingSecret=ours)
 check "an existing cluster Secret is used" has "$existing_cluster" "name: ours"
+
+check "no TLS by default" lacks "$default" "--tls-cert"
+check "probes over HTTP by default" has "$default" "scheme: HTTP"
+tls=$(render --set tls.existingSecret=weir-tls --set-file config=src/config/default.toml)
+check "a TLS Secret is mounted" has "$tls" "secretName: weir-tls"
+check "and given to weir" has "$tls" "--tls-cert=/etc/weir/tls/tls.crt"
+check "with its key" has "$tls" "--tls-key=/etc/weir/tls/tls.key"
+check "probes use HTTPS" has "$tls" "scheme: HTTPS"
+check "beside the config" has "$tls" "mountPath: /etc/weir/config"
 
 check "no snapshots by default" lacks "$default" "WEIR_SNAPSHOT"
 redis_snapshots=$(render --set snapshot.url.value=redis://:pw@redis:6379/0)

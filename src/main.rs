@@ -11,12 +11,14 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 
+use axum::serve::ListenerExt;
 use weir::alerts::Alerts;
 use weir::clock::QuantaClock;
 use weir::cluster::{ClusterNode, Settings};
 use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
 use weir::server::binary::{self, BinaryLimits};
+use weir::server::tls::{self, TlsFiles, TlsListener};
 use weir::server::{self, App, ServeLimits};
 use weir::snapshot::{self, Snapshots};
 use weir::usage::{Usage, UsageSettings};
@@ -74,6 +76,13 @@ struct ServeArgs {
     /// together as "*".
     #[arg(long, env = "WEIR_USAGE_MAX_NAMESPACES", default_value_t = 32)]
     usage_max_namespaces: usize,
+    /// PEM certificate chain (leaf first): serve HTTP and the binary
+    /// protocol over TLS. Reloaded on SIGHUP.
+    #[arg(long, env = "WEIR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Most open connections, HTTP and binary each.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -206,7 +215,7 @@ impl ClusterArgs {
         Ok(secrets)
     }
 
-    fn settings(&self, http_addr: SocketAddr) -> anyhow::Result<Option<Settings>> {
+    fn settings(&self, http_addr: SocketAddr, http_tls: bool) -> anyhow::Result<Option<Settings>> {
         let secrets = self.secrets()?;
         if secrets.is_empty() {
             if !self.seeds.is_empty() {
@@ -239,6 +248,7 @@ impl ClusterArgs {
             gossip_interval: Duration::from_millis(self.gossip_interval_ms),
             dead_node_grace: Duration::from_secs(self.dead_node_grace_secs),
             http_addr: Some(http_addr),
+            http_tls,
         };
         settings.validate()?;
         Ok(Some(settings))
@@ -333,8 +343,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
     let config = load(args.config.as_deref())?;
     weir::redact::show_tokens(args.show_tokens);
-    let cluster = args.cluster.settings(args.http_addr)?;
+    let cluster = args.cluster.settings(args.http_addr, args.tls_cert.is_some())?;
     let snapshot_settings = args.snapshot.settings(&args.cluster)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(TlsFiles::load(cert.clone(), key.clone()).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let engine = Arc::new(Engine::new(config, Arc::new(QuantaClock::new())));
@@ -385,9 +401,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let binary = tokio::net::TcpListener::bind(args.bin_addr)
             .await
             .with_context(|| format!("binding {}", args.bin_addr))?;
-        info!(http = %listener.local_addr()?, binary = %binary.local_addr()?, config = ?args.config, "listening");
+        info!(http = %listener.local_addr()?, binary = %binary.local_addr()?, tls = tls.is_some(), config = ?args.config, "listening");
         let sweeper = tokio::spawn(server::sweep_every(engine.clone(), Duration::from_secs(10)));
-        let reloader = tokio::spawn(reload_on_hangup(engine.clone(), args.config, snapshots.clone()));
+        let reloads = Reloads {
+            config: args.config,
+            snapshots: snapshots.clone(),
+            tls: tls.clone(),
+        };
+        let reloader = tokio::spawn(reload_on_hangup(engine.clone(), reloads));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signalled = shutdown_signal()?;
         tokio::spawn(async move {
@@ -402,12 +423,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             ..BinaryLimits::default()
         };
-        let binary = tokio::spawn(binary::run(binary, engine, binary_limits, until_stopped(stopped.clone())));
         let limits = ServeLimits {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),
         };
-        server::run(listener, app.clone(), limits, until_stopped(stopped)).await?;
+        let binary_stopped = until_stopped(stopped.clone());
+        let binary = match &tls {
+            Some(files) => {
+                let binary = TlsListener::new(binary, files.clone(), binary::tls_required_reply())?;
+                tokio::spawn(binary::run(binary, engine, binary_limits, binary_stopped))
+            }
+            None => {
+                let binary = binary.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(binary::run(binary, engine, binary_limits, binary_stopped))
+            }
+        };
+        match &tls {
+            Some(files) => {
+                let listener = TlsListener::new(listener, files.clone(), tls::http_plaintext_reply())?;
+                server::run(listener, app.clone(), limits, until_stopped(stopped)).await?;
+            }
+            None => server::run(listener, app.clone(), limits, until_stopped(stopped)).await?,
+        }
         binary.await.context("binary server")??;
         alerting.abort();
         let _ = alerting.await;
@@ -447,15 +486,33 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Reloads the config file on every SIGHUP; a bad file is logged and the
-/// running config kept.
-async fn reload_on_hangup(engine: Arc<Engine>, path: Option<PathBuf>, snapshots: Option<Arc<Snapshots>>) {
+/// What SIGHUP reloads.
+struct Reloads {
+    /// The config file, if any.
+    config: Option<PathBuf>,
+    /// Told which config file was loaded.
+    snapshots: Option<Arc<Snapshots>>,
+    /// The TLS certificate and key, if any.
+    tls: Option<Arc<TlsFiles>>,
+}
+
+/// Reloads the config file and the TLS certificate on every SIGHUP; a bad
+/// file is logged and the running one kept.
+async fn reload_on_hangup(engine: Arc<Engine>, reloads: Reloads) {
+    let Reloads {
+        config: path,
+        snapshots,
+        tls,
+    } = reloads;
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         warn!("cannot watch SIGHUP; reload with PUT /v1/config instead");
         return;
     };
     while hangups.recv().await.is_some() {
+        if let Some(tls) = &tls {
+            tls.reload();
+        }
         let Some(path) = path.as_deref() else {
             info!("SIGHUP: no config file to reload; keeping the built-in config");
             continue;

@@ -70,6 +70,9 @@ pub struct Settings {
     pub dead_node_grace: Duration,
     /// This node's HTTP address, gossiped for operators.
     pub http_addr: Option<SocketAddr>,
+    /// Whether the nodes serve HTTP over TLS (`--tls-cert`): peers then
+    /// speak TLS to each other's HTTP port.
+    pub http_tls: bool,
 }
 
 /// Why a node could not join its cluster.
@@ -376,6 +379,11 @@ impl ClusterNode {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.shared.settings.node_id
+    }
+
+    /// Whether peers' HTTP ports speak TLS.
+    pub fn http_tls(&self) -> bool {
+        self.shared.settings.http_tls
     }
 
     /// Peers still in the member list and not leaving: id, the HTTP

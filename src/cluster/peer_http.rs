@@ -3,6 +3,11 @@
 //! alerts APIs merge peers' answers) and a POST (an alarm forwarded to the
 //! node that owns it). The signature covers the path, the query, the body
 //! and the time.
+//!
+//! When the nodes serve TLS (`--tls-cert`), peers speak TLS to each other:
+//! the exchange is encrypted, but the peer's certificate is not checked
+//! (nodes dial each other by IP, which certificates rarely name); the
+//! signature is what authenticates a request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,9 +83,17 @@ async fn exchange(
         node.sign_peer_request(&signed_text(path_and_query, &body), now)
     );
     let request = async {
-        let stream = crate::net::connect(&addr.ip().to_string(), addr.port())
+        let mut stream = crate::net::connect(&addr.ip().to_string(), addr.port())
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        if node.http_tls() {
+            let server = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(unverified_tls())
+                .connect(server, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            stream = Box::new(tls);
+        }
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
@@ -111,6 +124,64 @@ async fn exchange(
     tokio::time::timeout(deadline, request)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} ms", deadline.as_millis())))
+}
+
+/// A TLS client that checks a peer's handshake signatures but not its
+/// certificate chain (see the module docs).
+fn unverified_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyPeerCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyPeerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyPeerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Whether `headers` carry a valid, fresh peer signature of

@@ -17,11 +17,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::Listener;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::metrics::SERVER;
 use crate::engine::{CheckError, CheckRequest, Engine};
@@ -61,12 +61,16 @@ impl Default for BinaryLimits {
 ///
 /// # Errors
 /// Never for a client's behaviour; accept errors are logged and retried.
-pub async fn run(
-    listener: TcpListener,
+pub async fn run<L>(
+    mut listener: L,
     engine: Arc<Engine>,
     limits: BinaryLimits,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -81,25 +85,18 @@ pub async fn run(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let engine = engine.clone();
-                let stopped = stopped.clone();
-                connections.spawn(async move {
-                    SERVER.binary_connections.inc();
-                    if let Err(err) = serve_connection(stream, &engine, limits, stopped).await {
-                        debug!(%peer, error = %err, "binary connection ended");
-                    }
-                    SERVER.binary_connections.dec();
-                    drop(permit);
-                });
+        // The listener retries failed accepts itself.
+        let (stream, peer) = accepted;
+        let engine = engine.clone();
+        let stopped = stopped.clone();
+        connections.spawn(async move {
+            SERVER.binary_connections.inc();
+            if let Err(err) = serve_connection(stream, &engine, limits, stopped).await {
+                debug!(?peer, error = %err, "binary connection ended");
             }
-            Err(err) => {
-                warn!(error = %err, "binary accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+            SERVER.binary_connections.dec();
+            drop(permit);
+        });
         while connections.try_join_next().is_some() {}
     }
     info!(open = connections.len(), "binary server shutting down");
@@ -124,6 +121,13 @@ fn reply<T: bincode::Encode>(opcode: Opcode, request_id: u64, body: &T) -> Vec<u
         body: encode(body),
     }
     .to_bytes()
+}
+
+/// What a client speaking plaintext to a TLS binary port reads: an error
+/// frame, so that a binary client reports it as such.
+pub fn tls_required_reply() -> Vec<u8> {
+    let message = "this port speaks TLS: connect with TLS".to_string();
+    error_reply(0, "tls_required", message, true).bytes
 }
 
 fn error_reply(request_id: u64, code: &str, message: String, fatal: bool) -> Reply {

@@ -10,6 +10,7 @@
 //! - [`dashboard`]: the web page, embedded.
 //! - [`headers`]: rate-limit headers from a decision.
 //! - [`listener`]: the capped, idle-timing listener wrapper.
+//! - [`tls`]: TLS on the client listeners, reloaded on SIGHUP.
 //! - [`error`]: JSON errors.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod process;
+pub mod tls;
 pub mod usage;
 
 use std::future::Future;

@@ -191,6 +191,7 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
         gossip_interval: Duration::from_millis(200),
         dead_node_grace: Duration::from_secs(30),
         http_addr: Some(SocketAddr::new(ip, HTTP_PORT)),
+        http_tls: false,
     };
     let sync = SimSync {
         socket: turmoil::net::UdpSocket::bind(wildcard(SYNC_PORT)).await?,

@@ -48,17 +48,29 @@ def free_port() -> int:
 class WeirServer:
     """A running ``weir serve``."""
 
-    def __init__(self, binary: Path, config: Path, bin_port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        config: Path,
+        bin_port: int | None = None,
+        *,
+        extra: tuple[str, ...] = (),
+        ca_bundle: str | None = None,
+    ) -> None:
+        """``ca_bundle``: weir serves TLS (given in ``extra``) signed by it."""
         self.port = free_port()
         self.bin_port = bin_port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if ca_bundle else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         command = [str(binary), "serve", "--config", str(config)]
         command += ["--http-addr", f"127.0.0.1:{self.port}", "--bin-addr", f"127.0.0.1:{self.bin_port}"]
+        command += list(extra)
         # A standalone node, whatever cluster settings the caller's shell has.
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_CLUSTER") and k != "WEIR_SEEDS"}
         quiet = subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=quiet, stderr=quiet, env=env)
-        http = urllib3.PoolManager(retries=False, timeout=1.0)
+        tls = {"ca_certs": ca_bundle} if ca_bundle else {}
+        http = urllib3.PoolManager(retries=False, timeout=1.0, **tls)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

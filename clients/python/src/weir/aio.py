@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl as ssl_module
 from collections.abc import Sequence
 
 from weir import protocol
@@ -43,6 +44,7 @@ class _Connection:
         self.task = asyncio.create_task(self._read_replies())
 
     async def _read_replies(self) -> None:
+        failure: Exception = ConnectionError("weir connection closed")
         try:
             while True:
                 prefix = await self.reader.readexactly(4)
@@ -50,19 +52,29 @@ class _Connection:
                 if length > protocol.MAX_FRAME:
                     raise protocol.ProtocolError("reply frame too large")
                 op, request_id, body = protocol.parse_frame(await self.reader.readexactly(length))
+                if request_id == 0 and op == protocol.Op.ERROR:
+                    # About the connection, not a request (such as a TLS
+                    # port reached without TLS): every waiter gets it.
+                    error = protocol.decode_error(body)
+                    raise protocol.ProtocolError(
+                        f"weir refused the connection: {error['code']}: {error['message']}"
+                    )
                 waiter = self.pending.pop(request_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result((op, body))
-        except (OSError, asyncio.IncompleteReadError, protocol.ProtocolError) as error:
+        except protocol.ProtocolError as error:
+            log.debug("weir connection closed: %r", error)
+            failure = error
+        except (OSError, asyncio.IncompleteReadError) as error:
             log.debug("weir connection closed: %r", error)
         finally:
-            self._fail_pending()
+            self._fail_pending(failure)
 
-    def _fail_pending(self) -> None:
+    def _fail_pending(self, error: Exception) -> None:
         self.alive = False
         for waiter in self.pending.values():
             if not waiter.done():
-                waiter.set_exception(ConnectionError("weir connection closed"))
+                waiter.set_exception(error)
         self.pending.clear()
         self.writer.close()
 
@@ -96,6 +108,8 @@ class AsyncClient:
         connect_timeout: deadline for opening a connection.
         failure_mode, local_rate, local_share, closed_retry_after: as for
             :class:`weir.Client`.
+        ssl: a client context for a weir serving TLS (``--tls-cert``), such
+            as ``ssl.create_default_context(cafile="ca.pem")``.
     """
 
     def __init__(
@@ -110,9 +124,11 @@ class AsyncClient:
         local_rate: str = "60/minute",
         local_share: float = 1.0,
         closed_retry_after: float = 1.0,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self._ssl = ssl
         self.timeout = timeout
         self.failure_mode: FailureMode = failure_mode
         self._connect_timeout = connect_timeout
@@ -144,7 +160,7 @@ class AsyncClient:
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self._connect_timeout
+            asyncio.open_connection(self.host, self.port, ssl=self._ssl), self._connect_timeout
         )
         connection = _Connection(reader, writer)
         hello = protocol.encode_hello({"version": protocol.VERSION, "client": "weir-python"})

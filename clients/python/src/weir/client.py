@@ -61,6 +61,8 @@ class Client:
         local_rate: the in-process limit for named policies in local mode.
         local_share: the fraction of each limit a process allows in local
             mode.
+        ca_bundle: for an ``https://`` URL, a PEM file of the CA
+            certificates that sign weir's (default: the system's).
     """
 
     def __init__(
@@ -73,10 +75,14 @@ class Client:
         local_rate: str = "60/minute",
         local_share: float = 1.0,
         closed_retry_after: float = 1.0,
+        ca_bundle: str | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("url must be http:// or https://")
         self.url = url.rstrip("/")
+        self._ca_bundle = ca_bundle
         self.timeout = timeout
         self.failure_mode: FailureMode = failure_mode
         self._pool_size = pool_size
@@ -95,10 +101,12 @@ class Client:
         with self._lock:
             if self._pool is None or self._pid != pid:
                 # A new process (or the first use): its own sockets and state.
+                tls = {"ca_certs": self._ca_bundle} if self._ca_bundle else {}
                 self._pool = urllib3.PoolManager(
                     maxsize=self._pool_size,
                     retries=False,
                     timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
+                    **tls,
                 )
                 self._fallback.reset()
                 self._down_until = 0.0

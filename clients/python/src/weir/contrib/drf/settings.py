@@ -18,6 +18,7 @@ from weir.rates import parse_rate
 
 DEFAULTS: dict[str, Any] = {
     "URL": "http://127.0.0.1:7700",
+    "CA_BUNDLE": None,
     "TIMEOUT": 0.1,
     "FAILURE_MODE": "open",
     "HEADERS": "both",
@@ -40,6 +41,7 @@ class WeirSettings:
     """The ``WEIR`` dict, validated, with defaults filled in."""
 
     url: str
+    ca_bundle: str | None
     timeout: float
     failure_mode: str
     headers: str
@@ -63,6 +65,9 @@ def problems(raw: Any) -> list[str]:
     url = merged["URL"]
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         found.append("WEIR['URL'] must be an http:// or https:// URL")
+    ca_bundle = merged["CA_BUNDLE"]
+    if ca_bundle is not None and not isinstance(ca_bundle, str):
+        found.append("WEIR['CA_BUNDLE'] must be the path of a PEM file of CA certificates, or None")
     timeout = merged["TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         found.append("WEIR['TIMEOUT'] must be a positive number of seconds")
@@ -135,6 +140,7 @@ def _parse(raw: Any) -> WeirSettings:
         tier_function = import_string(tier_function)
     return WeirSettings(
         url=merged["URL"],
+        ca_bundle=merged["CA_BUNDLE"],
         timeout=float(merged["TIMEOUT"]),
         failure_mode=merged["FAILURE_MODE"],
         headers=merged["HEADERS"],

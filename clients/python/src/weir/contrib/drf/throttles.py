@@ -33,7 +33,7 @@ _clients_lock = threading.Lock()
 def client_for(conf: settings.WeirSettings) -> Client:
     """This process's client for these settings, made on first use (after
     gunicorn has forked, and again if the settings change)."""
-    key = (conf.url, conf.timeout, conf.failure_mode, conf.local_rate, conf.local_share)
+    key = (conf.url, conf.timeout, conf.failure_mode, conf.local_rate, conf.local_share, conf.ca_bundle)
     client = _clients.get(key)
     if client is None:
         with _clients_lock:
@@ -45,6 +45,7 @@ def client_for(conf: settings.WeirSettings) -> Client:
                     failure_mode=conf.failure_mode,  # type: ignore[arg-type]
                     local_rate=conf.local_rate,
                     local_share=conf.local_share,
+                    ca_bundle=conf.ca_bundle,
                 )
                 _clients[key] = client
     return client
