@@ -353,6 +353,58 @@ mod tests {
         assert!(!fresh(1_000_001 + REPLAY_WINDOW_MS, 1_000_000));
     }
 
+    fn sealed(clock: Clock, stats: Arc<GossipStats>) -> SealedGossip<tokio::net::UdpSocket> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let socket = tokio::net::UdpSocket::from_std(socket).unwrap();
+        SealedGossip::new(socket, Sealer::new(&[b"0123456789abcdef"], "c"), stats, clock)
+    }
+
+    fn message(cluster_id: &str) -> ChitchatMessage {
+        ChitchatMessage::Syn {
+            cluster_id: cluster_id.to_string(),
+            digest: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_message_arrives_whole_and_a_replay_past_the_window_is_dropped() {
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let clock: Clock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::Relaxed))
+        };
+        let stats = Arc::<GossipStats>::default();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut sender = sealed(clock.clone(), Arc::default()).open(any).await.unwrap();
+        let receiving = sealed(clock, stats.clone());
+        let to = receiving
+            .socket
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut receiver = receiving.open(any).await.unwrap();
+
+        // A message larger than one piece: a Syn whose cluster id is long.
+        let long = "x".repeat(65_000);
+        sender.send(to, message(&long)).await.unwrap();
+        let (_, got) = receiver.recv().await.unwrap();
+        assert_eq!(got, message(&long));
+
+        // The same kind of message, sent with a clock 31 s behind: dropped.
+        now.fetch_sub(REPLAY_WINDOW_MS + 1_000, Ordering::Relaxed);
+        sender.send(to, message("late")).await.unwrap();
+        now.fetch_add(REPLAY_WINDOW_MS + 1_000, Ordering::Relaxed);
+        sender.send(to, message("fresh")).await.unwrap();
+        let (_, got) = receiver.recv().await.unwrap();
+        assert_eq!(got, message("fresh"));
+        let stale = stats.rejected.snapshot().into_iter().find(|(r, _)| *r == "stale");
+        assert_eq!(stale, Some(("stale", 1)));
+    }
+
     #[test]
     fn pieces_come_together_in_any_order_and_strays_stay_bounded() {
         let mut waiting = Reassembly::default();
