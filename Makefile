@@ -3,19 +3,20 @@
 # Python 3.11, Go, Node 20 and make; `make test` installs what else the tests
 # need (the Python packages into clients/python/.venv, helm into target/tools,
 # the dashboard's npm packages into dashboard/node_modules, Debian's chromium,
-# redis-server and tcpdump).
+# redis-server, tcpdump and buildah).
 
+SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := clients/python/.venv
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test lint rust-tests python-tests helm-tests prometheus-tests dashboard dashboard-tests bench
+.PHONY: run test lint rust-tests python-tests helm-tests prometheus-tests dashboard dashboard-tests image image-tests bench
 
 run: dashboard
 	$(CARGO) run --release --bin weir -- serve
 
-test: dashboard lint rust-tests python-tests helm-tests prometheus-tests dashboard-tests
+test: dashboard lint rust-tests python-tests helm-tests prometheus-tests dashboard-tests image-tests
 
 # The web page: TypeScript and uPlot bundled into dashboard/dist, which the
 # weir binary embeds when it is built (see build.rs).
@@ -32,7 +33,10 @@ PROMTOOL_VERSION := v0.303.1
 PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(TARGET_DIR)/tools/promtool)
 
 prometheus-tests: $(PROMTOOL)
-	$(PROMTOOL) check rules docs/prometheus/weir-alerts.yml
+	$(PROMTOOL) check rules helm/weir/files/weir-alerts.yml
+	source helm/helm.sh && "$$HELM" template t helm/weir --set metrics.prometheusRule.enabled=true \
+	  --show-only templates/monitoring.yaml | sed -n '/^spec:/,$$p' | tail -n +2 | sed 's/^  //' >$(TARGET_DIR)/chart-rules.yml
+	$(PROMTOOL) check rules $(TARGET_DIR)/chart-rules.yml
 
 $(TARGET_DIR)/tools/promtool:
 	mkdir -p $(TARGET_DIR)/tools/promtool-build
@@ -45,6 +49,17 @@ dashboard-tests: dashboard
 	$(CARGO) build --bin weir --locked
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	cd dashboard && WEIR_BIN=$(TARGET_DIR)/debug/weir npm test
+
+# The container image weir:<version>: a release build laid out FROM scratch
+# and built with buildah (Debian's package, installed when missing).
+image: dashboard
+	$(CARGO) build --release --locked --bin weir
+	command -v buildah >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah)
+	bash image/rootfs.sh
+
+# The image's own weir, run from its root filesystem with the chart's flags.
+image-tests: image
+	bash image/test.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -4,20 +4,8 @@
 # Installs helm from the Go module proxy into target/tools when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HELM_VERSION=v3.19.0
 WEIR=${WEIR_BIN:-target/debug/weir}
-
-if [ -n "${HELM:-}" ]; then :
-elif command -v helm >/dev/null 2>&1; then HELM=helm
-else
-    TOOLS="$PWD/target/tools"
-    if [ ! -x "$TOOLS/helm" ]; then
-        mkdir -p "$TOOLS"
-        echo "installing helm $HELM_VERSION into $TOOLS (go install)"
-        GOBIN="$TOOLS" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-    fi
-    HELM="$TOOLS/helm"
-fi
+source helm/helm.sh
 
 passed=0
 failed=0
@@ -73,6 +61,7 @@ check "with a reason" bash -c "'$HELM' template t helm/weir --set replicaCount=3
 check "a short secret is refused" bash -c "! '$HELM' template t helm/weir --set replicaCount=3 --set cluster.secret.value=short"
 cluster=$(render --set replicaCount=3 --set cluster.secret.value=0123456789abcdef0123)
 check "three replicas" has "$cluster" "replicas: 3"
+check "at most one down at a time" has "$cluster" "maxUnavailable: 1"
 check "seeded by the headless Service" has "$cluster" "--seed=t-weir-peers.default.svc.cluster.local:7702"
 check "advertising the pod IP" has "$cluster" '--advertise-addr=$(POD_IP):7702'
 check "the gossip port (UDP)" has "$cluster" "containerPort: 7702"
@@ -82,6 +71,25 @@ check "reaching weir's environment" has "$cluster" "name: WEIR_CLUSTER_SECRET"
 check "a headless Service that lists starting pods" has "$cluster" "publishNotReadyAddresses: true"
 existing_cluster=$(render --set replicaCount=2 --set cluster.secret.existingSecret=ours)
 check "an existing cluster Secret is used" has "$existing_cluster" "name: ours"
+
+check "the image built by make image by default" has "$default" "image: \"weir:0.1.0\""
+check "values of the wrong type are refused" bash -c "'$HELM' template t helm/weir --set replicaCount=three 2>&1 | grep -q 'want integer'"
+check "unknown values are refused" bash -c "'$HELM' template t helm/weir --set replicas=3 2>&1 | grep -q \"additional properties 'replicas'\""
+check "a pre-stop pause" has "$default" "sleep:"
+check "no disruption budget for one pod" lacks "$default" "PodDisruptionBudget"
+check "a NetworkPolicy" has "$default" "kind: NetworkPolicy"
+check "that admits only the release's pods to the sync port" bash -c "
+    '$HELM' template t helm/weir --show-only templates/networkpolicy.yaml | grep -B12 'port: 7703' | grep -q 'podSelector:'"
+check "no Prometheus Operator objects by default" lacks "$default" "monitoring.coreos.com"
+monitored=$(render --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true \
+    --set metrics.grafanaDashboard.enabled=true)
+check "a ServiceMonitor" has "$monitored" "kind: ServiceMonitor"
+check "a PrometheusRule with the shipped rules" has "$monitored" "alert: WeirSnapshotRefused"
+check "the Grafana dashboard for the sidecar" has "$monitored" 'grafana_dashboard: "1"'
+check "holding the dashboard" has "$monitored" "weir_checks_total"
+read_token=$(render --set readToken.value=r3ad)
+check "a read token from a Secret" has "$read_token" "name: WEIR_READ_TOKEN"
+check "memory requested for the default key cap" has "$default" "memory: 384Mi"
 
 check "no TLS by default" lacks "$default" "--tls-cert"
 check "probes over HTTP by default" has "$default" "scheme: HTTP"
@@ -106,9 +114,9 @@ file_snapshots=$(render --set snapshot.url.value=file:///var/lib/weir/snapshot -
 check "a file snapshot gets a volume per pod" has "$file_snapshots" "volumeClaimTemplates"
 check "mounted where the URL points" has "$file_snapshots" "mountPath: /var/lib/weir"
 check "and writable by weir's group" has "$file_snapshots" "fsGroup: 65532"
+snapshot_flags=$(sed -n 's/^ *- \(--snapshot-[a-z]*=.*\)$/\1/p' <<<"$redis_snapshots" | tr '\n' ' ')
 check "the chart's snapshot flags are flags weir accepts" bash -c "
-    flags=\$(sed -n 's/^ *- \\(--snapshot-[a-z]*=.*\\)\$/\\1/p' <<<'$redis_snapshots' | tr '\\n' ' ')
-    [ -n \"\$flags\" ] && '$WEIR' serve \$flags --help >/dev/null"
+    [ -n '$snapshot_flags' ] && '$WEIR' serve $snapshot_flags --help >/dev/null"
 
 # The flags the chart passes are flags weir accepts: run them (with local
 # addresses) and ask the node for its cluster view.

@@ -118,11 +118,11 @@ fn rule_expressions(text: &str) -> Vec<String> {
 #[test]
 fn every_series_the_grafana_dashboard_and_alerting_rules_query_exists() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let dashboard = std::fs::read_to_string(format!("{root}/docs/grafana/weir-dashboard.json")).unwrap();
+    let dashboard = std::fs::read_to_string(format!("{root}/helm/weir/files/weir-dashboard.json")).unwrap();
     let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
     let mut exprs = Vec::new();
     expressions(&dashboard, &mut exprs);
-    let rules = std::fs::read_to_string(format!("{root}/docs/prometheus/weir-alerts.yml")).unwrap();
+    let rules = std::fs::read_to_string(format!("{root}/helm/weir/files/weir-alerts.yml")).unwrap();
     let rule_exprs = rule_expressions(&rules);
     assert!(rule_exprs.len() >= 6, "{rule_exprs:?}");
     exprs.extend(rule_exprs);

@@ -23,6 +23,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.adminToken.existingSecret | default (printf "%s-admin" (include "weir.fullname" .)) -}}
 {{- end -}}
 
+{{- define "weir.readSecret" -}}
+{{- .Values.readToken.existingSecret | default (printf "%s-read" (include "weir.fullname" .)) -}}
+{{- end -}}
+
 {{- define "weir.clusterSecret" -}}
 {{- .Values.cluster.secret.existingSecret | default (printf "%s-cluster" (include "weir.fullname" .)) -}}
 {{- end -}}
