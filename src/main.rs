@@ -193,7 +193,6 @@ impl ClusterArgs {
             .unwrap_or_else(|| format!("weir-{}", self.gossip_addr.port()))
     }
 
-    /// The cluster settings, or `None` for a standalone node.
     /// The keyring: the flags' secrets, then the file's.
     fn secrets(&self) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut secrets: Vec<Vec<u8>> = self
@@ -215,6 +214,7 @@ impl ClusterArgs {
         Ok(secrets)
     }
 
+    /// The cluster settings, or `None` for a standalone node.
     fn settings(&self, http_addr: SocketAddr, http_tls: bool) -> anyhow::Result<Option<Settings>> {
         let secrets = self.secrets()?;
         if secrets.is_empty() {

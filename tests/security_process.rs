@@ -49,9 +49,12 @@ fn start(id: &str, seeds: &[String], secrets: &[&str], extra: &[&str]) -> Node {
         flags.extend(["--cluster-secret", secret]);
     }
     flags.extend_from_slice(extra);
+    // The keyring comes from the flags (or a file in `extra`) alone, not
+    // from the test cluster's environment.
     let launch = Launch {
         seeds,
         extra: &flags,
+        standalone: true,
         ..Launch::default()
     };
     Node::launch(id, &config, Addrs::loopback(), &launch)
@@ -265,7 +268,26 @@ fn a_secret_rotates_over_three_nodes_one_restart_at_a_time() {
                 }
             }
             let seeds = vec![nodes[(i + 1) % ids.len()].gossip.clone()];
-            nodes[i] = start(ids[i], &seeds, keyring, &["--dead-node-grace-secs", "2"]);
+            nodes[i] = match stage {
+                // The last stage reads its keyring from a file, as a
+                // mounted Secret would be.
+                2 => {
+                    let file = std::env::temp_dir().join(format!("weir-keyring-{}", std::process::id()));
+                    std::fs::write(
+                        &file,
+                        format!("# the cluster's keyring\n{}\n", keyring.join("\n")),
+                    )
+                    .unwrap();
+                    let path = file.to_str().unwrap().to_string();
+                    start(
+                        ids[i],
+                        &seeds,
+                        &[],
+                        &["--dead-node-grace-secs", "2", "--cluster-secret-file", &path],
+                    )
+                }
+                _ => start(ids[i], &seeds, keyring, &["--dead-node-grace-secs", "2"]),
+            };
             wait_for_members(&nodes.iter().collect::<Vec<_>>(), 3);
             // Both sides of the change count, and every node sees it all.
             assert!(nodes[i].check(&request("carol")));
