@@ -428,3 +428,62 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     let reply = receive(&mut second).await.expect("served once the first closed");
     assert_eq!((reply.opcode, reply.request_id), (Opcode::Pong, 2));
 }
+
+/// Frame bytes for `opcode` with `body`.
+fn frame_bytes(opcode: Opcode, id: u64, body: Vec<u8>) -> Vec<u8> {
+    Frame {
+        opcode,
+        request_id: id,
+        body,
+    }
+    .to_bytes()
+}
+
+#[tokio::test]
+async fn a_ping_with_a_body_has_trailing_bytes() {
+    let server = start(BinaryLimits::default()).await;
+    for length in [1, 65_524] {
+        let ping = frame_bytes(Opcode::Ping, 7, vec![0; length]);
+        expect_fatal(&server, &ping, "malformed_body", 7).await;
+    }
+}
+
+#[tokio::test]
+async fn a_well_formed_check_that_fills_a_whole_frame_is_read() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut big = check("a");
+    // An endpoint attribute sized so that the frame is exactly MAX_FRAME.
+    big.key.endpoint = Some(String::new());
+    let base = frame_bytes(Opcode::Check, 1, encode(&big)).len();
+    big.key.endpoint = Some("e".repeat(MAX_FRAME - base));
+    let body = encode(&big);
+    assert_eq!(frame_bytes(Opcode::Check, 1, body.clone()).len(), MAX_FRAME);
+    let reply = ask(&mut stream, Opcode::Check, 1, body).await;
+    let error: WireError = decode(&reply.body).unwrap();
+    // Decoded whole: refused for what it says (an attribute over its
+    // length limit), not as a body that cannot be read.
+    assert_eq!(
+        (reply.opcode, error.code.as_str()),
+        (Opcode::Error, "bad_key_value")
+    );
+}
+
+#[tokio::test]
+async fn an_error_reply_quotes_its_input_briefly() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut odd = check("a");
+    odd.tier = Some("\u{1}".repeat(60_000));
+    let request = encode(&odd);
+    let reply = ask(&mut stream, Opcode::Check, 3, request.clone()).await;
+    let error: WireError = decode(&reply.body).unwrap();
+    assert_eq!(reply.opcode, Opcode::Error, "{}", error.code);
+    let size = reply.to_bytes().len();
+    assert!(
+        size <= 1024,
+        "a {size}-byte reply to a {}-byte request",
+        request.len()
+    );
+    assert!(error.message.ends_with('…'), "{}", error.message);
+}

@@ -159,6 +159,16 @@ fn config() -> impl bincode::config::Config {
         .with_limit::<MAX_FRAME>()
 }
 
+/// Decoding's budget: bincode counts each length and allocation against it
+/// as well as the bytes, so a body that fills a whole frame needs more than
+/// the frame's size. The frame itself is what bounds the input.
+fn decode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_fixed_int_encoding()
+        .with_little_endian()
+        .with_limit::<{ 2 * MAX_FRAME }>()
+}
+
 /// Encodes a body.
 pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     // Encoding into a Vec fails only past the size limit, which no reply of
@@ -171,7 +181,7 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
 /// # Errors
 /// A message saying what is wrong with the bytes.
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, String> {
-    let (value, used) = bincode::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
+    let (value, used) = bincode::decode_from_slice(bytes, decode_config()).map_err(|e| e.to_string())?;
     if used != bytes.len() {
         return Err(format!("{} bytes after the end of the body", bytes.len() - used));
     }

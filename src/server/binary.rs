@@ -133,7 +133,8 @@ pub fn tls_required_reply() -> Vec<u8> {
 fn error_reply(request_id: u64, code: &str, message: String, fatal: bool) -> Reply {
     let body = WireError {
         code: code.into(),
-        message,
+        // Messages may quote the input: never much more than a few lines.
+        message: super::error::capped(message),
     };
     Reply {
         bytes: reply(Opcode::Error, request_id, &body),
@@ -291,6 +292,11 @@ fn handle(engine: &Engine, limits: &BinaryLimits, frame: Frame) -> Reply {
         )
     };
     match frame.opcode {
+        // A ping has no body; bytes there are trailing bytes.
+        Opcode::Ping if !frame.body.is_empty() => malformed(format!(
+            "{} bytes after the end of the body (a ping has none)",
+            frame.body.len()
+        )),
         Opcode::Ping => Reply {
             bytes: Frame {
                 opcode: Opcode::Pong,

@@ -21,13 +21,33 @@ pub struct ApiError {
     problems: Vec<Problem>,
 }
 
+/// Longest error message sent, in bytes: messages quote what the client
+/// sent (a policy or tier name, escaped), and an error reply must never be
+/// much larger than its request.
+pub const MAX_MESSAGE: usize = 512;
+
+/// `message` cut to [`MAX_MESSAGE`] bytes on a character boundary, with
+/// `…` where it was cut.
+pub fn capped(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE - '…'.len_utf8();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
 impl ApiError {
-    /// An error with `status`, a machine-readable `code`, and a message.
+    /// An error with `status`, a machine-readable `code`, and a message
+    /// (capped at [`MAX_MESSAGE`] bytes).
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
-            message: message.into(),
+            message: capped(message.into()),
             problems: Vec::new(),
         }
     }
