@@ -89,6 +89,8 @@ def test_a_slow_weir_hits_the_deadline_and_the_failure_mode_answers(own_weir):
                 during = await client.check(inline(uuid.uuid4().hex))
             finally:
                 os.kill(own_weir.process.pid, signal.SIGCONT)
+            # Once the back-off after the timeout (0.5 s) has passed.
+            await asyncio.sleep(0.6)
             after = await client.check(inline(uuid.uuid4().hex))
             return before, during, after
 

@@ -11,8 +11,9 @@
 
 from weir.aio import AsyncClient
 from weir.checks import Check, Limit
-from weir.client import Client, FailureMode, WeirError, WeirRequestError
+from weir.client import Client, FailureMode
 from weir.decision import BatchDecision, Decision, LimitReport
+from weir.errors import ProtocolError, WeirError, WeirRequestError
 
 __all__ = [
     "AsyncClient",
@@ -23,6 +24,7 @@ __all__ = [
     "FailureMode",
     "Limit",
     "LimitReport",
+    "ProtocolError",
     "WeirError",
     "WeirRequestError",
 ]

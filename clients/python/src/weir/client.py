@@ -6,17 +6,16 @@ that made the pool makes its own, so a client created before gunicorn forks
 its workers still works. When weir cannot be reached (connection refused,
 timeout, a 5xx) the client answers by its ``failure_mode`` and says so in
 ``Decision.source``; it then stops trying for a short, growing back-off
-(0.5 s doubling to 5 s) so that an outage does not add a timeout to every
+(0.5 s doubling to 5 s, shared with the async client in
+:mod:`weir.fallback`) so that an outage does not add a timeout to every
 request.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,27 +23,8 @@ import urllib3
 
 from weir.checks import Check
 from weir.decision import BatchDecision, Decision
+from weir.errors import WeirRequestError
 from weir.fallback import FailureMode, Fallback
-
-log = logging.getLogger("weir")
-
-
-class WeirError(Exception):
-    """Base of the errors this package raises."""
-
-
-class WeirRequestError(WeirError):
-    """weir refused a check as invalid (unknown policy, bad key, bad limits).
-
-    A programming or configuration error, so it is raised rather than
-    covered by the failure mode.
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class Client:
@@ -90,8 +70,6 @@ class Client:
         self._lock = threading.Lock()
         self._pool: urllib3.PoolManager | None = None
         self._pid = 0
-        self._down_until = 0.0
-        self._backoff = 0.0
 
     def _connections(self) -> urllib3.PoolManager:
         pid = os.getpid()
@@ -109,20 +87,13 @@ class Client:
                     **tls,
                 )
                 self._fallback.reset()
-                self._down_until = 0.0
-                self._backoff = 0.0
                 self._pid = pid
             return self._pool
-
-    def _mark_down(self, reason: str) -> None:
-        self._backoff = min(5.0, max(0.5, self._backoff * 2))
-        self._down_until = time.monotonic() + self._backoff
-        log.warning("weir unreachable (%s); answering %r for %.1fs", reason, self.failure_mode, self._backoff)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """The answer's JSON, or ``None`` when weir cannot be reached."""
         pool = self._connections()
-        if time.monotonic() < self._down_until:
+        if self._fallback.backing_off():
             return None
         try:
             response = pool.request(
@@ -132,19 +103,17 @@ class Client:
                 headers={"content-type": "application/json"},
             )
         except urllib3.exceptions.HTTPError as error:
-            self._mark_down(type(error).__name__)
+            self._fallback.failed(type(error).__name__)
             return None
         if response.status >= 500:
-            self._mark_down(f"HTTP {response.status}")
+            self._fallback.failed(f"HTTP {response.status}")
             return None
         try:
             data = json.loads(response.data)
         except ValueError:
-            self._mark_down("an answer that is not JSON")
+            self._fallback.failed("an answer that is not JSON")
             return None
-        if self._backoff:
-            log.info("weir reachable again")
-            self._backoff = 0.0
+        self._fallback.answered()
         if response.status in (200, 429):
             return data
         raise WeirRequestError(response.status, data.get("code", "error"), data.get("error", ""))

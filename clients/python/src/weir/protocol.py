@@ -15,6 +15,7 @@ from typing import Any
 
 from weir.checks import Check
 from weir.decision import BatchDecision, Decision
+from weir.errors import ProtocolError
 
 MAGIC = b"WR"
 VERSION = 1
@@ -41,10 +42,6 @@ class Op(IntEnum):
     REFUND_REPLY = 0x85
     PONG = 0x86
     ERROR = 0xFF
-
-
-class ProtocolError(Exception):
-    """Bytes that do not follow the protocol."""
 
 
 def frame(op: int, request_id: int, body: bytes = b"") -> bytes:
