@@ -177,6 +177,16 @@ def test_failure_mode_local_enforces_the_limits_in_process(settings, own_weir, i
     assert responses[0]["X-RateLimit-Limit"] == "3"
 
 
+def test_a_view_can_tell_weirs_decisions_from_the_fallbacks(settings, own_weir, ip):
+    settings.WEIR = {"URL": own_weir.url, "FAILURE_MODE": "local"}
+    client = APIClient()
+    # The default throttles: anon and user (which limits anonymous requests
+    # by IP too).
+    assert get(client, "/sources", ip).json() == ["weir", "weir"]
+    own_weir.stop()
+    assert get(client, "/sources", ip).json() == ["local", "local"]
+
+
 def test_system_check_reports_a_missing_or_invalid_setting(settings):
     del settings.WEIR
     assert [m.id for m in check_weir_setting(None)] == ["weir.W001"]

@@ -4,6 +4,7 @@ from . import views
 
 urlpatterns = [
     path("ping", views.Ping.as_view()),
+    path("sources", views.Sources.as_view()),
     path("uploads", views.Uploads.as_view()),
     path("two", views.TwoThrottles.as_view()),
     path("orders", views.Orders.as_view()),

@@ -9,6 +9,7 @@ from weir.contrib.drf import (
     TieredRateThrottle,
     TokenRateThrottle,
     UserRateThrottle,
+    decisions,
 )
 
 
@@ -20,6 +21,13 @@ def plan_of(request) -> str | None:
 class Ping(APIView):
     def get(self, request):
         return Response({"ok": True})
+
+
+class Sources(APIView):
+    """Says who decided each throttle's check."""
+
+    def get(self, request):
+        return Response(sorted(d.source for d in decisions(request).values()))
 
 
 class Uploads(APIView):

@@ -11,6 +11,9 @@ Swap DRF's throttles for these import paths, add the middleware for headers::
     }
     MIDDLEWARE = [..., "weir.contrib.drf.RateLimitHeadersMiddleware"]
     WEIR = {"URL": "http://weir:7700", "FAILURE_MODE": "open"}
+
+``decisions(request)`` gives a view the decisions made for its request, each
+with its ``source``: weir, or the failure mode when weir could not answer.
 """
 
 from .middleware import RateLimitHeadersMiddleware
@@ -23,6 +26,7 @@ from .throttles import (
     TokenRateThrottle,
     UserRateThrottle,
     WeirThrottle,
+    decisions,
     reset_clients,
 )
 
@@ -36,5 +40,6 @@ __all__ = [
     "TokenRateThrottle",
     "UserRateThrottle",
     "WeirThrottle",
+    "decisions",
     "reset_clients",
 ]

@@ -84,6 +84,15 @@ def view_decisions(request: Any, view: Any, conf: settings.WeirSettings) -> dict
     return decisions
 
 
+def decisions(request: Any) -> dict[str, Decision]:
+    """The decisions weir's throttles made for ``request`` (a DRF or Django
+    request), by check. Each says in ``source`` who decided: ``"weir"``, or
+    the failure mode (``"fail_open"``, ``"fail_closed"``, ``"local"``) when
+    weir could not be reached, as the FastAPI adapter hands its decision to
+    the route. Empty before the throttles ran or when none is weir's."""
+    return dict(getattr(_http_request(request), "_weir_decisions", None) or {})
+
+
 class WeirThrottle(BaseThrottle):
     """Base of weir's throttles: subclasses say what to check."""
 
