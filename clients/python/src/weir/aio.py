@@ -237,10 +237,10 @@ class AsyncClient:
             error = protocol.decode_error(body)
             raise WeirRequestError(400, error["code"], error["message"])
 
-    async def _decision(self, op: int, check: Check, cost: int | None = None) -> Decision:
-        reply = await self._call(op, protocol.encode_check(protocol.check_to_wire(check, cost)))
+    async def _decision(self, op: int, check: Check) -> Decision:
+        reply = await self._call(op, protocol.encode_check(protocol.check_to_wire(check)))
         if reply is None:
-            return self._fallback.answer([check])[0]
+            return self._fallback.answer_one(check)
         self._raise_if_error(*reply)
         return protocol.decision_from_wire(protocol.decode_decision(reply[1]))
 
@@ -269,8 +269,7 @@ class AsyncClient:
         body = protocol.encode_checks([protocol.check_to_wire(c) for c in checks])
         reply = await self._call(protocol.Op.CHECK_MANY, body)
         if reply is None:
-            decisions = tuple(self._fallback.answer(checks))
-            return BatchDecision(allowed=all(d.allowed for d in decisions), decisions=decisions)
+            return self._fallback.answer_batch(checks)
         self._raise_if_error(*reply)
         return protocol.batch_from_wire(protocol.decode_batch(reply[1]))
 

@@ -125,7 +125,7 @@ class Client:
             WeirRequestError: weir found the check invalid.
         """
         data = self._post("/v1/check", check.to_json())
-        return Decision.from_json(data) if data is not None else self._fallback.answer([check])[0]
+        return Decision.from_json(data) if data is not None else self._fallback.answer_one(check)
 
     def check_policy(
         self, policy: str, key: dict[str, str], *, tier: str | None = None, cost: int | None = None
@@ -142,8 +142,7 @@ class Client:
         data = self._post("/v1/check/batch", {"checks": [c.to_json() for c in checks]})
         if data is not None:
             return BatchDecision.from_json(data)
-        decisions = tuple(self._fallback.answer(checks))
-        return BatchDecision(allowed=all(d.allowed for d in decisions), decisions=decisions)
+        return self._fallback.answer_batch(checks)
 
     def refund(self, check: Check) -> Decision | None:
         """Gives ``check.cost`` units back (default 1); ``None`` when weir

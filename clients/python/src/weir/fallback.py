@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from weir.checks import Check
-from weir.decision import Decision
+from weir.decision import BatchDecision, Decision
 from weir.local import LocalLimiter
 
 log = logging.getLogger("weir")
@@ -71,6 +71,15 @@ class Fallback:
         if self._backoff:
             log.info("weir reachable again")
             self._backoff = 0.0
+
+    def answer_one(self, check: Check) -> Decision:
+        """The failure mode's decision for one check."""
+        return self.answer([check])[0]
+
+    def answer_batch(self, checks: Sequence[Check]) -> BatchDecision:
+        """The failure mode's answer to an atomic batch."""
+        decisions = tuple(self.answer(checks))
+        return BatchDecision(allowed=all(d.allowed for d in decisions), decisions=decisions)
 
     def answer(self, checks: Sequence[Check]) -> list[Decision]:
         if self.mode == "open":

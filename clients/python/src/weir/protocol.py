@@ -234,7 +234,7 @@ def decode_error(body: bytes) -> dict[str, Any]:
 # Translation to and from this package's types.
 
 
-def check_to_wire(check: Check, cost: int | None = None) -> dict[str, Any]:
+def check_to_wire(check: Check) -> dict[str, Any]:
     if check.policy is not None:
         target: dict[str, Any] = {"Policy": check.policy}
     else:
@@ -252,7 +252,7 @@ def check_to_wire(check: Check, cost: int | None = None) -> dict[str, Any]:
         "target": target,
         "key": {attr: check.key.get(attr) for attr in ("user", "ip", "token", "endpoint")},
         "tier": check.tier,
-        "cost": check.cost if cost is None else cost,
+        "cost": check.cost,
     }
 
 
