@@ -11,12 +11,12 @@ PYTHON ?= python3
 VENV := clients/python/.venv
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test lint rust-tests python-tests helm-tests prometheus-tests dashboard dashboard-tests image image-tests bench
+.PHONY: run test lint rust-tests python-tests helm-tests prometheus-tests dashboard dashboard-tests image image-tests fuzz fuzz-tests bench
 
 run: dashboard
 	$(CARGO) run --release --bin weir -- serve
 
-test: dashboard lint rust-tests python-tests helm-tests prometheus-tests dashboard-tests image-tests
+test: dashboard lint rust-tests python-tests helm-tests prometheus-tests dashboard-tests image-tests fuzz-tests
 
 # The web page: TypeScript and uPlot bundled into dashboard/dist, which the
 # weir binary embeds when it is built (see build.rs).
@@ -60,6 +60,15 @@ image: dashboard
 # The image's own weir, run from its root filesystem with the chart's flags.
 image-tests: image
 	bash image/test.sh
+
+# The fuzz targets of fuzz/ (cargo-fuzz, nightly Rust): ten seconds each in
+# `make test`; `make fuzz FUZZ_SECONDS=600` for a long run.
+FUZZ_SECONDS ?= 600
+fuzz-tests:
+	bash fuzz/run.sh 10
+
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 lint:
 	$(CARGO) fmt --all --check

@@ -173,6 +173,29 @@ impl Inner {
     }
 }
 
+/// chitchat's message from a whole, reassembled plaintext; trailing bytes
+/// are an error.
+fn decode_message(mut bytes: &[u8]) -> Result<ChitchatMessage, FrameError> {
+    match ChitchatMessage::deserialize(&mut bytes) {
+        Ok(message) if bytes.is_empty() => Ok(message),
+        _ => Err(FrameError::Decode),
+    }
+}
+
+/// What a receiver makes of an opened single-piece datagram's plaintext: its
+/// piece header read, then the message decoded (the send time is not
+/// judged here). For fuzzing the path authentic bytes take.
+///
+/// # Errors
+/// [`FrameError::Decode`] or [`FrameError::Bounds`].
+pub fn open_message(plain: &[u8]) -> Result<ChitchatMessage, FrameError> {
+    let (inner, piece) = Inner::read(plain)?;
+    if inner.count != 1 {
+        return Err(FrameError::Bounds);
+    }
+    decode_message(piece)
+}
+
 /// Whether a message sent at `sent_ms` may be taken at `now_ms`.
 fn fresh(sent_ms: u64, now_ms: u64) -> bool {
     sent_ms.abs_diff(now_ms) <= REPLAY_WINDOW_MS
@@ -248,13 +271,12 @@ impl<D: Datagram> SealedSocket<D> {
         let Some(message) = self.pending.add(from, inner, piece, now_ms) else {
             return Ok(None);
         };
-        let mut bytes = message.as_slice();
-        match ChitchatMessage::deserialize(&mut bytes) {
-            Ok(message) if bytes.is_empty() => {
+        match decode_message(&message) {
+            Ok(message) => {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
                 Ok(Some((from, message)))
             }
-            _ => Ok(self.reject(FrameError::Decode, from)),
+            Err(error) => Ok(self.reject(error, from)),
         }
     }
 
