@@ -10,8 +10,12 @@ use weir::config::Config;
 use weir::engine::{CheckRequest, Engine};
 use weir::protocol::{decode, Frame, Hello, WireCheck};
 
-static ENGINE: LazyLock<Engine> =
-    LazyLock::new(|| Engine::new(Config::builtin(), Arc::new(ManualClock::new(1_800_000_000_000_000_000))));
+static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
+    Engine::new(
+        Config::builtin(),
+        Arc::new(ManualClock::new(1_800_000_000_000_000_000)),
+    )
+});
 
 fuzz_target!(|data: &[u8]| {
     // A frame as read from the socket after its length prefix.

@@ -9,8 +9,12 @@ use weir::config::Config;
 use weir::engine::{CheckRequest, Engine};
 use weir::server::check::CheckBody;
 
-static ENGINE: LazyLock<Engine> =
-    LazyLock::new(|| Engine::new(Config::builtin(), Arc::new(ManualClock::new(1_800_000_000_000_000_000))));
+static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
+    Engine::new(
+        Config::builtin(),
+        Arc::new(ManualClock::new(1_800_000_000_000_000_000)),
+    )
+});
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = serde_json::from_slice::<CheckBody>(data) else {
