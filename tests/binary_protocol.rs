@@ -487,3 +487,86 @@ async fn an_error_reply_quotes_its_input_briefly() {
     );
     assert!(error.message.ends_with('…'), "{}", error.message);
 }
+
+#[tokio::test]
+async fn sessions_behave_as_documented() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // A hello with a higher version is answered with version 1; a second
+    // hello is answered again.
+    for id in [1, 2] {
+        let hello = Hello {
+            version: 7,
+            client: "test".into(),
+        };
+        let reply = ask(&mut stream, Opcode::Hello, id, encode(&hello)).await;
+        let answer: HelloReply = decode(&reply.body).unwrap();
+        assert_eq!(
+            (reply.opcode, reply.request_id, answer.version),
+            (Opcode::HelloReply, id, 1)
+        );
+    }
+
+    // Peek on a key exactly at its limit: allowed, nothing remaining.
+    ask(&mut stream, Opcode::Check, 3, encode(&check("c"))).await;
+    ask(&mut stream, Opcode::Check, 4, encode(&check("c"))).await;
+    let peek: WireDecision =
+        decode(&ask(&mut stream, Opcode::Peek, 5, encode(&check("c"))).await.body).unwrap();
+    assert_eq!((peek.allowed, peek.remaining), (true, Some(0)));
+
+    // Refund's cost defaults to 1; the reply is the state afterwards.
+    let refunded: WireDecision = decode(
+        &ask(&mut stream, Opcode::Refund, 6, encode(&check("c")))
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!((refunded.allowed, refunded.remaining), (true, Some(1)));
+
+    // Two requests in flight with one id: two replies with it, in order.
+    send(&mut stream, Opcode::Ping, 9, vec![]).await;
+    send(&mut stream, Opcode::Check, 9, encode(&check("d"))).await;
+    let first = receive(&mut stream).await.unwrap();
+    let second = receive(&mut stream).await.unwrap();
+    assert_eq!((first.opcode, first.request_id), (Opcode::Pong, 9));
+    assert_eq!((second.opcode, second.request_id), (Opcode::Decision, 9));
+
+    // An unknown algorithm byte: invalid_limits, and the connection stays.
+    let inline = WireCheck {
+        target: WireTarget::Inline {
+            namespace: "n".into(),
+            limits: vec![WireLimit {
+                algorithm: 9,
+                rate: "1/s".into(),
+                burst: None,
+                name: None,
+            }],
+        },
+        key: WireKey {
+            ip: Some("192.0.2.1".into()),
+            ..WireKey::default()
+        },
+        tier: None,
+        cost: None,
+    };
+    let reply = ask(&mut stream, Opcode::Check, 10, encode(&inline)).await;
+    let error: WireError = decode(&reply.body).unwrap();
+    assert_eq!(
+        (reply.opcode, reply.request_id, error.code.as_str()),
+        (Opcode::Error, 10, "invalid_limits")
+    );
+    assert_eq!(
+        ask(&mut stream, Opcode::Ping, 11, vec![]).await.opcode,
+        Opcode::Pong
+    );
+
+    // An unnamed limit is named by its rate's short form.
+    let mut named = inline.clone();
+    if let WireTarget::Inline { limits, .. } = &mut named.target {
+        limits[0].algorithm = 1;
+        limits[0].rate = "3/minute".into();
+    }
+    let decision: WireDecision =
+        decode(&ask(&mut stream, Opcode::Check, 12, encode(&named)).await.body).unwrap();
+    assert_eq!(decision.limits[0].name, "3/m");
+}
