@@ -490,6 +490,36 @@ limits = [{ algorithm = "token_bucket", rate = "1/minute", burst = 10 }]
     }
 
     #[test]
+    fn alert_cooldowns_come_back_and_lapsed_ones_do_not() {
+        let clock = Arc::new(ManualClock::new(START));
+        let before = Arc::new(engine(&clock));
+        let alerts = Alerts::install(before.clone());
+        let until_ms = |secs: u64| (START + secs * SECOND) / MILLI;
+        for (key, secs) in [("running", 600), ("lapsing", 2)] {
+            alerts.note_cooldown(&Cooldown {
+                rule: "hammering".into(),
+                key: key.into(),
+                until_ms: until_ms(secs),
+            });
+        }
+        let base = config_digest(&before.config());
+        let taken = take(&before, Some(&alerts), &identity(), base);
+        let manifest = decode_manifest(&taken.manifest).unwrap();
+        clock.advance(Duration::from_secs(5));
+
+        let after = Arc::new(engine(&clock));
+        let restored_alerts = Alerts::install(after.clone());
+        let restored = give_back(&after, Some(&restored_alerts), &manifest, &taken.chunks, base).unwrap();
+        assert_eq!(restored.cooldowns, 1);
+        let running = restored_alerts.cooldowns(after.now());
+        assert_eq!(running.len(), 1);
+        assert_eq!(
+            (running[0].key.as_str(), running[0].until_ms),
+            ("running", until_ms(600))
+        );
+    }
+
+    #[test]
     fn expired_keys_are_skipped() {
         let clock = Arc::new(ManualClock::new(START));
         let before = engine(&clock);
