@@ -337,6 +337,9 @@ impl<D: Datagram> Socket for SealedSocket<D> {
 /// Bytes sealing adds to a piece.
 pub const OVERHEAD: usize = SEAL_OVERHEAD + INNER;
 
+// A full piece, sealed, still fits in one UDP datagram over IPv4.
+const _: () = assert!(PIECE_BYTES + OVERHEAD <= 65_507);
+
 #[cfg(test)]
 mod tests {
     use super::*;
