@@ -102,3 +102,5 @@ bench: dashboard
 	$(CARGO) bench --bench engine
 	$(CARGO) bench --bench memory
 	$(CARGO) bench --bench usage
+	$(CARGO) bench --bench snapshot
+	$(CARGO) bench --bench sealing
