@@ -313,7 +313,10 @@ impl Locked<'_> {
     ) -> &mut Entry {
         let store = self.store;
         let ticks = store.ticks(now);
-        let expires = ticks.saturating_add((retention >> TICK_SHIFT) as u32 + 2);
+        // Capped, not truncated: a retention past the tick range keeps the
+        // key until the cap on tracked keys evicts it.
+        let retention_ticks = (retention >> TICK_SHIFT).min(u32::MAX as Nanos) as u32;
+        let expires = ticks.saturating_add(retention_ticks.saturating_add(2));
         let table = &mut self.shard(hash).table;
         // One probe on a hit; on a miss the table comes back for the insert.
         let (_, entry) = match table.find_entry(hash, |(k, _)| &**k == key) {

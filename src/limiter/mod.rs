@@ -154,7 +154,10 @@ impl Limit {
     /// How long a state stays meaningful without requests; after that it is
     /// equal to a fresh state and can be dropped.
     pub fn retention(&self) -> Nanos {
-        self.window() + weir_cluster::RING as Nanos * self.slot_width()
+        // Saturating: a bucket with a huge burst and a slow rate takes
+        // longer to fill than a u64 of nanoseconds holds (found by fuzzing).
+        let ring = (weir_cluster::RING as Nanos).saturating_mul(self.slot_width());
+        self.window().saturating_add(ring)
     }
 
     /// A fresh state: a full bucket, an empty window.
@@ -248,6 +251,15 @@ mod tests {
     #[test]
     fn a_state_is_40_bytes() {
         assert_eq!(std::mem::size_of::<LimitState>(), 40);
+    }
+
+    #[test]
+    fn a_bucket_slower_than_a_u64_of_nanoseconds_is_kept_for_ever_not_wrapped() {
+        let bucket = Limit::TokenBucket(TokenBucket::new(
+            "1/31d".parse().unwrap(),
+            std::num::NonZeroU32::new(u32::MAX).unwrap(),
+        ));
+        assert_eq!(bucket.retention(), Nanos::MAX);
     }
 
     #[test]
