@@ -18,9 +18,10 @@ use weir::clock::QuantaClock;
 use weir::config::Config;
 use weir::engine::{CheckRequest, Engine, RequestKey};
 use weir::snapshot::file::FileStore;
-use weir::snapshot::format::decode_manifest;
+use weir::snapshot::format::{decode_manifest, Digest};
 use weir::snapshot::redis::RedisStore;
 use weir::snapshot::state::{config_digest, give_back, take, Identity};
+use weir::snapshot::Stored;
 
 const CONFIG: &str = r#"
 [store]
@@ -74,6 +75,20 @@ fn report(what: &str, mut latencies: Vec<Duration>) {
         percentile(&latencies, 0.99),
         percentile(&latencies, 0.999),
         latencies.last().copied().unwrap_or_default(),
+    );
+}
+
+/// Merges `stored` into a fresh engine and prints how long reading it
+/// (`read`) and merging it took.
+fn restore(store: &str, read: Duration, stored: &Stored, clock: &Arc<QuantaClock>, base: Digest) {
+    let fresh = Engine::new(Config::parse(CONFIG).unwrap(), clock.clone());
+    let started = Instant::now();
+    let manifest = decode_manifest(&stored.manifest).unwrap();
+    let restored = give_back(&fresh, None, &manifest, &stored.chunks, base).unwrap();
+    println!(
+        "{store} restore: read {read:?}, verify and merge {:?} ({} keys)",
+        started.elapsed(),
+        restored.keys
     );
 }
 
@@ -133,16 +148,7 @@ fn main() {
 
     let started = Instant::now();
     let stored = file.load().unwrap().unwrap();
-    let read = started.elapsed();
-    let fresh = Engine::new(Config::parse(CONFIG).unwrap(), clock.clone());
-    let started = Instant::now();
-    let manifest = decode_manifest(&stored.manifest).unwrap();
-    let restored = give_back(&fresh, None, &manifest, &stored.chunks, base).unwrap();
-    println!(
-        "file restore: read {read:?}, verify and merge {:?} ({} keys)",
-        started.elapsed(),
-        restored.keys
-    );
+    restore("file", started.elapsed(), &stored, &clock, base);
     let _ = std::fs::remove_dir_all(&dir);
 
     let redis = redis_server::Redis::start();
@@ -158,15 +164,6 @@ fn main() {
         println!("redis write: {:?}", started.elapsed());
         let started = Instant::now();
         let stored = store.load().await.unwrap().unwrap();
-        let read = started.elapsed();
-        let fresh = Engine::new(Config::parse(CONFIG).unwrap(), clock.clone());
-        let started = Instant::now();
-        let manifest = decode_manifest(&stored.manifest).unwrap();
-        let restored = give_back(&fresh, None, &manifest, &stored.chunks, base).unwrap();
-        println!(
-            "redis restore: read {read:?}, verify and merge {:?} ({} keys)",
-            started.elapsed(),
-            restored.keys
-        );
+        restore("redis", started.elapsed(), &stored, &clock, base);
     });
 }

@@ -207,8 +207,8 @@ pub fn take(engine: &Engine, alerts: Option<&Alerts>, identity: &Identity, base:
     }
 }
 
-/// Where restored records go.
-struct Target<'a> {
+/// Applies restored records to a node.
+struct Applier<'a> {
     engine: &'a Engine,
     alerts: Option<&'a Alerts>,
     /// Column index per manifest incarnation; `None` when the registry is
@@ -219,7 +219,7 @@ struct Target<'a> {
     restored: Restored,
 }
 
-impl Target<'_> {
+impl Applier<'_> {
     fn key(&mut self, saved: SavedKey) {
         let Some(keep) = saved.expires_at.checked_sub(self.now).filter(|left| *left > 0) else {
             self.restored.skipped += 1;
@@ -340,7 +340,7 @@ pub fn give_back(
         .iter()
         .map(|(node_id, generation)| engine.nodes().index(node_id, *generation))
         .collect();
-    let mut target = Target {
+    let mut applier = Applier {
         engine,
         alerts,
         columns,
@@ -352,9 +352,9 @@ pub fn give_back(
         },
     };
     for chunk in chunks {
-        decode_chunk(chunk, |record| target.record(record))?;
+        decode_chunk(chunk, |record| applier.record(record))?;
     }
-    Ok(target.restored)
+    Ok(applier.restored)
 }
 
 #[cfg(test)]

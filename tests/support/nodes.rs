@@ -80,8 +80,6 @@ pub struct Launch<'a> {
     pub netns: Option<&'a str>,
     /// Append the node's log (stderr) to this file.
     pub log: Option<&'a Path>,
-    /// Return as soon as `/readyz` answers, ready or not.
-    pub answering_only: bool,
 }
 
 impl Node {
@@ -165,10 +163,8 @@ impl Node {
             gossip,
             agent,
         };
-        let answering_only = launch.answering_only;
         node.wait_until(Duration::from_secs(20), "ready", |n| {
-            n.get("/readyz")
-                .is_some_and(|r| answering_only || r["status"] == "ready")
+            n.get("/readyz").is_some_and(|r| r["status"] == "ready")
         });
         node
     }
