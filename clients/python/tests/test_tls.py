@@ -88,12 +88,12 @@ def test_a_certificate_from_another_ca_is_not_trusted(
 
 def test_a_plaintext_client_on_the_tls_port_gets_a_clear_error(tls_weir: WeirServer, user: str) -> None:
     plain = tls_weir.url.replace("https://", "http://")
-    started = time.monotonic()
+    # An answer, not a hang: a hung port would end in the client's timeout
+    # and the failure mode's decision, not in weir's error.
     with pytest.raises(WeirRequestError) as raised:
         Client(plain, timeout=2.0).check_policy("orders", {"user": user})
     assert raised.value.code == "tls_required"
     assert "https://" in str(raised.value)
-    assert time.monotonic() - started < 2.0
 
 
 def test_the_drf_client_takes_a_ca_bundle(settings, tls_weir: WeirServer, pki: Pki, user: str) -> None:
@@ -120,9 +120,8 @@ def test_a_plaintext_async_client_on_the_tls_port_is_told_so(
             return (await client.check(Check.for_policy("orders", {"user": user}))).allowed
 
     with caplog.at_level(logging.WARNING, logger="weir"):
-        started = time.monotonic()
         assert not asyncio.run(scenario())
-    assert time.monotonic() - started < 3.0
+    # weir's own refusal reached the client: it was told, not left waiting.
     assert "tls_required" in caplog.text
 
 
