@@ -38,13 +38,14 @@ pub fn store_key(key: &str) -> Cow<'_, str> {
     if SHOW.load(Ordering::Relaxed) || !key.split('\0').any(|part| part.starts_with('t')) {
         return Cow::Borrowed(key);
     }
+    // The first parts are the policy and tier (or namespace), not
+    // attributes.
+    let first_attr = attrs_start(key);
     let parts: Vec<Cow<'_, str>> = key
         .split('\0')
         .enumerate()
         .map(|(i, part)| match part.strip_prefix('t') {
-            // The first parts are the policy and tier (or namespace), not
-            // attributes.
-            Some(value) if i >= attrs_start(key) => Cow::Owned(format!("t{}", token(value))),
+            Some(value) if i >= first_attr => Cow::Owned(format!("t{}", token(value))),
             _ => Cow::Borrowed(part),
         })
         .collect();
