@@ -17,6 +17,7 @@ use weir::clock::QuantaClock;
 use weir::cluster::{ClusterNode, Settings};
 use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
+use weir::limiter::rate::parse_period;
 use weir::server::binary::{self, BinaryLimits};
 use weir::server::tls::{self, TlsFiles, TlsListener};
 use weir::server::{self, App, ServeLimits};
@@ -116,23 +117,18 @@ struct SnapshotArgs {
     wait: Duration,
 }
 
-/// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
+/// Parses `500ms`, `5s`, `2m` or a bare number of seconds, as rates write
+/// their periods ([`parse_period`]).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 5s"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(number),
-        "" | "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
-        _ => return Err(format!("{text:?}: use ms, s or m")),
+    let seconds;
+    let text = match text.bytes().all(|b| b.is_ascii_digit()) {
+        true => {
+            seconds = format!("{text}s");
+            seconds.as_str()
+        }
+        false => text,
     };
-    if duration.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(duration)
+    parse_period(text, "duration").map(|nanos| Duration::from_nanos(nanos.get()))
 }
 
 /// Clustering: on when a cluster secret is given.
