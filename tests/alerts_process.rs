@@ -127,11 +127,7 @@ penalty = {{ tier = "blocked", for = "{penalty_for}" }}
 }
 
 fn metric(node: &Node, sample: &str) -> u64 {
-    let metrics = node.get_text("/metrics").unwrap_or_default();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
+    node.metric(sample) as u64
 }
 
 #[test]

@@ -35,9 +35,7 @@ fn request(user: &str) -> Value {
 }
 
 fn remaining(node: &Node, user: &str) -> u64 {
-    let mut peek = request(user);
-    peek["cost"] = json!(0);
-    node.post("/v1/check", &peek)["remaining"].as_u64().unwrap_or(0)
+    node.peek_remaining(&request(user)).unwrap_or(0)
 }
 
 /// Starts node `id` joining through `seeds`, with `secrets` as its keyring

@@ -88,19 +88,13 @@ fn spend(node: &Node, policy: &str, user: &str, count: usize) {
 }
 
 fn remaining(node: &Node, policy: &str, user: &str) -> u64 {
-    let mut peek = request(policy, user);
-    peek["cost"] = json!(0);
-    let reply = node.post("/v1/check", &peek);
-    reply["remaining"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no remaining in {reply}"))
+    let peek = request(policy, user);
+    node.peek_remaining(&peek)
+        .unwrap_or_else(|| panic!("no remaining for {peek}"))
 }
 
 fn metric(node: &Node, series: &str) -> f64 {
-    let text = node.get_text("/metrics").unwrap_or_default();
-    let line = text.lines().find(|l| l.starts_with(series));
-    line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    node.metric(series)
 }
 
 /// Checks from another thread until dropped, as real traffic would.

@@ -214,6 +214,23 @@ impl Node {
         }
     }
 
+    /// The `remaining` of a peek (cost 0) of `body`, `None` without one.
+    pub fn peek_remaining(&self, body: &Value) -> Option<u64> {
+        let mut peek = body.clone();
+        peek["cost"] = serde_json::json!(0);
+        self.post("/v1/check", &peek)["remaining"].as_u64()
+    }
+
+    /// The value of the `/metrics` sample that starts with `sample` (name
+    /// and labels), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let metrics = self.get_text("/metrics").unwrap_or_default();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Live members this node sees, itself included.
     pub fn live_members(&self) -> Vec<String> {
         let Some(status) = self.get("/v1/cluster") else {
