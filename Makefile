@@ -11,12 +11,12 @@ PYTHON ?= python3
 VENV := clients/python/.venv
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-.PHONY: run test lint rust-tests python-tests helm-tests prometheus-tests dashboard dashboard-tests image image-tests fuzz fuzz-tests bench
+.PHONY: run test lint rust-tests api-tests python-tests helm-tests prometheus-tests dashboard dashboard-tests image image-tests fuzz fuzz-tests bench
 
 run: dashboard
 	$(CARGO) run --release --bin weir -- serve
 
-test: dashboard lint rust-tests python-tests helm-tests prometheus-tests dashboard-tests image-tests fuzz-tests
+test: dashboard lint rust-tests api-tests python-tests helm-tests prometheus-tests dashboard-tests image-tests fuzz-tests
 
 # The web page: TypeScript and uPlot bundled into dashboard/dist, which the
 # weir binary embeds when it is built (see build.rs).
@@ -79,6 +79,12 @@ lint:
 rust-tests:
 	command -v redis-server >/dev/null && command -v tcpdump >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server tcpdump)
 	$(CARGO) test --workspace --locked
+
+# The HTTP API against docs/openapi.json: schemathesis (PyPI, into
+# target/tools/schemathesis) against two real clustered weir nodes.
+api-tests:
+	$(CARGO) build --bin weir --locked
+	WEIR_BIN=$(TARGET_DIR)/debug/weir bash tests/api/schemathesis.sh
 
 # The Python adapters, tested against the real weir binary.
 python-tests: $(VENV)/.installed

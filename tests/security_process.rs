@@ -89,7 +89,17 @@ impl Capture {
         let child = Command::new("tcpdump")
             // Immediate mode: libpcap's ring otherwise holds packets for up
             // to a second, and a stop in that second loses them.
-            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-Z", "root", "-w"])
+            .args([
+                "-i",
+                "lo",
+                "--immediate-mode",
+                "-U",
+                "-s",
+                "0",
+                "-Z",
+                "root",
+                "-w",
+            ])
             .arg(&file)
             .arg("udp")
             .stdout(Stdio::null())
@@ -162,7 +172,11 @@ fn no_key_cluster_id_or_node_id_crosses_the_wire_in_the_clear() {
     let seen = capture.wait_for(&canary);
     let captured = capture.stop();
 
-    assert!(seen, "the capture sees loopback UDP ({} bytes captured)", captured.len());
+    assert!(
+        seen,
+        "the capture sees loopback UDP ({} bytes captured)",
+        captured.len()
+    );
     // Three nodes gossiping for a second or more, and their counter sync.
     assert!(captured.len() > 10_000, "{} bytes captured", captured.len());
     for needle in [&user, &cluster_id, &ids[0], &ids[1], &ids[2]] {

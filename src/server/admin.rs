@@ -81,6 +81,14 @@ pub async fn put_config(
     let body = body?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_config", "the config must be UTF-8 TOML text"))?;
+    // An empty TOML document is a valid config with no policies: sent by
+    // mistake, it would drop every limit in the cluster.
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_config",
+            "the body is empty; PUT the whole config (GET /v1/config shows the one in force)",
+        ));
+    }
     let config = Config::parse(text)?;
     let version = app.engine.replace_config(config);
     info!(version, source = "api", "config replaced");

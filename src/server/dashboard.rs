@@ -45,7 +45,10 @@ pub async fn index() -> Response {
 
 /// `GET /dashboard/{path}`.
 pub async fn asset(Path(path): Path<String>) -> Response {
-    asset_response(&path).unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
+    match asset_response(&path) {
+        Some(response) => response,
+        None => super::error::not_found().await.into_response(),
+    }
 }
 
 #[cfg(test)]

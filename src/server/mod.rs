@@ -3,7 +3,7 @@
 //!
 //! - [`check`]: the decision endpoints.
 //! - [`admin`]: config and tier assignment endpoints (bearer token).
-//! - [`ops`]: health, readiness, the member list.
+//! - [`ops`]: health, readiness, the member list, the OpenAPI document.
 //! - [`metrics`]: Prometheus metrics; [`process`] reads the process's own.
 //! - [`usage`]: the usage API, merged across the cluster.
 //! - [`alerts`]: recent alerts, and alarms forwarded by peers.
@@ -116,6 +116,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/usage/key", get(usage::get_key))
         .route("/v1/alerts", get(alerts::list))
+        .route("/v1/openapi.json", get(ops::openapi))
         .route("/dashboard", get(dashboard::index))
         .route("/dashboard/", get(dashboard::index))
         .route("/dashboard/{*path}", get(dashboard::asset))

@@ -1,10 +1,12 @@
-//! Liveness, readiness and the member list; metrics are in `metrics`.
+//! Liveness, readiness, the member list and the API's OpenAPI document;
+//! metrics are in `metrics`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
@@ -52,4 +54,13 @@ pub async fn cluster(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             "members": [],
         })),
     }
+}
+
+/// The HTTP API's OpenAPI 3.1 document, written by hand beside
+/// docs/http-api.md; `make api-tests` holds the server to it.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }

@@ -53,6 +53,17 @@ async fn an_invalid_config_is_refused_with_every_problem_and_its_line() {
 }
 
 #[tokio::test]
+async fn an_empty_body_is_refused_rather_than_dropping_every_policy() {
+    let h = Harness::new();
+    for empty in ["", " \n\t\n"] {
+        let reply = put_config(&h, empty, Some(BEARER)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{empty:?}");
+        assert_eq!(reply.body["code"], "invalid_config");
+    }
+    assert_eq!(h.engine.config_version(), 1, "the running config is kept");
+}
+
+#[tokio::test]
 async fn a_new_config_applies_at_once_and_keeps_counters() {
     let h = Harness::new();
     let key = json!({ "policy": "by_token", "key": { "token": "t9" } });

@@ -6,4 +6,5 @@ mod admin;
 mod checks;
 mod errors;
 mod harness;
+mod openapi;
 mod usage;
