@@ -414,14 +414,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let binary_limits = BinaryLimits {
-            max_connections: args.max_connections,
-            idle_timeout: Duration::from_secs(args.idle_timeout),
-            ..BinaryLimits::default()
-        };
         let limits = ServeLimits {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),
+        };
+        let binary_limits = BinaryLimits {
+            connections: limits,
+            ..BinaryLimits::default()
         };
         let binary_stopped = until_stopped(stopped.clone());
         let binary = match &tls {

@@ -16,6 +16,7 @@ use weir::protocol::{
     WireLimit, WireTarget, MAX_FRAME,
 };
 use weir::server::binary::{run, BinaryLimits};
+use weir::server::ServeLimits;
 
 const CONFIG: &str = r#"
 [policies.p]
@@ -320,7 +321,10 @@ async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
 #[tokio::test]
 async fn idle_and_slow_connections_are_closed() {
     let limits = BinaryLimits {
-        idle_timeout: Duration::from_millis(200),
+        connections: ServeLimits {
+            idle_timeout: Duration::from_millis(200),
+            ..ServeLimits::default()
+        },
         frame_timeout: Duration::from_millis(200),
         ..BinaryLimits::default()
     };
@@ -404,7 +408,10 @@ async fn a_client_that_does_not_read_its_replies_stops_being_read() {
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let server = start(BinaryLimits {
-        max_connections: 1,
+        connections: ServeLimits {
+            max_connections: 1,
+            ..ServeLimits::default()
+        },
         ..BinaryLimits::default()
     })
     .await;

@@ -385,3 +385,58 @@ fn http_connections_beyond_the_cap_wait_until_one_closes() {
     second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert!(read_reply(&mut second).starts_with("HTTP/1.1 200"));
 }
+
+/// A sample of the node's metrics.
+fn metric(weir: &Weir, sample: &str) -> f64 {
+    let mut reply = weir.agent.get(format!("{}/metrics", weir.base)).call().unwrap();
+    let text = reply.body_mut().read_to_string().unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in {text}"))
+}
+
+#[test]
+fn both_servers_count_their_connections_and_close_idle_ones_alike() {
+    use weir::protocol::{Frame, Opcode};
+    let weir = Weir::start(&["--idle-timeout", "2"], &[]);
+    let ping = Frame {
+        opcode: Opcode::Ping,
+        request_id: 1,
+        body: vec![],
+    }
+    .to_bytes();
+    let mut binary: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&weir.bin_addr).unwrap())
+        .collect();
+    for stream in &mut binary {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(&ping).unwrap();
+        let mut pong = [0u8; 16];
+        stream.read_exact(&mut pong).unwrap();
+    }
+    let addr = weir.base.trim_start_matches("http://").to_owned();
+    let mut http: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    for stream in &mut http {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: weir\r\n\r\n")
+            .unwrap();
+        let mut reply = [0u8; 256];
+        assert!(stream.read(&mut reply).unwrap() > 0);
+    }
+    assert_eq!(metric(&weir, "weir_binary_connections"), 3.0);
+    // Ours, and the scrape's own.
+    assert!(metric(&weir, "weir_http_connections") >= 3.0);
+
+    // Idle past --idle-timeout: both servers hang up.
+    std::thread::sleep(Duration::from_secs(3));
+    for stream in binary.iter_mut().chain(http.iter_mut()) {
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte);
+        assert!(
+            matches!(read, Ok(0)) || read.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "an idle connection stayed open"
+        );
+    }
+    assert_eq!(metric(&weir, "weir_binary_connections"), 0.0);
+}

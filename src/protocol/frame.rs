@@ -135,6 +135,42 @@ impl Frame {
     /// A [`FrameError`] for a bad magic, version or opcode. The request id,
     /// when it could be read, comes with it so the error reply can carry it.
     pub fn parse(bytes: &[u8]) -> Result<Frame, (u64, FrameError)> {
+        let frame = FrameRef::parse(bytes)?;
+        Ok(Frame {
+            opcode: frame.opcode,
+            request_id: frame.request_id,
+            body: frame.body.to_vec(),
+        })
+    }
+
+    /// The whole frame, length prefix included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + HEADER_LEN + self.body.len());
+        append_frame(&mut out, self.opcode, self.request_id, |out| {
+            out.extend_from_slice(&self.body)
+        });
+        out
+    }
+}
+
+/// A frame whose body is borrowed from the bytes it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// What it is.
+    pub opcode: Opcode,
+    /// Chosen by the client, echoed in the reply.
+    pub request_id: u64,
+    /// The bincode body.
+    pub body: &'a [u8],
+}
+
+impl<'a> FrameRef<'a> {
+    /// Parses the bytes after the length prefix, as [`Frame::parse`] does,
+    /// without copying the body.
+    ///
+    /// # Errors
+    /// As [`Frame::parse`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, (u64, FrameError)> {
         Frame::check_length(bytes.len()).map_err(|e| (0, e))?;
         let id_bytes: [u8; 8] = bytes[4..12]
             .try_into()
@@ -148,24 +184,26 @@ impl Frame {
             return Err((request_id, FrameError::Version(bytes[2])));
         }
         let opcode = Opcode::from_byte(bytes[3]).ok_or((request_id, FrameError::UnknownOpcode(bytes[3])))?;
-        Ok(Frame {
+        Ok(Self {
             opcode,
             request_id,
-            body: bytes[HEADER_LEN..].to_vec(),
+            body: &bytes[HEADER_LEN..],
         })
     }
+}
 
-    /// The whole frame, length prefix included.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + HEADER_LEN + self.body.len());
-        out.extend_from_slice(&((HEADER_LEN + self.body.len()) as u32).to_le_bytes());
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(self.opcode as u8);
-        out.extend_from_slice(&self.request_id.to_le_bytes());
-        out.extend_from_slice(&self.body);
-        out
-    }
+/// Appends a whole frame to `out`: the length prefix and header, then the
+/// body that `body` writes in place (no intermediate copy).
+pub fn append_frame(out: &mut Vec<u8>, opcode: Opcode, request_id: u64, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(opcode as u8);
+    out.extend_from_slice(&request_id.to_le_bytes());
+    body(out);
+    let length = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
 }
 
 impl fmt::Display for Opcode {

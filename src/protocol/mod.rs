@@ -9,10 +9,11 @@
 //! every field has one fixed layout a client can write with `struct.pack`.
 
 mod frame;
+pub mod stream;
 mod wire;
 
-pub use frame::{Frame, FrameError, Opcode, HEADER_LEN, MAGIC, MAX_FRAME, VERSION};
+pub use frame::{append_frame, Frame, FrameError, FrameRef, Opcode, HEADER_LEN, MAGIC, MAX_FRAME, VERSION};
 pub use wire::{
-    decode, encode, Hello, HelloReply, WireBatch, WireCheck, WireDecision, WireError, WireKey, WireLimit,
-    WireReport, WireTarget,
+    decode, encode, encode_into, Hello, HelloReply, WireBatch, WireCheck, WireDecision, WireError, WireKey,
+    WireLimit, WireReport, WireTarget,
 };

@@ -176,6 +176,16 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     bincode::encode_to_vec(value, config()).unwrap_or_default()
 }
 
+/// Encodes a body at the end of `out`.
+pub fn encode_into<T: Encode>(value: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    // As in `encode`: only past the size limit, never reached by a reply;
+    // a partly written body is taken back, leaving it empty.
+    if bincode::encode_into_std_write(value, out, config()).is_err() {
+        out.truncate(start);
+    }
+}
+
 /// Decodes a body, refusing trailing bytes.
 ///
 /// # Errors

@@ -1,11 +1,13 @@
-//! A listener wrapper that caps open connections and closes idle ones.
+//! The one listener both servers accept through: it caps open connections,
+//! counts them in a metric, and closes idle ones.
 //!
 //! `axum::serve` accepts as fast as it can and sets no read timeout, so a
 //! flood of connections, or a few that never finish a request, could hold
-//! the server's resources forever. [`Capped`] waits for a free slot before it
-//! accepts, and every stream it hands out fails with `TimedOut` once neither
-//! side has made progress for the idle timeout. It wraps any
-//! [`axum::serve::Listener`], so simulated sockets work too.
+//! the server's resources forever; the binary server has the same needs.
+//! [`Capped`] waits for a free slot before it accepts, and every stream it
+//! hands out fails with `TimedOut` once neither side has made progress for
+//! the idle timeout. It wraps any [`axum::serve::Listener`] (TCP, TLS, or
+//! simulated sockets).
 
 use std::future::Future;
 use std::io;
@@ -15,48 +17,47 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::serve::Listener;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, Instant, Sleep};
 
-/// A listener that holds at most `max` connections open.
+/// Connection limits, the same for both servers (`--max-connections`,
+/// `--idle-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Most open connections; further clients wait to be accepted.
+    pub max_connections: usize,
+    /// A connection with no progress for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A listener that holds at most `max_connections` open.
 pub struct Capped<L> {
     inner: L,
     slots: Arc<Semaphore>,
     idle_timeout: Duration,
+    open: Gauge,
 }
 
 impl<L> Capped<L> {
-    /// Wraps `inner`, allowing `max` open connections, each closed after
-    /// `idle_timeout` without progress.
-    pub fn new(inner: L, max: usize, idle_timeout: Duration) -> Self {
+    /// Wraps `inner` with `limits`; `open` counts the connections open.
+    pub fn new(inner: L, limits: ServeLimits, open: Gauge) -> Self {
         Self {
             inner,
-            slots: Arc::new(Semaphore::new(max.max(1))),
-            idle_timeout,
+            slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            idle_timeout: limits.idle_timeout,
+            open,
         }
-    }
-
-    /// A handle that tells how many connections are open.
-    pub fn gauge(&self) -> ConnectionGauge {
-        ConnectionGauge {
-            slots: self.slots.clone(),
-            max: self.slots.available_permits(),
-        }
-    }
-}
-
-/// Reads the number of open connections of a [`Capped`] listener.
-#[derive(Clone)]
-pub struct ConnectionGauge {
-    slots: Arc<Semaphore>,
-    max: usize,
-}
-
-impl ConnectionGauge {
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.max - self.slots.available_permits()
     }
 }
 
@@ -73,9 +74,13 @@ impl<L: Listener> Listener for Capped<L> {
             .await
             .expect("semaphore is open");
         let (io, addr) = self.inner.accept().await;
+        self.open.inc();
         let io = Guarded {
             inner: io,
-            _permit: permit,
+            slot: Slot {
+                _permit: permit,
+                open: self.open.clone(),
+            },
             idle_timeout: self.idle_timeout,
             deadline: Box::pin(sleep(self.idle_timeout)),
         };
@@ -87,10 +92,23 @@ impl<L: Listener> Listener for Capped<L> {
     }
 }
 
+/// An open connection's place under the cap, and in the gauge.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 /// A connection that holds its slot until dropped and times out when idle.
 pub struct Guarded<T> {
     inner: T,
-    _permit: OwnedSemaphorePermit,
+    #[allow(dead_code)] // Held for its Drop.
+    slot: Slot,
     idle_timeout: Duration,
     deadline: Pin<Box<Sleep>>,
 }

@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus exposition through `prometheus-client`.
 //!
 //! Series come from three places: [`SERVER`], which the servers update as
-//! they go (check latency, open binary connections); state read at scrape
+//! they go (check latency, open connections); state read at scrape
 //! time (store, usage, cluster, process), written by a [`Snapshot`]
 //! collector; nothing else. Labels stay low-cardinality: policy, tier,
 //! result, reason, kind; inline namespaces are capped by the usage settings.
@@ -29,6 +29,8 @@ pub struct ServerMetrics {
     pub http_check_seconds: Histogram,
     /// The same for binary-protocol check frames.
     pub binary_check_seconds: Histogram,
+    /// HTTP connections open now.
+    pub http_connections: Gauge,
     /// Binary-protocol connections open now.
     pub binary_connections: Gauge,
 }
@@ -38,6 +40,7 @@ pub static SERVER: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics {
     // 1 µs to about 4 s.
     http_check_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
     binary_check_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
+    http_connections: Gauge::default(),
     binary_connections: Gauge::default(),
 });
 
@@ -143,13 +146,6 @@ fn engine_series(app: &App, snapshot: &mut Snapshot) {
         Gauge,
         "Version of the config in force",
         app.engine.config_version() as f64,
-    );
-    let open = app.connections.get().map_or(0, |gauge| gauge.open());
-    snapshot.one(
-        "weir_http_connections",
-        Gauge,
-        "Open HTTP connections",
-        open as f64,
     );
 }
 
@@ -407,6 +403,11 @@ pub fn render(app: &App) -> String {
         "weir_binary_check_duration_seconds",
         help,
         server.binary_check_seconds.clone(),
+    );
+    registry.register(
+        "weir_http_connections",
+        "Open HTTP connections",
+        server.http_connections.clone(),
     );
     registry.register(
         "weir_binary_connections",

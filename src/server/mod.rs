@@ -1,5 +1,6 @@
-//! The HTTP server: routes, shared state, and the serve loop with a
-//! connection cap, idle timeout and graceful shutdown.
+//! The HTTP server: routes, shared state, and the serve loop with graceful
+//! shutdown; [`binary`] is the binary-protocol server beside it. Both accept
+//! through one [`listener`], with one connection cap and idle timeout.
 //!
 //! - [`check`]: the decision endpoints.
 //! - [`admin`]: config and tier assignment endpoints (bearer token).
@@ -9,7 +10,7 @@
 //! - [`alerts`]: recent alerts, and alarms forwarded by peers.
 //! - [`dashboard`]: the web page, embedded.
 //! - [`headers`]: rate-limit headers from a decision.
-//! - [`listener`]: the capped, idle-timing listener wrapper.
+//! - [`listener`]: the capped, idle-timing listener both servers accept through.
 //! - [`tls`]: TLS on the client listeners, reloaded on SIGHUP.
 //! - [`error`]: JSON errors.
 
@@ -46,7 +47,9 @@ use crate::config::MAX_CONFIG_BYTES;
 use crate::engine::Engine;
 use crate::snapshot::Snapshots;
 use crate::usage::Usage;
-use listener::{Capped, ConnectionGauge};
+use listener::Capped;
+pub use listener::ServeLimits;
+use metrics::SERVER;
 
 /// Largest check, batch or assignment body, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -66,8 +69,6 @@ pub struct App {
     pub alerts: OnceLock<Arc<Alerts>>,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
-    /// Open connections, once serving.
-    pub connections: OnceLock<ConnectionGauge>,
     /// The cluster this node is part of, if any.
     pub cluster: OnceLock<Arc<ClusterNode>>,
     /// Snapshots, when on.
@@ -84,7 +85,6 @@ impl App {
             usage: OnceLock::new(),
             alerts: OnceLock::new(),
             ready: AtomicBool::new(true),
-            connections: OnceLock::new(),
             cluster: OnceLock::new(),
             snapshots: OnceLock::new(),
         })
@@ -142,24 +142,6 @@ where
     }
 }
 
-/// Connection limits for [`run`].
-#[derive(Debug, Clone, Copy)]
-pub struct ServeLimits {
-    /// Most open connections; further clients wait to be accepted.
-    pub max_connections: usize,
-    /// A connection with no progress for this long is closed.
-    pub idle_timeout: Duration,
-}
-
-impl Default for ServeLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
 /// Serves HTTP on `listener` until `shutdown` completes, then stops
 /// accepting, reports not ready, and finishes the requests in flight.
 ///
@@ -174,9 +156,7 @@ pub async fn run<L>(
 where
     L: Listener<Addr = SocketAddr>,
 {
-    let listener = Capped::new(listener, limits.max_connections, limits.idle_timeout);
-    // Set once per App; a second run on the same App keeps the first gauge.
-    let _ = app.connections.set(listener.gauge());
+    let listener = Capped::new(listener, limits, SERVER.http_connections.clone());
     let state = app.clone();
     let shutdown = async move {
         shutdown.await;

@@ -60,6 +60,8 @@ curl -s "http://$HTTP/v1/cluster" | grep -q '"live":2' || { echo "the two nodes 
 
 seed=()
 [[ $SEED == random ]] || seed=(--seed "$SEED")
+# Its cache and reports stay out of the work tree.
+cd "$TARGET_DIR/tools"
 "$VENV/bin/schemathesis" run "http://$HTTP/v1/openapi.json" \
   -H "Authorization: Bearer $ADMIN" \
   --max-examples "$EXAMPLES" "${seed[@]}" \
