@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 
 use crate::clock::{Nanos, MILLI};
 use crate::limiter::Outcome;
-use crate::policy::NamedLimit;
+use crate::policy::{AlgorithmName, NamedLimit};
 
 /// Who a check is about: the policy and tier, or the inline namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +99,8 @@ impl Verdict<'_> {
 pub struct LimitReport {
     /// The limit's name.
     pub name: CompactString,
-    /// `token_bucket` or `sliding_window`.
-    pub algorithm: &'static str,
+    /// Which algorithm (`token_bucket` or `sliding_window` in JSON).
+    pub algorithm: AlgorithmName,
     /// Capacity: the burst or the window's count.
     pub limit: u64,
     /// The window, or the time a bucket takes to fill from empty.

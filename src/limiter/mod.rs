@@ -25,6 +25,7 @@ use weir_cluster::nodes::ME;
 use weir_cluster::{Column, Epoch, NodeIdx, SlotCounter};
 
 use crate::clock::Nanos;
+use crate::policy::AlgorithmName;
 
 /// The state of one limit of one key.
 #[derive(Clone, Debug, Default)]
@@ -133,11 +134,11 @@ impl Limit {
         }
     }
 
-    /// Algorithm name as used in config and API responses.
-    pub fn algorithm(&self) -> &'static str {
+    /// Which algorithm this is.
+    pub fn algorithm(&self) -> AlgorithmName {
         match self {
-            Limit::TokenBucket(_) => "token_bucket",
-            Limit::SlidingWindow(_) => "sliding_window",
+            Limit::TokenBucket(_) => AlgorithmName::TokenBucket,
+            Limit::SlidingWindow(_) => AlgorithmName::SlidingWindow,
         }
     }
 
@@ -145,8 +146,10 @@ impl Limit {
     /// State built for another fingerprint is reset; a changed count or rate
     /// with the same slot width keeps its counts across a config change.
     pub fn spec_id(&self) -> u16 {
-        let hash =
-            foldhash::quality::FixedState::with_seed(0x77e1).hash_one((self.algorithm(), self.slot_width()));
+        // The name, not the enum: the fingerprint is part of the sync and
+        // snapshot formats and must not move.
+        let name = self.algorithm().as_str();
+        let hash = foldhash::quality::FixedState::with_seed(0x77e1).hash_one((name, self.slot_width()));
         // Never 0, so that a default state never matches a real limit.
         (hash as u16).max(1)
     }

@@ -10,8 +10,10 @@ use std::num::NonZeroU32;
 
 use compact_str::CompactString;
 
-pub use crate::config::file::{AlgorithmName, KeyAttr, LimitSpec};
+mod vocabulary;
+
 use crate::limiter::{Limit, Rate, SlidingWindow, TokenBucket};
+pub use vocabulary::{AlgorithmName, KeyAttr, LimitSpec};
 
 /// Most limits one tier (or one inline check) may have.
 pub const MAX_LIMITS: usize = 8;

@@ -198,10 +198,11 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, String> {
     Ok(value)
 }
 
-fn algorithm_code(name: &str) -> u8 {
-    match name {
-        "token_bucket" => 0,
-        _ => 1,
+/// The algorithm's byte on the wire.
+fn algorithm_code(algorithm: AlgorithmName) -> u8 {
+    match algorithm {
+        AlgorithmName::TokenBucket => 0,
+        AlgorithmName::SlidingWindow => 1,
     }
 }
 
