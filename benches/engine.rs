@@ -4,6 +4,9 @@
 //! and on one hot key. Limits are set high so every check takes the allowed
 //! path, as most production checks do.
 //!
+//! `scaling` prints throughput over 1..N threads (N = available cores) on
+//! distinct keys, weir and governor alike.
+//!
 //! Run: `cargo bench --bench engine`.
 
 use std::hint::black_box;
@@ -218,6 +221,67 @@ fn two_threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// Throughput over 1..N threads (N = available cores), each on keys of its
+/// own, for weir's engine and governor in the same run: prints checks per
+/// second and the speed-up over one thread, so a bigger machine shows how
+/// far each scales. Best of five rounds of 1,000,000 checks per thread.
+fn scaling(_: &mut Criterion) {
+    const CHECKS: u64 = 1_000_000;
+    const ROUNDS: usize = 5;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let run = |threads: usize, work: &(dyn Fn(usize, u64) + Sync)| -> f64 {
+        let best = (0..ROUNDS)
+            .map(|_| {
+                let barrier = Barrier::new(threads);
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|thread| {
+                            let barrier = &barrier;
+                            scope.spawn(move || {
+                                barrier.wait();
+                                let start = Instant::now();
+                                work(thread, CHECKS);
+                                start.elapsed()
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+                })
+            })
+            .min()
+            .unwrap();
+        (threads as u64 * CHECKS) as f64 / best.as_secs_f64()
+    };
+    let weir = engine();
+    let checks: Vec<CheckRequest> = (0..cores).map(|t| request("bucket", &format!("user-{t}"))).collect();
+    let limiter = governor();
+    let names: Vec<String> = (0..cores).map(|t| format!("user-{t}")).collect();
+    let weir_work = |thread: usize, n: u64| {
+        for _ in 0..n {
+            black_box(weir.check_with(&checks[thread], |v| v.allowed()).unwrap());
+        }
+    };
+    let governor_work = |thread: usize, n: u64| {
+        for _ in 0..n {
+            black_box(limiter.check_key(&names[thread]).is_ok());
+        }
+    };
+    for (name, work) in [
+        ("weir_engine", &weir_work as &(dyn Fn(usize, u64) + Sync)),
+        ("governor_keyed", &governor_work),
+    ] {
+        let one = run(1, work);
+        for threads in 1..=cores {
+            let rate = if threads == 1 { one } else { run(threads, work) };
+            println!(
+                "scaling/{name}/{threads}_threads: {:.2} M checks/s, {:.2}x one thread",
+                rate / 1e6,
+                rate / one
+            );
+        }
+    }
+}
+
 /// The cost of usage analytics per check, robust to this VM's drift: the
 /// same check on an engine without and one with analytics, in alternating
 /// rounds; prints the medians and the median of the per-round differences.
@@ -318,6 +382,6 @@ fn alerts_overhead(_: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = one_thread, two_threads, usage_overhead, alerts_overhead
+    targets = one_thread, two_threads, scaling, usage_overhead, alerts_overhead
 }
 criterion_main!(benches);

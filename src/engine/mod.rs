@@ -36,7 +36,8 @@ use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::limiter::{LimitState, Outcome};
 use crate::policy::{NamedLimit, Observed, Observer};
-use crate::store::{Entry, Store, StoreStats};
+use crate::store::{Entry, Locked, Store, StoreStats};
+use resolve::Resolved;
 
 thread_local! {
     /// Reused for every single check on this thread: building a key
@@ -207,8 +208,8 @@ impl Engine {
         tier: &str,
         lasting: Option<Nanos>,
     ) -> Result<Option<Nanos>, AssignError> {
-        let config = self.config.load();
-        let exists = config.policies.iter().any(|policy| policy.tier(tier).is_some());
+        let exists =
+            self.with_config(|config| config.policies.iter().any(|policy| policy.tier(tier).is_some()));
         let until = lasting.map(|d| self.clock.now().saturating_add(d));
         self.overlay.set(subject, id, tier, exists, until)?;
         Ok(until)
@@ -264,27 +265,17 @@ impl Engine {
                 key.clear();
                 let now = self.clock.now();
                 let resolved = resolve::resolve(config, &self.overlay, request, key, now)?;
-                let limits = limits_of(&resolved);
-                let mut outcomes = Outcomes::new();
                 let hash = self.store.hash(key);
-                let mut locked = self.store.lock(&[hash]);
-                if !limits.is_empty() {
-                    let shares = self.cluster.shares();
-                    let entry = locked.entry(hash, key, now, retention(limits), || fresh(limits));
-                    outcomes = decide(entry, limits, now, resolved.cost, shares);
-                    let counted = resolved.cost > 0 && outcomes.iter().all(|o| o.allowed);
-                    if shares.is_some() && counted && entry.mark_changed() {
-                        locked.queue_changed(hash, key);
-                    }
-                }
-                let allowed = outcomes.iter().all(|o| o.allowed);
-                locked.count(&CheckEvent {
-                    scope: resolved.scope,
+                let at = At {
                     key,
-                    key_hash: hash,
-                    allowed,
-                    cost: resolved.cost,
-                });
+                    hash,
+                    now,
+                    shares: self.cluster.shares(),
+                };
+                let mut locked = self.store.lock(&[hash]);
+                let outcomes = self.transact(&mut locked, &at, &resolved, Intent::Take);
+                let allowed = outcomes.iter().all(|o| o.allowed);
+                locked.count(&at.event(&resolved, allowed));
                 drop(locked);
                 self.observe(&resolved.observers, key, allowed, now);
                 Ok::<_, CheckError>((resolved, outcomes))
@@ -309,68 +300,68 @@ impl Engine {
         if requests.is_empty() || requests.len() > MAX_BATCH {
             return Err(CheckError::BatchSize(requests.len()));
         }
-        let config = self.config.load();
-        let now = self.clock.now();
-        let mut keys = Vec::with_capacity(requests.len());
-        let mut resolved = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter().enumerate() {
-            let mut key = String::new();
-            let item = resolve::resolve(&config, &self.overlay, request, &mut key, now).map_err(|e| {
-                CheckError::InBatch {
-                    index,
-                    source: Box::new(e),
-                }
-            })?;
-            keys.push(key);
-            resolved.push(item);
-        }
-        let hashes: Vec<u64> = keys.iter().map(|key| self.store.hash(key)).collect();
-        let shares = self.cluster.shares();
-        let scale = shares.map_or(1.0, |s| s.scale());
-        let mut locked = self.store.lock(&hashes);
-        let mut decisions = Vec::with_capacity(requests.len());
-        for (i, item) in resolved.iter().enumerate() {
-            let limits = limits_of(item);
-            let mut outcomes = Outcomes::new();
-            if !limits.is_empty() {
-                let entry = locked.entry(hashes[i], &keys[i], now, retention(limits), || fresh(limits));
-                outcomes = decide(entry, limits, now, item.cost, shares);
-                let counted = item.cost > 0 && outcomes.iter().all(|o| o.allowed);
-                if shares.is_some() && counted && entry.mark_changed() {
-                    locked.queue_changed(hashes[i], &keys[i]);
-                }
+        self.with_config(|config| {
+            let now = self.clock.now();
+            let mut keys = Vec::with_capacity(requests.len());
+            let mut resolved = Vec::with_capacity(requests.len());
+            for (index, request) in requests.iter().enumerate() {
+                let mut key = String::new();
+                let item = resolve::resolve(config, &self.overlay, request, &mut key, now).map_err(|e| {
+                    CheckError::InBatch {
+                        index,
+                        source: Box::new(e),
+                    }
+                })?;
+                keys.push(key);
+                resolved.push(item);
             }
-            let verdict = Verdict {
-                scope: item.scope,
-                limits,
-                outcomes: &outcomes,
-                cost: item.cost,
-            };
-            decisions.push(verdict.to_decision());
-        }
-        let allowed = decisions.iter().all(|d| d.allowed);
-        for (i, decision) in decisions.iter_mut().enumerate().rev() {
-            if !allowed && decision.allowed && decision.cost > 0 {
-                if let Some(entry) = locked.get(hashes[i], &keys[i]) {
-                    for (state, limit) in entry.limits.iter_mut().zip(limits_of(&resolved[i])) {
-                        limit.limit.undo_commit(state, now, decision.cost, scale);
+            // One view of the cluster for the whole batch, rollback included.
+            let shares = self.cluster.shares();
+            let at: Vec<At<'_>> = keys
+                .iter()
+                .map(|key| At {
+                    key,
+                    hash: self.store.hash(key),
+                    now,
+                    shares,
+                })
+                .collect();
+            let hashes: Vec<u64> = at.iter().map(|at| at.hash).collect();
+            let mut locked = self.store.lock(&hashes);
+            let mut decisions: Vec<Decision> = resolved
+                .iter()
+                .zip(&at)
+                .map(|(item, at)| {
+                    let outcomes = self.transact(&mut locked, at, item, Intent::Take);
+                    let verdict = Verdict {
+                        scope: item.scope,
+                        limits: limits_of(item),
+                        outcomes: &outcomes,
+                        cost: item.cost,
+                    };
+                    verdict.to_decision()
+                })
+                .collect();
+            let allowed = decisions.iter().all(|d| d.allowed);
+            if !allowed {
+                // Later checks first, so a key repeated in the batch is
+                // given back in the reverse order it was taken.
+                for ((decision, item), at) in decisions.iter_mut().zip(&resolved).zip(&at).rev() {
+                    if decision.allowed && decision.cost > 0 {
+                        Self::roll_back(&mut locked, at, item, decision.cost);
+                        decision.roll_back();
                     }
                 }
-                decision.roll_back();
             }
-            locked.count(&CheckEvent {
-                scope: resolved[i].scope,
-                key: &keys[i],
-                key_hash: hashes[i],
-                allowed,
-                cost: resolved[i].cost,
-            });
-        }
-        drop(locked);
-        for (item, key) in resolved.iter().zip(&keys) {
-            self.observe(&item.observers, key, allowed, now);
-        }
-        Ok(BatchDecision { allowed, decisions })
+            for (item, at) in resolved.iter().zip(&at).rev() {
+                locked.count(&at.event(item, allowed));
+            }
+            drop(locked);
+            for (item, at) in resolved.iter().zip(&at) {
+                self.observe(&item.observers, at.key, allowed, now);
+            }
+            Ok(BatchDecision { allowed, decisions })
+        })
     }
 
     /// Gives back `cost` units (the request's cost, default 1) to every
@@ -395,44 +386,122 @@ impl Engine {
     /// The key's state as a peek, after giving back the request's cost if
     /// `refund` (and queueing the change for peers).
     fn settle(&self, request: &CheckRequest, refund: bool) -> Result<Explained, CheckError> {
-        let config = self.config.load();
-        let mut key = String::new();
-        let now = self.clock.now();
-        let resolved = resolve::resolve(&config, &self.overlay, request, &mut key, now)?;
-        let limits = limits_of(&resolved);
-        let mut outcomes = Outcomes::new();
-        if !limits.is_empty() {
-            let shares = self.cluster.shares();
+        self.with_config(|config| {
+            let mut key = String::new();
+            let now = self.clock.now();
+            let resolved = resolve::resolve(config, &self.overlay, request, &mut key, now)?;
             let hash = self.store.hash(&key);
-            let mut locked = self.store.lock(&[hash]);
-            outcomes = match locked.get(hash, &key) {
-                Some(entry) => {
-                    if refund {
-                        reconcile(entry, limits);
-                        for (state, limit) in entry.limits.iter_mut().zip(limits) {
-                            limit.limit.refund(state, now, resolved.cost);
-                        }
-                    }
-                    let outcomes = decide(entry, limits, now, 0, shares);
-                    if refund && shares.is_some() && entry.mark_changed() {
-                        locked.queue_changed(hash, &key);
-                    }
-                    outcomes
-                }
-                None => evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
+            let at = At {
+                key: &key,
+                hash,
+                now,
+                shares: self.cluster.shares(),
             };
-        }
-        let verdict = Verdict {
-            scope: resolved.scope,
-            limits,
-            outcomes: &outcomes,
-            cost: 0,
-        };
-        Ok(Explained {
-            decision: verdict.to_decision(),
-            tier_source: resolved.tier_source,
-            store_key: key,
+            let intent = if refund { Intent::Give } else { Intent::Look };
+            let outcomes = self.transact(&mut self.store.lock(&[hash]), &at, &resolved, intent);
+            let verdict = Verdict {
+                scope: resolved.scope,
+                limits: limits_of(&resolved),
+                outcomes: &outcomes,
+                cost: 0,
+            };
+            Ok(Explained {
+                decision: verdict.to_decision(),
+                tier_source: resolved.tier_source,
+                store_key: key.clone(),
+            })
         })
+    }
+
+    /// The decision transaction on one key, its shard locked: every limit
+    /// decides, and then, by `intent`, the cost is counted in all of them
+    /// or in none ([`Intent::Take`]), given back ([`Intent::Give`]), or
+    /// nothing changes ([`Intent::Look`]). When this node's counts moved
+    /// and it has peers, the key is marked changed and queued for the next
+    /// counter sync.
+    fn transact(
+        &self,
+        locked: &mut Locked<'_>,
+        at: &At<'_>,
+        resolved: &Resolved<'_>,
+        intent: Intent,
+    ) -> Outcomes {
+        let limits = limits_of(resolved);
+        if limits.is_empty() {
+            return Outcomes::new();
+        }
+        let (now, cost, shares) = (at.now, resolved.cost, at.shares);
+        let entry = match intent {
+            Intent::Take => locked.entry(at.hash, at.key, now, retention(limits), || fresh(limits)),
+            Intent::Give | Intent::Look => match locked.get(at.hash, at.key) {
+                Some(entry) => entry,
+                // Nothing counted yet: what a fresh key would answer.
+                None => return evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
+            },
+        };
+        let (outcomes, changed) = match intent {
+            Intent::Take => {
+                let outcomes = decide(entry, limits, now, cost, shares);
+                let counted = cost > 0 && outcomes.iter().all(|o| o.allowed);
+                (outcomes, counted)
+            }
+            Intent::Give => {
+                reconcile(entry, limits);
+                for (state, limit) in entry.limits.iter_mut().zip(limits) {
+                    limit.limit.refund(state, now, cost);
+                }
+                (decide(entry, limits, now, 0, shares), true)
+            }
+            Intent::Look => (decide(entry, limits, now, 0, shares), false),
+        };
+        if changed && shares.is_some() && entry.mark_changed() {
+            locked.queue_changed(at.hash, at.key);
+        }
+        outcomes
+    }
+
+    /// Takes back what [`transact`](Self::transact) counted for a batch that
+    /// was denied as a whole; no one else has seen it, the locks are held.
+    fn roll_back(locked: &mut Locked<'_>, at: &At<'_>, resolved: &Resolved<'_>, cost: u32) {
+        let scale = at.shares.map_or(1.0, |s| s.scale());
+        if let Some(entry) = locked.get(at.hash, at.key) {
+            for (state, limit) in entry.limits.iter_mut().zip(limits_of(resolved)) {
+                limit.limit.undo_commit(state, at.now, cost, scale);
+            }
+        }
+    }
+}
+
+/// What a transaction does with the request's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// A check: count it in every limit if all have room, else in none.
+    Take,
+    /// A refund: give it back to every limit.
+    Give,
+    /// A peek or key view: change nothing.
+    Look,
+}
+
+/// A key in the store at a moment, with the cluster as seen then: where a
+/// transaction happens.
+struct At<'k> {
+    key: &'k str,
+    hash: u64,
+    now: Nanos,
+    shares: Option<Shares>,
+}
+
+impl At<'_> {
+    /// The decision as the shard's recorder sees it.
+    fn event<'e>(&'e self, resolved: &Resolved<'e>, allowed: bool) -> CheckEvent<'e> {
+        CheckEvent {
+            scope: resolved.scope,
+            key: self.key,
+            key_hash: self.hash,
+            allowed,
+            cost: resolved.cost,
+        }
     }
 }
 
@@ -495,21 +564,17 @@ impl Engine {
         else {
             return;
         };
-        let config = self.config.load();
-        let Some(observer) = config.alerts.observers.get(rule) else {
-            return;
-        };
         let now = self.clock.now();
-        let hash = self.store.hash(observed_key);
-        let count = {
+        let reached = self.with_config(|config| {
+            let observer = config.alerts.observers.get(rule)?;
+            let hash = self.store.hash(observed_key);
             let mut locked = self.store.lock(&[hash]);
-            let Some(entry) = locked.get(hash, observed_key) else {
-                return;
-            };
+            let entry = locked.get(hash, observed_key)?;
             reconcile(entry, std::slice::from_ref(&observer.window));
-            observer.count(&mut entry.limits[0], now, 0)
-        };
-        if count >= observer.threshold {
+            let count = observer.count(&mut entry.limits[0], now, 0);
+            (count >= observer.threshold).then_some(count)
+        });
+        if let Some(count) = reached {
             sink.alarm(&Alarm {
                 rule,
                 key,
