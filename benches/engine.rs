@@ -253,7 +253,9 @@ fn scaling(_: &mut Criterion) {
         (threads as u64 * CHECKS) as f64 / best.as_secs_f64()
     };
     let weir = engine();
-    let checks: Vec<CheckRequest> = (0..cores).map(|t| request("bucket", &format!("user-{t}"))).collect();
+    let checks: Vec<CheckRequest> = (0..cores)
+        .map(|t| request("bucket", &format!("user-{t}")))
+        .collect();
     let limiter = governor();
     let names: Vec<String> = (0..cores).map(|t| format!("user-{t}")).collect();
     let weir_work = |thread: usize, n: u64| {

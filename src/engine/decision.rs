@@ -65,8 +65,9 @@ impl Verdict<'_> {
         }
     }
 
-    /// An owned copy.
-    pub fn to_decision(&self) -> Decision {
+    /// The decision, borrowing its names from the config: what the servers
+    /// encode replies from, with nothing allocated for up to two limits.
+    pub fn view(&self) -> Decision<&str> {
         let allowed = self.allowed();
         let limits: SmallVec<[LimitReport; 2]> = self
             .limits
@@ -77,9 +78,9 @@ impl Verdict<'_> {
         let binding = self.binding().map(|i| &limits[i]);
         Decision {
             allowed,
-            policy: self.scope.policy.map(CompactString::from),
-            namespace: self.scope.namespace.map(CompactString::from),
-            tier: self.scope.tier.map(CompactString::from),
+            policy: self.scope.policy,
+            namespace: self.scope.namespace,
+            tier: self.scope.tier,
             cost: if allowed && !limits.is_empty() {
                 self.cost
             } else {
@@ -91,6 +92,11 @@ impl Verdict<'_> {
             retry_after_ms: binding.and_then(|b| b.retry_after_ms),
             limits,
         }
+    }
+
+    /// An owned copy, to keep.
+    pub fn to_decision(&self) -> Decision {
+        self.view().to_owned_names()
     }
 }
 
@@ -136,18 +142,19 @@ impl LimitReport {
     }
 }
 
-/// The answer to one check, owned.
+/// The answer to one check: owned names by default, borrowed ones
+/// (`Decision<&str>`) from [`Verdict::view`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Decision {
+pub struct Decision<S = CompactString> {
     /// Every limit had room, and the cost was counted.
     pub allowed: bool,
     /// The policy checked; null for inline limits.
-    pub policy: Option<CompactString>,
+    pub policy: Option<S>,
     /// The inline namespace; absent for policies.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<CompactString>,
+    pub namespace: Option<S>,
     /// The tier applied; null for inline limits.
-    pub tier: Option<CompactString>,
+    pub tier: Option<S>,
     /// Units this check counted.
     pub cost: u32,
     /// Capacity of the limit closest to denying (the one headers report);
@@ -164,7 +171,24 @@ pub struct Decision {
     pub limits: SmallVec<[LimitReport; 2]>,
 }
 
-impl Decision {
+impl Decision<&str> {
+    fn to_owned_names(&self) -> Decision {
+        Decision {
+            allowed: self.allowed,
+            policy: self.policy.map(CompactString::from),
+            namespace: self.namespace.map(CompactString::from),
+            tier: self.tier.map(CompactString::from),
+            cost: self.cost,
+            limit: self.limit,
+            remaining: self.remaining,
+            reset_after_ms: self.reset_after_ms,
+            retry_after_ms: self.retry_after_ms,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl<S> Decision<S> {
     /// Marks an allowed decision as rolled back: the batch it belonged to was
     /// denied, so its cost was never counted.
     pub fn roll_back(&mut self) {

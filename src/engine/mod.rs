@@ -171,8 +171,9 @@ impl Engine {
         let current =
             |s: &Option<Snapshot>| matches!(s, Some(s) if s.engine == self.id && s.version == version);
         SNAPSHOT.with(|cell| {
-            if let Ok(mut slot) = cell.try_borrow_mut() {
-                if !current(&slot) {
+            // Refreshed only when stale, so a check borrows it once.
+            if !cell.try_borrow().is_ok_and(|slot| current(&slot)) {
+                if let Ok(mut slot) = cell.try_borrow_mut() {
                     *slot = Some(Snapshot {
                         engine: self.id,
                         version,

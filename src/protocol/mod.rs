@@ -14,6 +14,6 @@ mod wire;
 
 pub use frame::{append_frame, Frame, FrameError, FrameRef, Opcode, HEADER_LEN, MAGIC, MAX_FRAME, VERSION};
 pub use wire::{
-    decode, encode, encode_into, Hello, HelloReply, WireBatch, WireCheck, WireDecision, WireError, WireKey,
-    WireLimit, WireReport, WireTarget,
+    decode, encode, encode_into, BatchBody, DecisionBody, Hello, HelloReply, WireBatch, WireCheck,
+    WireDecision, WireError, WireKey, WireLimit, WireReport, WireTarget,
 };

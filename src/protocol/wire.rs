@@ -265,13 +265,13 @@ impl From<&LimitReport> for WireReport {
     }
 }
 
-impl From<&Decision> for WireDecision {
-    fn from(decision: &Decision) -> Self {
+impl<S: AsRef<str>> From<&Decision<S>> for WireDecision {
+    fn from(decision: &Decision<S>) -> Self {
         Self {
             allowed: decision.allowed,
-            policy: decision.policy.as_ref().map(|s| s.to_string()),
-            namespace: decision.namespace.as_ref().map(|s| s.to_string()),
-            tier: decision.tier.as_ref().map(|s| s.to_string()),
+            policy: decision.policy.as_ref().map(|s| s.as_ref().to_string()),
+            namespace: decision.namespace.as_ref().map(|s| s.as_ref().to_string()),
+            tier: decision.tier.as_ref().map(|s| s.as_ref().to_string()),
             cost: decision.cost,
             limit: decision.limit,
             remaining: decision.remaining,
@@ -282,11 +282,122 @@ impl From<&Decision> for WireDecision {
     }
 }
 
-impl From<&CheckError> for WireError {
-    fn from(error: &CheckError) -> Self {
-        Self {
-            code: error.code().into(),
-            message: error.to_string(),
+/// A decision encoded as a [`WireDecision`] body, byte for byte, straight
+/// from the engine's borrowed decision: no owned copy, no allocation.
+pub struct DecisionBody<'d, S>(pub &'d Decision<S>);
+
+impl<S: AsRef<str>> Encode for DecisionBody<'_, S> {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+        let d = self.0;
+        d.allowed.encode(e)?;
+        for name in [&d.policy, &d.namespace, &d.tier] {
+            name.as_ref().map(AsRef::as_ref).encode(e)?;
         }
+        d.cost.encode(e)?;
+        d.limit.encode(e)?;
+        d.remaining.encode(e)?;
+        d.reset_after_ms.encode(e)?;
+        d.retry_after_ms.encode(e)?;
+        // A sequence: its length as a u64, then the items (as `Vec`).
+        (d.limits.len() as u64).encode(e)?;
+        for report in &d.limits {
+            report.name.as_str().encode(e)?;
+            algorithm_code(report.algorithm).encode(e)?;
+            report.limit.encode(e)?;
+            report.window_ms.encode(e)?;
+            report.allowed.encode(e)?;
+            report.remaining.encode(e)?;
+            report.reset_after_ms.encode(e)?;
+            report.retry_after_ms.encode(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// A batch encoded as a [`WireBatch`] body, byte for byte, without copies.
+pub struct BatchBody<'d>(pub &'d crate::engine::BatchDecision);
+
+impl Encode for BatchBody<'_> {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+        self.0.allowed.encode(e)?;
+        (self.0.decisions.len() as u64).encode(e)?;
+        for decision in &self.0.decisions {
+            DecisionBody(decision).encode(e)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::{ManualClock, SECOND};
+    use crate::config::Config;
+    use crate::engine::{CheckRequest, Engine};
+
+    const CONFIG: &str = r#"
+[policies.p]
+key = ["user"]
+default_tier = "free"
+[policies.p.tiers.free]
+limits = [
+  { name = "burst", algorithm = "token_bucket", rate = "1/s", burst = 2 },
+  { algorithm = "sliding_window", rate = "100/day" },
+]
+[policies.p.tiers.open]
+unlimited = true
+"#;
+
+    fn requests() -> Vec<CheckRequest> {
+        let user = |name: &str| RequestKey {
+            user: Some(name.into()),
+            ..RequestKey::default()
+        };
+        let mut open = CheckRequest::policy("p", user("b"));
+        open.tier = Some("open".into());
+        let inline = CheckRequest {
+            target: Target::Inline {
+                namespace: "drf:anon".into(),
+                limits: vec![LimitSpec {
+                    name: None,
+                    algorithm: AlgorithmName::SlidingWindow,
+                    rate: "1/minute".into(),
+                    burst: None,
+                }],
+            },
+            key: user("c"),
+            tier: None,
+            cost: None,
+        };
+        // Allowed twice, then denied; unlimited; inline, allowed then denied.
+        let a = CheckRequest::policy("p", user("a"));
+        vec![a.clone(), a.clone(), a, open, inline.clone(), inline]
+    }
+
+    #[test]
+    fn borrowed_decisions_encode_and_serialize_as_owned_ones_do() {
+        let engine = Engine::new(
+            Config::parse(CONFIG).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        );
+        for request in requests() {
+            let (view_bytes, view_json, owned) = engine
+                .check_with(&request, |verdict| {
+                    let view = verdict.view();
+                    let bytes = encode(&DecisionBody(&view));
+                    (bytes, serde_json::to_value(&view).unwrap(), verdict.to_decision())
+                })
+                .unwrap();
+            assert_eq!(view_bytes, encode(&WireDecision::from(&owned)), "{owned:?}");
+            assert_eq!(view_json, serde_json::to_value(&owned).unwrap());
+        }
+        let batch = engine.check_batch(&requests()[..2]).unwrap();
+        let owned = WireBatch {
+            allowed: batch.allowed,
+            decisions: batch.decisions.iter().map(WireDecision::from).collect(),
+        };
+        assert_eq!(encode(&BatchBody(&batch)), encode(&owned));
     }
 }

@@ -29,8 +29,8 @@ use super::metrics::SERVER;
 use crate::engine::{CheckError, CheckRequest, Engine};
 use crate::protocol::stream::{FrameReader, ReadError};
 use crate::protocol::{
-    append_frame, decode, encode_into, FrameRef, Hello, HelloReply, Opcode, WireBatch, WireCheck,
-    WireDecision, WireError, MAX_FRAME, VERSION,
+    append_frame, decode, encode_into, BatchBody, DecisionBody, FrameRef, Hello, HelloReply, Opcode,
+    WireCheck, WireError, MAX_FRAME, VERSION,
 };
 
 /// Limits of the binary server.
@@ -252,20 +252,37 @@ fn dispatch(
 ) -> Result<(), Refusal> {
     let (opcode, id, body) = (frame.opcode, frame.request_id, frame.body);
     let malformed = |error: String| Refusal::malformed(opcode, error);
-    let (reply, decision) = match opcode {
+    match opcode {
         // A ping has no body; bytes there are trailing bytes.
         Opcode::Ping if !body.is_empty() => {
             let trailing = format!("{} bytes after the end of the body (a ping has none)", body.len());
             return Err(malformed(trailing));
         }
-        Opcode::Ping => {
-            append_frame(out, Opcode::Pong, id, |_| {});
-            return Ok(());
-        }
+        Opcode::Ping => append_frame(out, Opcode::Pong, id, |_| {}),
         Opcode::Hello => {
             let reply = hello(decode(body).map_err(malformed)?, limits)?;
             append_frame(out, Opcode::HelloReply, id, |out| encode_into(&reply, out));
-            return Ok(());
+        }
+        Opcode::Check | Opcode::Peek => {
+            let mut request = request(body).map_err(malformed)??;
+            let reply = match opcode {
+                Opcode::Peek => {
+                    request.cost = Some(0);
+                    Opcode::PeekReply
+                }
+                _ => Opcode::Decision,
+            };
+            // Encoded straight from the engine's verdict, names borrowed.
+            engine.check_with(&request, |verdict| {
+                let decision = verdict.view();
+                append_frame(out, reply, id, |out| encode_into(&DecisionBody(&decision), out));
+            })?;
+        }
+        Opcode::Refund => {
+            let decision = engine.refund(&request(body).map_err(malformed)??)?;
+            append_frame(out, Opcode::RefundReply, id, |out| {
+                encode_into(&DecisionBody(&decision), out)
+            });
         }
         Opcode::CheckMany => {
             let checks: Vec<WireCheck> = decode(body).map_err(malformed)?;
@@ -274,34 +291,13 @@ fn dispatch(
                 .map(CheckRequest::try_from)
                 .collect::<Result<Vec<_>, _>>()?;
             let batch = engine.check_batch(&requests)?;
-            let reply = WireBatch {
-                allowed: batch.allowed,
-                decisions: batch.decisions.iter().map(WireDecision::from).collect(),
-            };
-            append_frame(out, Opcode::Batch, id, |out| encode_into(&reply, out));
-            return Ok(());
+            append_frame(out, Opcode::Batch, id, |out| encode_into(&BatchBody(&batch), out));
         }
-        Opcode::Check => (
-            Opcode::Decision,
-            engine.check(&request(body).map_err(malformed)??)?,
-        ),
-        Opcode::Peek => {
-            let mut request = request(body).map_err(malformed)??;
-            request.cost = Some(0);
-            (Opcode::PeekReply, engine.check(&request)?)
-        }
-        Opcode::Refund => (
-            Opcode::RefundReply,
-            engine.refund(&request(body).map_err(malformed)??)?,
-        ),
         other => {
             let message = format!("{other} is a reply, not a request");
             return Err(Refusal::fatal("unknown_opcode", message));
         }
-    };
-    append_frame(out, reply, id, |out| {
-        encode_into(&WireDecision::from(&decision), out)
-    });
+    }
     Ok(())
 }
 

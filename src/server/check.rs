@@ -52,7 +52,7 @@ impl TryFrom<CheckBody> for CheckRequest {
     }
 }
 
-fn respond<T: Serialize>(allowed: bool, headline: Option<&Decision>, body: &T) -> Response {
+fn respond<T: Serialize, S>(allowed: bool, headline: Option<&Decision<S>>, body: &T) -> Response {
     let status = if allowed {
         StatusCode::OK
     } else {
@@ -71,8 +71,12 @@ pub async fn check(
     JsonBody(body): JsonBody<CheckBody>,
 ) -> Result<Response, ApiError> {
     let request = CheckRequest::try_from(body)?;
-    let decision = app.engine.check(&request)?;
-    Ok(respond(decision.allowed, Some(&decision), &decision))
+    // Encoded straight from the engine's verdict, names borrowed.
+    let response = app.engine.check_with(&request, |verdict| {
+        let decision = verdict.view();
+        respond(decision.allowed, Some(&decision), &decision)
+    })?;
+    Ok(response)
 }
 
 /// `POST /v1/check/batch` body.

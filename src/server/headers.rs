@@ -31,7 +31,7 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
 }
 
 /// Adds the rate-limit headers for `decision` to `headers`.
-pub fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+pub fn add_rate_limit_headers<S>(headers: &mut HeaderMap, decision: &Decision<S>) {
     if decision.limits.is_empty() {
         return;
     }
