@@ -21,12 +21,6 @@ use weir::limiter::rate::parse_period;
 use weir::server::binary::{self, BinaryLimits};
 use weir::server::tls::{self, TlsFiles, TlsListener};
 use weir::server::{self, App, ServeLimits};
-
-/// mimalloc: both servers allocate and free small buffers on every request
-/// from several threads, which glibc's allocator serves more slowly
-/// (measured by benches/http-cpu.sh).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use weir::snapshot::{self, Snapshots};
 use weir::usage::{Usage, UsageSettings};
 
