@@ -1,8 +1,8 @@
 # weir's two entry points: `make run` starts a node with the built-in config,
 # `make test` runs every check CI runs. Both work on a fresh machine with Rust,
 # Python 3.11, Go, Node 20 and make; `make test` installs what else the tests
-# need (the Python packages into clients/python/.venv, helm into target/tools,
-# the dashboard's npm packages into dashboard/node_modules, Debian's chromium,
+# need (the Python packages into clients/python/.venv, helm, promtool and
+# schemathesis into target/tools, the dashboard's npm packages into dashboard/node_modules, Debian's chromium,
 # redis-server, tcpdump and buildah).
 
 SHELL := /bin/bash
