@@ -390,9 +390,7 @@ fn http_connections_beyond_the_cap_wait_until_one_closes() {
 fn metric(weir: &Weir, sample: &str) -> f64 {
     let mut reply = weir.agent.get(format!("{}/metrics", weir.base)).call().unwrap();
     let text = reply.body_mut().read_to_string().unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in {text}"))
+    support::nodes::metric_in(&text, sample).unwrap_or_else(|| panic!("no {sample} in {text}"))
 }
 
 #[test]

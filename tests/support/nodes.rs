@@ -225,10 +225,7 @@ impl Node {
     /// and labels), 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
         let metrics = self.get_text("/metrics").unwrap_or_default();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-            .unwrap_or(0.0)
+        metric_in(&metrics, sample).unwrap_or(0.0)
     }
 
     /// Live members this node sees, itself included.
@@ -319,4 +316,12 @@ pub fn start_cluster(count: usize, config: &Path, extra: &[&str]) -> Vec<Node> {
         });
     }
     nodes
+}
+
+/// The value of the sample in Prometheus text `metrics` that starts with
+/// `sample` (name and labels).
+pub fn metric_in(metrics: &str, sample: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
 }
