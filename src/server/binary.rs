@@ -190,8 +190,9 @@ fn answer(engine: &Engine, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut
     let fatal = match dispatch(engine, limits, frame, out) {
         Ok(()) => false,
         Err(refusal) => {
+            let fatal = refusal.fatal;
             refusal.append(out, frame.request_id);
-            refusal.fatal
+            fatal
         }
     };
     if let Some(start) = start {
@@ -222,11 +223,11 @@ impl Refusal {
         Self::fatal("malformed_body", format!("{opcode} body: {error}"))
     }
 
-    fn append(&self, out: &mut Vec<u8>, request_id: u64) {
+    fn append(self, out: &mut Vec<u8>, request_id: u64) {
         let body = WireError {
             code: self.code.into(),
             // Messages may quote the input: never much more than a few lines.
-            message: super::error::capped(self.message.clone()),
+            message: super::error::capped(self.message),
         };
         append_frame(out, Opcode::Error, request_id, |out| encode_into(&body, out));
     }

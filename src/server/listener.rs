@@ -77,7 +77,7 @@ impl<L: Listener> Listener for Capped<L> {
         self.open.inc();
         let io = Guarded {
             inner: io,
-            slot: Slot {
+            _slot: Slot {
                 _permit: permit,
                 open: self.open.clone(),
             },
@@ -107,8 +107,8 @@ impl Drop for Slot {
 /// A connection that holds its slot until dropped and times out when idle.
 pub struct Guarded<T> {
     inner: T,
-    #[allow(dead_code)] // Held for its Drop.
-    slot: Slot,
+    /// Held for its `Drop`: the connection's place under the cap.
+    _slot: Slot,
     idle_timeout: Duration,
     deadline: Pin<Box<Sleep>>,
 }
