@@ -2,20 +2,11 @@
 //! decoded as every request type, and a decoded check decided by an engine.
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
+mod common;
 
 use libfuzzer_sys::fuzz_target;
-use weir::clock::ManualClock;
-use weir::config::Config;
-use weir::engine::{CheckRequest, Engine};
+use weir::engine::CheckRequest;
 use weir::protocol::{decode, Frame, Hello, WireCheck};
-
-static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
-    Engine::new(
-        Config::builtin(),
-        Arc::new(ManualClock::new(1_800_000_000_000_000_000)),
-    )
-});
 
 fuzz_target!(|data: &[u8]| {
     // A frame as read from the socket after its length prefix.
@@ -26,13 +17,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(checks) = decode::<Vec<WireCheck>>(&frame.body) {
         let requests: Result<Vec<CheckRequest>, _> = checks.into_iter().map(CheckRequest::try_from).collect();
         if let Ok(requests) = requests {
-            let _ = ENGINE.check_batch(&requests);
+            let _ = common::engine().check_batch(&requests);
         }
     }
     if let Ok(check) = decode::<WireCheck>(&frame.body) {
         if let Ok(request) = CheckRequest::try_from(check) {
-            let _ = ENGINE.check(&request);
-            let _ = ENGINE.refund(&request);
+            let _ = common::engine().check(&request);
+            let _ = common::engine().refund(&request);
         }
     }
 });

@@ -4,20 +4,12 @@
 //! decisions) until they run out.
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
+mod common;
+
+use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use weir::clock::ManualClock;
-use weir::config::Config;
-use weir::engine::Engine;
 use weir::server::binary::{serve_connection, BinaryLimits};
-
-static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
-    Engine::new(
-        Config::builtin(),
-        Arc::new(ManualClock::new(1_800_000_000_000_000_000)),
-    )
-});
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_current_thread()
@@ -29,5 +21,5 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     let stream = tokio::io::join(data, tokio::io::sink());
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let _ = RUNTIME.block_on(serve_connection(stream, &ENGINE, BinaryLimits::default(), stopped));
+    let _ = RUNTIME.block_on(serve_connection(stream, common::engine(), BinaryLimits::default(), stopped));
 });
