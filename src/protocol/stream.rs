@@ -85,15 +85,19 @@ impl FrameReader {
             .map_err(|(id, err)| ReadError::Frame(id, err))
     }
 
+    /// The length prefix of the frame at `start`, once its 4 bytes are in.
+    fn pending_length(&self) -> Option<usize> {
+        let prefix: [u8; 4] = self.buffer.get(self.start..self.start + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(prefix) as usize)
+    }
+
     /// The length of the frame at `start` when it is whole in the buffer.
     fn whole_frame(&self) -> Result<Option<usize>, ReadError> {
-        let unread = &self.buffer[self.start..];
-        let Some(prefix) = unread.get(..4) else {
+        let Some(length) = self.pending_length() else {
             return Ok(None);
         };
-        let length = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         Frame::check_length(length).map_err(|err| ReadError::Frame(0, err))?;
-        Ok((unread.len() >= 4 + length).then_some(length))
+        Ok((self.buffer.len() - self.start >= 4 + length).then_some(length))
     }
 
     async fn fill_until_whole<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> Result<usize, ReadError> {
@@ -114,10 +118,9 @@ impl FrameReader {
             self.buffer.drain(..self.start);
             self.start = 0;
         }
-        let pending = match self.buffer.get(..4) {
-            Some(prefix) => 4 + u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize,
-            None => 0,
-        };
+        // The prefix was checked against the frame limit before any read
+        // that completes its frame.
+        let pending = self.pending_length().map_or(0, |length| 4 + length);
         let wanted = pending.saturating_sub(self.buffer.len()).max(READ_CHUNK);
         self.buffer.reserve(wanted);
         stream.read_buf(&mut self.buffer).await
