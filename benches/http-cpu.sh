@@ -51,16 +51,16 @@ run() {
   before=$(ticks)
   requests=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$@" | awk '/requests in/ {print $1}')
   after=$(ticks)
-  python3 - "$name" "$requests" "$before" "$after" "$hz" "$SECONDS_PER_RUN" <<'PY'
+  python3 - "$name" "$requests" "$before" "$after" "$hz" "$SECONDS_PER_RUN" "$work/cpu" <<'PY'
 import sys
 name, requests, before, after, hz, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+cpu_file = sys.argv[7]
 cpu_us = (after - before) / hz * 1e6 / requests
 print(f"{name:>16}: {requests / seconds:,.0f} requests/s, weir CPU {cpu_us:.2f} us per request")
-with open("/tmp/weir-http-cpu", "a") as out:
+with open(cpu_file, "a") as out:
     out.write(f"{cpu_us}\n")
 PY
 }
-rm -f /tmp/weir-http-cpu
 run "GET /healthz" "http://127.0.0.1:$port/healthz"
 run "POST /v1/check" -s "$work/check.lua" "http://127.0.0.1:$port"
-python3 -c 'import sys; a, b = [float(x) for x in open("/tmp/weir-http-cpu")]; print(f"check / healthz CPU per request: {b / a:.2f}x")'
+python3 -c 'import sys; a, b = [float(x) for x in open(sys.argv[1])]; print(f"check / healthz CPU per request: {b / a:.2f}x")' "$work/cpu"
