@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, JsonBody};
@@ -52,16 +53,38 @@ impl TryFrom<CheckBody> for CheckRequest {
     }
 }
 
+/// Headers a decision reply can carry: content type and length, five
+/// rate-limit headers and `Retry-After`, with room to spare.
+const REPLY_HEADERS: usize = 12;
+
+/// JSON bytes a two-limit decision takes, so one buffer usually holds it.
+const REPLY_BYTES: usize = 640;
+
+/// A decision reply built in one go: the body serialized into a buffer of
+/// its likely size and a header map with room for every header, so neither
+/// grows on the hot path (growing them was a sixth of a check's CPU).
 fn respond<T: Serialize, S>(allowed: bool, headline: Option<&Decision<S>>, body: &T) -> Response {
     let status = if allowed {
         StatusCode::OK
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut response = (status, Json(body)).into_response();
-    if let Some(decision) = headline {
-        add_rate_limit_headers(response.headers_mut(), decision);
+    let mut json = Vec::with_capacity(REPLY_BYTES);
+    if let Err(error) = serde_json::to_writer(&mut json, body) {
+        // Only a failing Serialize impl can get here; ours cannot fail.
+        let message = format!("encoding the reply: {error}");
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+            .into_response();
     }
+    let mut headers = HeaderMap::with_capacity(REPLY_HEADERS);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
+    if let Some(decision) = headline {
+        add_rate_limit_headers(&mut headers, decision);
+    }
+    let mut response = Response::new(Body::from(json));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
     response
 }
 

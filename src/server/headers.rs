@@ -30,13 +30,18 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
+fn insert_number(headers: &mut HeaderMap, name: &'static str, value: u64) {
+    headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+}
+
 /// Adds the rate-limit headers for `decision` to `headers`.
 pub fn add_rate_limit_headers<S>(headers: &mut HeaderMap, decision: &Decision<S>) {
     if decision.limits.is_empty() {
         return;
     }
-    let mut policy = String::new();
-    let mut state = String::new();
+    // About 40 bytes per limit in each list.
+    let mut policy = String::with_capacity(48 * decision.limits.len());
+    let mut state = String::with_capacity(48 * decision.limits.len());
     for (i, limit) in decision.limits.iter().enumerate() {
         let separator = if i == 0 { "" } else { ", " };
         let window = seconds(limit.window_ms).max(1);
@@ -56,15 +61,11 @@ pub fn add_rate_limit_headers<S>(headers: &mut HeaderMap, decision: &Decision<S>
     insert(headers, "ratelimit-policy", policy);
     insert(headers, "ratelimit", state);
     if let (Some(limit), Some(remaining)) = (decision.limit, decision.remaining) {
-        insert(headers, "x-ratelimit-limit", limit.to_string());
-        insert(headers, "x-ratelimit-remaining", remaining.to_string());
-        insert(
-            headers,
-            "x-ratelimit-reset",
-            seconds(decision.reset_after_ms).to_string(),
-        );
+        insert_number(headers, "x-ratelimit-limit", limit);
+        insert_number(headers, "x-ratelimit-remaining", remaining);
+        insert_number(headers, "x-ratelimit-reset", seconds(decision.reset_after_ms));
     }
     if let (false, Some(retry)) = (decision.allowed, decision.retry_after_ms) {
-        insert(headers, "retry-after", seconds(retry).max(1).to_string());
+        insert_number(headers, "retry-after", seconds(retry).max(1));
     }
 }
