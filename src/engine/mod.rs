@@ -36,7 +36,7 @@ use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::limiter::{LimitState, Outcome};
 use crate::policy::{NamedLimit, Observed, Observer};
-use crate::store::{Entry, Locked, Store, StoreStats};
+use crate::store::{Entry, Locked, States, Store, StoreStats};
 use resolve::Resolved;
 
 thread_local! {
@@ -603,7 +603,7 @@ fn limits_of<'a>(resolved: &'a resolve::Resolved<'_>) -> &'a [NamedLimit] {
     resolved.limits.as_deref().unwrap_or_default()
 }
 
-fn fresh(limits: &[NamedLimit]) -> Box<[LimitState]> {
+fn fresh(limits: &[NamedLimit]) -> States {
     limits.iter().map(|l| l.limit.new_state()).collect()
 }
 

@@ -1,18 +1,21 @@
 //! Keyed state: a sharded hash table from key to the states of its limits.
 //!
-//! Each shard is a `Mutex` over a `hashbrown::HashTable`, so a lookup hashes
-//! the key once (the hash picks the shard and probes the table). Memory is
+//! Each shard is a `Mutex` over its [`Keys`], so a lookup hashes the key
+//! once (the hash picks the shard and probes its index). Memory is
 //! bounded three ways: slots past a limit's window expire inside the counter;
 //! a key untouched for longer than its limits remember is swept; and a cap on
 //! tracked keys evicts the idlest keys first when a shard is full, so a client
 //! rotating millions of IPs cannot exhaust memory.
 
+mod keys;
+
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use hashbrown::HashTable;
 use smallvec::SmallVec;
+
+use keys::{KeyHasher, Keys};
 
 use crate::clock::Nanos;
 #[cfg(test)]
@@ -27,11 +30,14 @@ pub const SHARDS: usize = 64;
 /// division, on every check, and 32 bits last 146 years.
 const TICK_SHIFT: u32 = 30;
 
+/// The states of one key's limits: one is held inline, more on the heap.
+pub type States = SmallVec<[LimitState; 1]>;
+
 /// The state of one key.
 #[derive(Debug)]
 pub struct Entry {
     /// One state per limit, in the order of the limits that built them.
-    pub limits: Box<[LimitState]>,
+    pub limits: States,
     /// Last access, in ticks since the store started (31 bits: 73 years),
     /// and in the top bit, [`CHANGED`]: kept in one word so that the flag
     /// costs a standalone node no memory.
@@ -68,7 +74,7 @@ impl Entry {
 
 #[derive(Default)]
 struct Shard {
-    table: HashTable<(Box<str>, Entry)>,
+    keys: Keys,
     /// Keys whose counts changed since the last sync (cluster only).
     changed: Vec<Box<str>>,
     allowed: u64,
@@ -110,7 +116,7 @@ impl std::ops::Deref for Padded {
 /// The sharded map from key to [`Entry`].
 pub struct Store {
     shards: Box<[Padded]>,
-    hasher: foldhash::fast::RandomState,
+    hasher: KeyHasher,
     shard_cap: AtomicUsize,
     /// Time origin of the ticks kept per entry.
     origin: Nanos,
@@ -125,7 +131,8 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 fn shard_cap(max_keys: u64) -> usize {
-    (max_keys as usize).div_ceil(SHARDS).max(1)
+    // A shard numbers its slots with 32 bits.
+    (max_keys.div_ceil(SHARDS as u64).clamp(1, u32::MAX as u64)) as usize
 }
 
 impl Store {
@@ -133,7 +140,7 @@ impl Store {
     pub fn new(max_keys: u64, now: Nanos) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: KeyHasher::default(),
             shard_cap: AtomicUsize::new(shard_cap(max_keys)),
             origin: now,
             expired: AtomicU64::new(0),
@@ -183,7 +190,7 @@ impl Store {
         let removed: usize = self
             .shards
             .iter()
-            .map(|shard| remove_expired(&mut lock(shard).table, now))
+            .map(|shard| self.remove_expired(&mut lock(shard).keys, now))
             .sum();
         self.expired.fetch_add(removed as u64, Ordering::Relaxed);
         removed
@@ -198,8 +205,9 @@ impl Store {
             let shard = &mut *shard;
             for key in std::mem::take(&mut shard.changed) {
                 let hash = self.hash(&key);
-                if let Some((key, entry)) = shard.table.find_mut(hash, |(k, _)| *k == key) {
-                    entry.seen &= !CHANGED;
+                if let Some(at) = shard.keys.find(hash, &key) {
+                    shard.keys.entry_mut(at).seen &= !CHANGED;
+                    let (key, entry) = shard.keys.get(at);
                     visit(key, entry, self.time_left(entry, ticks));
                 }
             }
@@ -213,7 +221,7 @@ impl Store {
         let since = self.ticks(now.saturating_sub(within));
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            for (key, entry) in shard.table.iter().filter(|(_, e)| e.last_seen() >= since) {
+            for (key, entry) in shard.keys.iter().filter(|(_, e)| e.last_seen() >= since) {
                 visit(key, entry, self.time_left(entry, ticks));
             }
         }
@@ -225,7 +233,7 @@ impl Store {
     pub fn visit_shard(&self, index: usize, now: Nanos, mut visit: impl FnMut(&str, &Entry, Nanos)) {
         let ticks = self.ticks(now);
         let shard = lock(&self.shards[index]);
-        for (key, entry) in shard.table.iter() {
+        for (key, entry) in shard.keys.iter() {
             visit(key, entry, self.time_left(entry, ticks));
         }
     }
@@ -259,7 +267,7 @@ impl Store {
         };
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            stats.keys += shard.table.len() as u64;
+            stats.keys += shard.keys.len() as u64;
             stats.allowed += shard.allowed;
             stats.denied += shard.denied;
         }
@@ -268,33 +276,31 @@ impl Store {
 
     /// Makes room in a full shard: expired keys first, then the idlest
     /// sixteenth, so that the cost of eviction is spread over many inserts.
-    fn make_room(&self, table: &mut HashTable<(Box<str>, Entry)>, now: u32) {
+    fn make_room(&self, keys: &mut Keys, now: u32) {
         let cap = self.shard_cap.load(Ordering::Relaxed);
-        if table.len() < cap {
+        if keys.len() < cap {
             return;
         }
-        let expired = remove_expired(table, now);
+        let expired = self.remove_expired(keys, now);
         self.expired.fetch_add(expired as u64, Ordering::Relaxed);
-        if table.len() < cap {
+        if keys.len() < cap {
             return;
         }
-        let target = (table.len() + 1 - cap).max(table.len() / 16).max(1);
-        let mut ages: Vec<u32> = table.iter().map(|(_, entry)| entry.last_seen()).collect();
+        let target = (keys.len() + 1 - cap).max(keys.len() / 16).max(1);
+        let mut ages: Vec<u32> = keys.iter().map(|(_, entry)| entry.last_seen()).collect();
         let (_, &mut threshold, _) = ages.select_nth_unstable(target - 1);
         let mut left = target;
-        table.retain(|(_, entry)| {
+        keys.retain(&self.hasher, |entry| {
             let evict = left > 0 && entry.last_seen() <= threshold;
             left -= evict as usize;
             !evict
         });
         self.evicted.fetch_add(target as u64, Ordering::Relaxed);
     }
-}
 
-fn remove_expired(table: &mut HashTable<(Box<str>, Entry)>, now: u32) -> usize {
-    let before = table.len();
-    table.retain(|(_, entry)| entry.expires > now);
-    before - table.len()
+    fn remove_expired(&self, keys: &mut Keys, now: u32) -> usize {
+        keys.retain(&self.hasher, |entry| entry.expires > now)
+    }
 }
 
 /// Shards held locked; entries are reached through it.
@@ -324,7 +330,7 @@ impl Locked<'_> {
         key: &str,
         now: Nanos,
         retention: Nanos,
-        init: impl FnOnce() -> Box<[LimitState]>,
+        init: impl FnOnce() -> States,
     ) -> &mut Entry {
         let store = self.store;
         let ticks = store.ticks(now);
@@ -332,23 +338,20 @@ impl Locked<'_> {
         // key until the cap on tracked keys evicts it.
         let retention_ticks = (retention >> TICK_SHIFT).min(u32::MAX as Nanos) as u32;
         let expires = ticks.saturating_add(retention_ticks.saturating_add(2));
-        let table = &mut self.shard(hash).table;
-        // One probe on a hit; on a miss the table comes back for the insert.
-        let (_, entry) = match table.find_entry(hash, |(k, _)| &**k == key) {
-            Ok(found) => found.into_mut(),
-            Err(absent) => {
-                let table = absent.into_table();
-                store.make_room(table, ticks);
+        let keys = &mut self.shard(hash).keys;
+        let at = match keys.find(hash, key) {
+            Some(at) => at,
+            None => {
+                store.make_room(keys, ticks);
                 let entry = Entry {
                     limits: init(),
                     seen: ticks,
                     expires,
                 };
-                table
-                    .insert_unique(hash, (key.into(), entry), |(k, _)| store.hash(k))
-                    .into_mut()
+                keys.insert(&store.hasher, hash, key, entry)
             }
         };
+        let entry = keys.entry_mut(at);
         entry.seen = (ticks & !CHANGED) | (entry.seen & CHANGED);
         entry.expires = entry.expires.max(expires);
         entry
@@ -356,8 +359,9 @@ impl Locked<'_> {
 
     /// The entry for `key` if it is tracked, without touching it.
     pub fn get(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
-        let table = &mut self.shard(hash).table;
-        table.find_mut(hash, |(k, _)| &**k == key).map(|(_, entry)| entry)
+        let keys = &mut self.shard(hash).keys;
+        let at = keys.find(hash, key)?;
+        Some(keys.entry_mut(at))
     }
 
     /// Queues `key` (whose entry [`Entry::mark_changed`] just marked) for the
@@ -393,17 +397,17 @@ mod tests {
         let hash = store.hash(key);
         store
             .lock(&[hash])
-            .entry(hash, key, now, retention, || Box::new([]));
+            .entry(hash, key, now, retention, States::new);
     }
 
     #[test]
-    fn an_entry_is_24_bytes_and_its_changed_mark_survives_use_until_drained() {
-        assert_eq!(std::mem::size_of::<Entry>(), 24);
+    fn an_entry_is_56_bytes_and_its_changed_mark_survives_use_until_drained() {
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
         let store = Store::new(1000, 0);
         let hash = store.hash("k");
         {
             let mut locked = store.lock(&[hash]);
-            let entry = locked.entry(hash, "k", 0, SECOND, || Box::new([]));
+            let entry = locked.entry(hash, "k", 0, SECOND, States::new);
             assert!(entry.mark_changed());
             assert!(!entry.mark_changed());
             locked.queue_changed(hash, "k");
@@ -417,7 +421,7 @@ mod tests {
         let hash = store.hash("k");
         assert!(store
             .lock(&[hash])
-            .entry(hash, "k", 4 * SECOND, SECOND, || Box::new([]))
+            .entry(hash, "k", 4 * SECOND, SECOND, States::new)
             .mark_changed());
     }
 
@@ -462,7 +466,7 @@ mod tests {
         let hashes: Vec<u64> = ["x", "y", "x", "z"].iter().map(|k| store.hash(k)).collect();
         let mut locked = store.lock(&hashes);
         for (key, hash) in ["x", "y", "x", "z"].iter().zip(&hashes) {
-            locked.entry(*hash, key, 0, SECOND, || Box::new([]));
+            locked.entry(*hash, key, 0, SECOND, States::new);
         }
         drop(locked);
         assert_eq!(store.stats().keys, 3);

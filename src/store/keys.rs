@@ -1,0 +1,155 @@
+//! One shard's keys: their slots packed densely in a vector, found through
+//! a hash index of slot numbers.
+//!
+//! A hash table keeps a third to a half of its buckets empty, so what a
+//! bucket holds is paid about twice per key. Here a bucket holds a 4-byte
+//! slot number; the key and its states sit in the dense vector, where a
+//! short key is stored inline and a one-limit policy's state too. A lookup
+//! touches the index and one slot.
+
+use compact_str::CompactString;
+use hashbrown::HashTable;
+
+use super::Entry;
+#[cfg(test)]
+use super::States;
+
+/// Hashes keys: the store's per-process seeded hasher.
+pub type KeyHasher = foldhash::fast::RandomState;
+
+/// A key and its entry.
+#[derive(Debug)]
+struct Slot {
+    key: CompactString,
+    entry: Entry,
+}
+
+/// The keys of one shard.
+#[derive(Debug, Default)]
+pub struct Keys {
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+}
+
+fn hash_of(hasher: &KeyHasher, key: &str) -> u64 {
+    std::hash::BuildHasher::hash_one(hasher, key)
+}
+
+impl Keys {
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slot number of `key` (whose hash is `hash`), if it is held.
+    pub fn find(&self, hash: u64, key: &str) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| slots[i as usize].key == key)
+            .map(|&i| i as usize)
+    }
+
+    /// Adds `key`, which must not be held yet; returns its slot number.
+    /// Callers keep a shard under `u32::MAX` keys (see `shard_cap`).
+    pub fn insert(&mut self, hasher: &KeyHasher, hash: u64, key: &str, entry: Entry) -> usize {
+        let at = self.slots.len();
+        self.slots.push(Slot {
+            key: CompactString::new(key),
+            entry,
+        });
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, at as u32, |&i| hash_of(hasher, &slots[i as usize].key));
+        at
+    }
+
+    /// The key and entry in slot `at`.
+    pub fn get(&self, at: usize) -> (&str, &Entry) {
+        let slot = &self.slots[at];
+        (&slot.key, &slot.entry)
+    }
+
+    /// The entry in slot `at`, to change.
+    pub fn entry_mut(&mut self, at: usize) -> &mut Entry {
+        &mut self.slots[at].entry
+    }
+
+    /// Every key with its entry, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.slots.iter().map(|slot| (slot.key.as_str(), &slot.entry))
+    }
+
+    /// Removes the key in slot `at`; the last slot moves into its place.
+    fn remove(&mut self, hasher: &KeyHasher, at: usize) {
+        let last = self.slots.len() - 1;
+        let hash = hash_of(hasher, &self.slots[at].key);
+        if let Ok(found) = self.index.find_entry(hash, |&i| i as usize == at) {
+            found.remove();
+        }
+        if at != last {
+            let moved = hash_of(hasher, &self.slots[last].key);
+            if let Some(number) = self.index.find_mut(moved, |&i| i as usize == last) {
+                *number = at as u32;
+            }
+        }
+        self.slots.swap_remove(at);
+    }
+
+    /// Keeps only the keys whose entry `keep` accepts; returns how many went.
+    pub fn retain(&mut self, hasher: &KeyHasher, mut keep: impl FnMut(&Entry) -> bool) -> usize {
+        let before = self.slots.len();
+        // From the end: a slot moved into a freed place was already kept.
+        for at in (0..before).rev() {
+            if !keep(&self.slots[at].entry) {
+                self.remove(hasher, at);
+            }
+        }
+        before - self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            limits: States::new(),
+            seen: 0,
+            expires: 0,
+        }
+    }
+
+    #[test]
+    fn a_slot_is_80_bytes_with_a_short_key_and_one_state_inline() {
+        assert_eq!(std::mem::size_of::<Slot>(), 80);
+    }
+
+    #[test]
+    fn finds_every_key_after_removals_move_slots() {
+        let hasher = KeyHasher::default();
+        let mut keys = Keys::default();
+        let names: Vec<String> = (0..1000).map(|i| format!("key-{i}-{}", "x".repeat(i % 40))).collect();
+        for name in &names {
+            let hash = hash_of(&hasher, name);
+            assert_eq!(keys.find(hash, name), None);
+            let at = keys.insert(&hasher, hash, name, entry());
+            assert_eq!(keys.find(hash, name), Some(at));
+        }
+        // Drop every third key by marking it through its entry's expiry.
+        for (i, name) in names.iter().enumerate() {
+            let at = keys.find(hash_of(&hasher, name), name).unwrap();
+            keys.entry_mut(at).expires = (i % 3 != 0) as u32;
+        }
+        assert_eq!(keys.retain(&hasher, |e| e.expires > 0), 334);
+        assert_eq!(keys.len(), 666);
+        for (i, name) in names.iter().enumerate() {
+            let found = keys.find(hash_of(&hasher, name), name);
+            assert_eq!(found.is_some(), i % 3 != 0, "{name}");
+            if let Some(at) = found {
+                assert_eq!(keys.get(at).0, name);
+            }
+        }
+        assert_eq!(keys.iter().count(), 666);
+    }
+}
