@@ -104,9 +104,25 @@ impl Keys {
                 self.remove(hasher, at);
             }
         }
+        self.shrink_if_sparse(hasher);
         before - self.slots.len()
     }
+
+    /// Gives memory back once three quarters of the slots are unused, as
+    /// after a burst of one-off keys has expired; keeps room to double.
+    fn shrink_if_sparse(&mut self, hasher: &KeyHasher) {
+        let len = self.slots.len();
+        if self.slots.capacity() > MIN_SHRINK && len < self.slots.capacity() / 4 {
+            self.slots.shrink_to(len * 2);
+            let slots = &self.slots;
+            self.index
+                .shrink_to(len * 2, |&i| hash_of(hasher, &slots[i as usize].key));
+        }
+    }
 }
+
+/// Below this many slots a shard's memory is not worth giving back.
+const MIN_SHRINK: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -151,5 +167,25 @@ mod tests {
             }
         }
         assert_eq!(keys.iter().count(), 666);
+    }
+
+    #[test]
+    fn gives_memory_back_when_most_keys_are_gone() {
+        let hasher = KeyHasher::default();
+        let mut keys = Keys::default();
+        for i in 0..10_000u32 {
+            let name = format!("burst-{i}");
+            let mut held = entry();
+            held.expires = (i < 100) as u32;
+            keys.insert(&hasher, hash_of(&hasher, &name), &name, held);
+        }
+        let grown = keys.slots.capacity();
+        assert_eq!(keys.retain(&hasher, |e| e.expires > 0), 9_900);
+        assert!(keys.slots.capacity() <= 200, "{grown} -> {}", keys.slots.capacity());
+        assert!(keys.index.capacity() < 1_000);
+        for i in 0..100 {
+            let name = format!("burst-{i}");
+            assert!(keys.find(hash_of(&hasher, &name), &name).is_some());
+        }
     }
 }
