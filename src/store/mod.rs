@@ -125,8 +125,9 @@ pub struct Store {
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic while holding a shard cannot leave it inconsistent (every
-    // mutation is a single field write), so a poisoned lock is still usable.
+    // A panic while holding a shard cannot leave it inconsistent (entries
+    // change field by field, and the steps of adding or removing a key call
+    // nothing that can panic), so a poisoned lock is still usable.
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
