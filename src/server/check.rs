@@ -73,8 +73,7 @@ fn respond<T: Serialize, S>(allowed: bool, headline: Option<&Decision<S>>, body:
     if let Err(error) = serde_json::to_writer(&mut json, body) {
         // Only a failing Serialize impl can get here; ours cannot fail.
         let message = format!("encoding the reply: {error}");
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
-            .into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message).into_response();
     }
     let mut headers = HeaderMap::with_capacity(REPLY_HEADERS);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

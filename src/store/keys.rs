@@ -145,7 +145,9 @@ mod tests {
     fn finds_every_key_after_removals_move_slots() {
         let hasher = KeyHasher::default();
         let mut keys = Keys::default();
-        let names: Vec<String> = (0..1000).map(|i| format!("key-{i}-{}", "x".repeat(i % 40))).collect();
+        let names: Vec<String> = (0..1000)
+            .map(|i| format!("key-{i}-{}", "x".repeat(i % 40)))
+            .collect();
         for name in &names {
             let hash = hash_of(&hasher, name);
             assert_eq!(keys.find(hash, name), None);
@@ -181,7 +183,11 @@ mod tests {
         }
         let grown = keys.slots.capacity();
         assert_eq!(keys.retain(&hasher, |e| e.expires > 0), 9_900);
-        assert!(keys.slots.capacity() <= 200, "{grown} -> {}", keys.slots.capacity());
+        assert!(
+            keys.slots.capacity() <= 200,
+            "{grown} -> {}",
+            keys.slots.capacity()
+        );
         assert!(keys.index.capacity() < 1_000);
         for i in 0..100 {
             let name = format!("burst-{i}");

@@ -396,9 +396,7 @@ mod tests {
 
     fn touch_for(store: &Store, key: &str, now: Nanos, retention: Nanos) {
         let hash = store.hash(key);
-        store
-            .lock(&[hash])
-            .entry(hash, key, now, retention, States::new);
+        store.lock(&[hash]).entry(hash, key, now, retention, States::new);
     }
 
     #[test]
