@@ -172,6 +172,53 @@ mod tests {
     }
 
     #[test]
+    fn agrees_with_a_map_through_random_inserts_and_removals() {
+        let hasher = KeyHasher::default();
+        let mut keys = Keys::default();
+        let mut model = std::collections::HashMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300u64 {
+            for _ in 0..100 {
+                let name = format!("key-{}", next() % 3_000);
+                let hash = hash_of(&hasher, &name);
+                match keys.find(hash, &name) {
+                    Some(at) => {
+                        let (key, held) = keys.get(at);
+                        assert_eq!((key, Some(&held.expires)), (name.as_str(), model.get(&name)));
+                    }
+                    None => {
+                        let mut held = entry();
+                        held.expires = (next() % 4) as u32;
+                        model.insert(name.clone(), held.expires);
+                        keys.insert(&hasher, hash, &name, held);
+                    }
+                }
+            }
+            // Every round drops one of the four expiry values: a quarter of
+            // the keys, or (every 50th round) all but one value.
+            let kept = |expires: u32| {
+                if round % 50 == 49 {
+                    expires == 0
+                } else {
+                    expires != (round % 4) as u32
+                }
+            };
+            keys.retain(&hasher, |held| kept(held.expires));
+            model.retain(|_, expires| kept(*expires));
+            assert_eq!(keys.len(), model.len());
+            for name in model.keys() {
+                assert!(keys.find(hash_of(&hasher, name), name).is_some(), "{name}");
+            }
+        }
+    }
+
+    #[test]
     fn gives_memory_back_when_most_keys_are_gone() {
         let hasher = KeyHasher::default();
         let mut keys = Keys::default();
