@@ -183,11 +183,13 @@ test("the key view shows a top key's limits and tier", async () => {
 });
 
 test("a tier assigned in the page changes the next decision on another node", async () => {
-  // Spend the free burst (10, refilling at 5/s) right before looking.
-  let before;
-  for (let i = 0; i < 30; i++) before = await check(nodes[2], { policy: "per_user", key: { user: "mallory" } });
-  assert.equal(before.body.tier, "free");
-  assert.equal(before.body.allowed, false, "mallory spent the free burst");
+  // Spend the free burst (10, refilling at 5/s) right before looking. A
+  // token refilled between two checks may let the last one through, so
+  // what shows the burst spent is a denial among them.
+  const spent = [];
+  for (let i = 0; i < 30; i++) spent.push(await check(nodes[2], { policy: "per_user", key: { user: "mallory" } }));
+  assert.ok(spent.every((reply) => reply.body.tier === "free"));
+  assert.ok(spent.some((reply) => !reply.body.allowed), "mallory spent the free burst");
 
   const { page } = await openDashboard(nodes[0]);
   await page.selectOption("#key-policy", "per_user");
