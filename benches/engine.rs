@@ -159,12 +159,12 @@ fn one_thread(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `work(thread, iterations)` on two threads at once; the time is the
-/// slower thread's.
-fn on_two_threads(iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
-    let barrier = Barrier::new(2);
+/// Runs `work(thread, iterations)` on `threads` threads at once; the time is
+/// the slowest thread's.
+fn on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
+    let barrier = Barrier::new(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..2)
+        let handles: Vec<_> = (0..threads)
             .map(|thread| {
                 let (barrier, work) = (&barrier, &work);
                 scope.spawn(move || {
@@ -190,7 +190,7 @@ fn two_threads(c: &mut Criterion) {
         let checks = keys.map(|user| request("bucket", user));
         group.bench_function(BenchmarkId::new("weir_engine", case), |b| {
             b.iter_custom(|iters| {
-                on_two_threads(iters, |thread, n| {
+                on_threads(2, iters, |thread, n| {
                     for _ in 0..n {
                         black_box(weir.check_with(&checks[thread], |v| v.allowed()).unwrap());
                     }
@@ -200,7 +200,7 @@ fn two_threads(c: &mut Criterion) {
         let (with_usage, stop) = engine_with_usage();
         group.bench_function(BenchmarkId::new("weir_engine_usage", case), |b| {
             b.iter_custom(|iters| {
-                on_two_threads(iters, |thread, n| {
+                on_threads(2, iters, |thread, n| {
                     for _ in 0..n {
                         black_box(with_usage.check_with(&checks[thread], |v| v.allowed()).unwrap());
                     }
@@ -212,7 +212,7 @@ fn two_threads(c: &mut Criterion) {
         let names = keys.map(String::from);
         group.bench_function(BenchmarkId::new("governor_keyed", case), |b| {
             b.iter_custom(|iters| {
-                on_two_threads(iters, |thread, n| {
+                on_threads(2, iters, |thread, n| {
                     for _ in 0..n {
                         black_box(limiter.check_key(&names[thread]).is_ok());
                     }
@@ -233,23 +233,7 @@ fn scaling(_: &mut Criterion) {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let run = |threads: usize, work: &(dyn Fn(usize, u64) + Sync)| -> f64 {
         let best = (0..ROUNDS)
-            .map(|_| {
-                let barrier = Barrier::new(threads);
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = (0..threads)
-                        .map(|thread| {
-                            let barrier = &barrier;
-                            scope.spawn(move || {
-                                barrier.wait();
-                                let start = Instant::now();
-                                work(thread, CHECKS);
-                                start.elapsed()
-                            })
-                        })
-                        .collect();
-                    handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
-                })
-            })
+            .map(|_| on_threads(threads, CHECKS, work))
             .min()
             .unwrap();
         (threads as u64 * CHECKS) as f64 / best.as_secs_f64()
