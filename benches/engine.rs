@@ -129,9 +129,7 @@ fn one_thread(c: &mut Criterion) {
             let now = clock.now();
             let hash = store.hash(black_box(key));
             let mut locked = store.lock(&[hash]);
-            let entry = locked.entry(hash, key, now, SECOND, || {
-                States::from_buf([bucket_limit.new_state()])
-            });
+            let entry = locked.entry(hash, key, now, SECOND, || States::One(bucket_limit.new_state()));
             let state = &mut entry.limits[0];
             let outcome = bucket_limit.evaluate(state, now, 1);
             if outcome.allowed {

@@ -20,6 +20,7 @@ pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
 
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 
 use weir_cluster::nodes::ME;
 use weir_cluster::{Column, Epoch, NodeIdx, SlotCounter};
@@ -32,7 +33,32 @@ use crate::policy::AlgorithmName;
 pub struct LimitState {
     counter: SlotCounter,
     /// Token bucket only: when the bucket will be full again.
-    tat: Nanos,
+    tat: FullAt,
+}
+
+/// A time kept one above its value, so that zero is never stored: that
+/// spare value is where [`States`](crate::store::States) keeps whether it
+/// holds one state inline or several on the heap, at no extra size. The
+/// last nanosecond of `u64` (in the year 2554) reads as the one before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FullAt(NonZeroU64);
+
+impl FullAt {
+    const ZERO: Self = Self(NonZeroU64::MIN);
+
+    fn new(at: Nanos) -> Self {
+        Self(NonZeroU64::MIN.saturating_add(at))
+    }
+
+    fn get(self) -> Nanos {
+        self.0.get() - 1
+    }
+}
+
+impl Default for FullAt {
+    fn default() -> Self {
+        Self::ZERO
+    }
 }
 
 impl LimitState {
@@ -46,7 +72,7 @@ impl LimitState {
     pub fn for_spec(spec: u16) -> Self {
         Self {
             counter: SlotCounter::with_tag(spec),
-            tat: 0,
+            tat: FullAt::ZERO,
         }
     }
 
@@ -59,14 +85,14 @@ impl LimitState {
     /// When a token bucket is full again (engine time; 0 for a window):
     /// the part of a bucket's state its columns do not hold, for snapshots.
     pub fn refill_at(&self) -> Nanos {
-        self.tat
+        self.tat.get()
     }
 
     /// Takes in a snapshot of this state: the later refill time, and the
     /// saved columns merged by max. A bucket does not charge the columns
     /// again: the saved refill time already counts them.
     pub fn restore(&mut self, refill_at: Nanos, head: Epoch, columns: &[(NodeIdx, Column)]) {
-        self.tat = self.tat.max(refill_at);
+        self.tat = FullAt::new(self.tat.get().max(refill_at));
         for (node, column) in columns {
             self.counter.restore_column(ME, *node, head, column);
         }
@@ -167,7 +193,7 @@ impl Limit {
     pub fn new_state(&self) -> LimitState {
         LimitState {
             counter: SlotCounter::with_tag(self.spec_id()),
-            tat: 0,
+            tat: FullAt::ZERO,
         }
     }
 
@@ -241,6 +267,15 @@ pub(crate) fn take(limit: &Limit, state: &mut LimitState, now: Nanos, cost: u32)
 mod tests {
     use super::*;
     use crate::clock::SECOND;
+
+    #[test]
+    fn a_refill_time_reads_back_as_set_up_to_the_last_nanosecond() {
+        for at in [0, 1, SECOND, Nanos::MAX - 1] {
+            assert_eq!(FullAt::new(at).get(), at);
+        }
+        assert_eq!(FullAt::new(Nanos::MAX).get(), Nanos::MAX - 1);
+        assert_eq!(FullAt::default().get(), 0);
+    }
 
     #[test]
     fn spec_id_changes_with_the_slot_width_only() {

@@ -19,7 +19,7 @@
 
 use std::num::NonZeroU32;
 
-use super::{LimitState, Outcome, Rate};
+use super::{FullAt, LimitState, Outcome, Rate};
 use crate::clock::{Nanos, SECOND};
 
 /// Slot width for buckets: it only sets how consumption is grouped for
@@ -96,10 +96,10 @@ impl TokenBucket {
     pub(super) fn evaluate(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) -> Outcome {
         state.counter.advance(now / SLOT, |_, _| {});
         self.absorb_merged(state, now, scale);
-        let start = state.tat.max(now);
+        let start = state.tat.get().max(now);
         let after = start.saturating_add(self.hold_time(cost, scale));
         let allowed = after - now <= self.fill_time();
-        let tat = if allowed { after } else { state.tat };
+        let tat = if allowed { after } else { state.tat.get() };
         Outcome {
             allowed,
             // A float-to-int cast truncates, and saturates negatives to 0.
@@ -132,15 +132,14 @@ impl TokenBucket {
     /// Moves `tat` for `units` counted now, held at `scale` (see
     /// [`hold_time`](Self::hold_time)).
     pub(super) fn charge(&self, state: &mut LimitState, now: Nanos, units: u32, scale: f64) {
-        state.tat = state.tat.max(now).saturating_add(self.hold_time(units, scale));
+        let tat = state.tat.get();
+        state.tat = FullAt::new(tat.max(now).saturating_add(self.hold_time(units, scale)));
     }
 
     /// Gives `units` back; the bucket never holds more than its burst.
     pub(super) fn give_back(&self, state: &mut LimitState, now: Nanos, units: u32, scale: f64) {
-        state.tat = state
-            .tat
-            .saturating_sub(self.hold_time(units, scale))
-            .max(now.min(state.tat));
+        let tat = state.tat.get();
+        state.tat = FullAt::new(tat.saturating_sub(self.hold_time(units, scale)).max(now.min(tat)));
     }
 }
 

@@ -1,13 +1,16 @@
 //! One shard's keys: their slots packed densely in a vector, found through
-//! a hash index of slot numbers.
+//! a hash index of slot numbers, their text packed in one string.
 //!
 //! A hash table keeps a third to a half of its buckets empty, so what a
 //! bucket holds is paid about twice per key. Here a bucket holds a 4-byte
 //! slot number; the key and its states sit in the dense vector, where a
-//! short key is stored inline and a one-limit policy's state too. A lookup
-//! touches the index and one slot.
+//! one-limit policy's state is stored inline. The key's text sits in the
+//! shard's text, so a key costs its length, not an allocation rounded up
+//! with the allocator's header. A lookup touches the index, one slot and
+//! its text.
 
-use compact_str::CompactString;
+use std::ops::Range;
+
 use hashbrown::HashTable;
 
 use super::Entry;
@@ -17,10 +20,23 @@ use super::States;
 /// Hashes keys: the store's per-process seeded hasher.
 pub type KeyHasher = foldhash::fast::RandomState;
 
+/// Where a key's text sits in its shard's text.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.start as usize + self.len as usize
+    }
+}
+
 /// A key and its entry.
 #[derive(Debug)]
 struct Slot {
-    key: CompactString,
+    key: Span,
     entry: Entry,
 }
 
@@ -29,7 +45,15 @@ struct Slot {
 pub struct Keys {
     index: HashTable<u32>,
     slots: Vec<Slot>,
+    /// Every key's text, back to back; a removed key's text stays until
+    /// [`compact`](Self::compact) copies the live ones into a new string.
+    text: String,
+    /// Bytes of `text` no slot refers to any more.
+    dead: usize,
 }
+
+/// The most text a shard can hold: spans are 32-bit.
+const TEXT_LIMIT: usize = u32::MAX as usize;
 
 fn hash_of(hasher: &KeyHasher, key: &str) -> u64 {
     std::hash::BuildHasher::hash_one(hasher, key)
@@ -41,32 +65,49 @@ impl Keys {
         self.slots.len()
     }
 
+    fn key(&self, at: usize) -> &str {
+        &self.text[self.slots[at].key.range()]
+    }
+
+    /// Whether a key of `len` bytes fits, once removed keys' text is
+    /// given back.
+    pub fn has_room_for(&self, len: usize) -> bool {
+        self.text.len() - self.dead + len <= TEXT_LIMIT
+    }
+
     /// The slot number of `key` (whose hash is `hash`), if it is held.
     pub fn find(&self, hash: u64, key: &str) -> Option<usize> {
-        let slots = &self.slots;
         self.index
-            .find(hash, |&i| slots[i as usize].key == key)
+            .find(hash, |&i| self.key(i as usize) == key)
             .map(|&i| i as usize)
     }
 
     /// Adds `key`, which must not be held yet; returns its slot number.
-    /// Callers keep a shard under `u32::MAX` keys (see `shard_cap`).
+    /// Callers keep a shard under `u32::MAX` keys (see `shard_cap`) and
+    /// make room for its text first (see [`has_room_for`](Self::has_room_for)).
     pub fn insert(&mut self, hasher: &KeyHasher, hash: u64, key: &str, entry: Entry) -> usize {
+        if self.text.len() + key.len() > TEXT_LIMIT {
+            self.compact();
+        }
+        let span = Span {
+            start: self.text.len() as u32,
+            len: key.len() as u32,
+        };
+        self.text.push_str(key);
         let at = self.slots.len();
-        self.slots.push(Slot {
-            key: CompactString::new(key),
-            entry,
+        self.slots.push(Slot { key: span, entry });
+        let Self {
+            index, slots, text, ..
+        } = self;
+        index.insert_unique(hash, at as u32, |&i| {
+            hash_of(hasher, &text[slots[i as usize].key.range()])
         });
-        let slots = &self.slots;
-        self.index
-            .insert_unique(hash, at as u32, |&i| hash_of(hasher, &slots[i as usize].key));
         at
     }
 
     /// The key and entry in slot `at`.
     pub fn get(&self, at: usize) -> (&str, &Entry) {
-        let slot = &self.slots[at];
-        (&slot.key, &slot.entry)
+        (self.key(at), &self.slots[at].entry)
     }
 
     /// The entry in slot `at`, to change.
@@ -76,22 +117,25 @@ impl Keys {
 
     /// Every key with its entry, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.slots.iter().map(|slot| (slot.key.as_str(), &slot.entry))
+        self.slots
+            .iter()
+            .map(|slot| (&self.text[slot.key.range()], &slot.entry))
     }
 
     /// Removes the key in slot `at`; the last slot moves into its place.
     fn remove(&mut self, hasher: &KeyHasher, at: usize) {
         let last = self.slots.len() - 1;
-        let hash = hash_of(hasher, &self.slots[at].key);
+        let hash = hash_of(hasher, self.key(at));
         if let Ok(found) = self.index.find_entry(hash, |&i| i as usize == at) {
             found.remove();
         }
         if at != last {
-            let moved = hash_of(hasher, &self.slots[last].key);
+            let moved = hash_of(hasher, self.key(last));
             if let Some(number) = self.index.find_mut(moved, |&i| i as usize == last) {
                 *number = at as u32;
             }
         }
+        self.dead += self.slots[at].key.len as usize;
         self.slots.swap_remove(at);
     }
 
@@ -104,8 +148,25 @@ impl Keys {
                 self.remove(hasher, at);
             }
         }
+        if self.dead > self.text.len() / 2 {
+            self.compact();
+        }
         self.shrink_if_sparse(hasher);
         before - self.slots.len()
+    }
+
+    /// Copies the live keys' text into a new string, dropping the text of
+    /// removed keys: run once they hold half of it, so that each byte is
+    /// copied a bounded number of times.
+    fn compact(&mut self) {
+        let mut text = String::with_capacity(self.text.len() - self.dead);
+        for slot in &mut self.slots {
+            let start = text.len() as u32;
+            text.push_str(&self.text[slot.key.range()]);
+            slot.key.start = start;
+        }
+        self.text = text;
+        self.dead = 0;
     }
 
     /// Gives memory back once three quarters of the slots are unused, as
@@ -114,9 +175,12 @@ impl Keys {
         let len = self.slots.len();
         if self.slots.capacity() > MIN_SHRINK && len < self.slots.capacity() / 4 {
             self.slots.shrink_to(len * 2);
-            let slots = &self.slots;
-            self.index
-                .shrink_to(len * 2, |&i| hash_of(hasher, &slots[i as usize].key));
+            let Self {
+                index, slots, text, ..
+            } = self;
+            index.shrink_to(len * 2, |&i| {
+                hash_of(hasher, &text[slots[i as usize].key.range()])
+            });
         }
     }
 }
@@ -137,8 +201,8 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_80_bytes_with_a_short_key_and_one_state_inline() {
-        assert_eq!(std::mem::size_of::<Slot>(), 80);
+    fn a_slot_is_56_bytes_with_one_state_inline() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
     }
 
     #[test]
@@ -212,6 +276,10 @@ mod tests {
             keys.retain(&hasher, |held| kept(held.expires));
             model.retain(|_, expires| kept(*expires));
             assert_eq!(keys.len(), model.len());
+            // The text holds the live keys, and at most as much again dead.
+            let live: usize = model.keys().map(String::len).sum();
+            assert_eq!(keys.text.len() - keys.dead, live);
+            assert!(keys.dead <= keys.text.len() / 2);
             for name in model.keys() {
                 assert!(keys.find(hash_of(&hasher, name), name).is_some(), "{name}");
             }
@@ -236,6 +304,7 @@ mod tests {
             keys.slots.capacity()
         );
         assert!(keys.index.capacity() < 1_000);
+        assert!(keys.text.capacity() < 1_000, "{}", keys.text.capacity());
         for i in 0..100 {
             let name = format!("burst-{i}");
             assert!(keys.find(hash_of(&hasher, &name), &name).is_some());

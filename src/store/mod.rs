@@ -8,6 +8,7 @@
 //! rotating millions of IPs cannot exhaust memory.
 
 mod keys;
+mod states;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,12 +17,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use smallvec::SmallVec;
 
 use keys::{KeyHasher, Keys};
+pub use states::States;
 
 use crate::clock::Nanos;
 #[cfg(test)]
 use crate::clock::SECOND;
 use crate::engine::hook::{CheckEvent, Recorder, RecorderFactory};
-use crate::limiter::LimitState;
 
 /// Number of shards: enough that two cores rarely meet on one lock.
 pub const SHARDS: usize = 64;
@@ -29,9 +30,6 @@ pub const SHARDS: usize = 64;
 /// Entries keep time in ticks of 2^30 ns (about a second): a shift, not a
 /// division, on every check, and 32 bits last 146 years.
 const TICK_SHIFT: u32 = 30;
-
-/// The states of one key's limits: one is held inline, more on the heap.
-pub type States = SmallVec<[LimitState; 1]>;
 
 /// The state of one key.
 #[derive(Debug)]
@@ -275,28 +273,29 @@ impl Store {
         stats
     }
 
-    /// Makes room in a full shard: expired keys first, then the idlest
-    /// sixteenth, so that the cost of eviction is spread over many inserts.
-    fn make_room(&self, keys: &mut Keys, now: u32) {
+    /// Makes room in a full shard for a key of `len` bytes: expired keys
+    /// first, then the idlest sixteenth at a time, so that the cost of
+    /// eviction is spread over many inserts.
+    fn make_room(&self, keys: &mut Keys, now: u32, len: usize) {
         let cap = self.shard_cap.load(Ordering::Relaxed);
-        if keys.len() < cap {
+        let full = |keys: &Keys| keys.len() >= cap || !keys.has_room_for(len);
+        if !full(keys) {
             return;
         }
         let expired = self.remove_expired(keys, now);
         self.expired.fetch_add(expired as u64, Ordering::Relaxed);
-        if keys.len() < cap {
-            return;
+        while full(keys) && keys.len() > 0 {
+            let target = (keys.len() + 1).saturating_sub(cap).max(keys.len() / 16).max(1);
+            let mut ages: Vec<u32> = keys.iter().map(|(_, entry)| entry.last_seen()).collect();
+            let (_, &mut threshold, _) = ages.select_nth_unstable(target - 1);
+            let mut left = target;
+            keys.retain(&self.hasher, |entry| {
+                let evict = left > 0 && entry.last_seen() <= threshold;
+                left -= evict as usize;
+                !evict
+            });
+            self.evicted.fetch_add(target as u64, Ordering::Relaxed);
         }
-        let target = (keys.len() + 1 - cap).max(keys.len() / 16).max(1);
-        let mut ages: Vec<u32> = keys.iter().map(|(_, entry)| entry.last_seen()).collect();
-        let (_, &mut threshold, _) = ages.select_nth_unstable(target - 1);
-        let mut left = target;
-        keys.retain(&self.hasher, |entry| {
-            let evict = left > 0 && entry.last_seen() <= threshold;
-            left -= evict as usize;
-            !evict
-        });
-        self.evicted.fetch_add(target as u64, Ordering::Relaxed);
     }
 
     fn remove_expired(&self, keys: &mut Keys, now: u32) -> usize {
@@ -343,7 +342,7 @@ impl Locked<'_> {
         let at = match keys.find(hash, key) {
             Some(at) => at,
             None => {
-                store.make_room(keys, ticks);
+                store.make_room(keys, ticks, key.len());
                 let entry = Entry {
                     limits: init(),
                     seen: ticks,
@@ -400,8 +399,8 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_56_bytes_and_its_changed_mark_survives_use_until_drained() {
-        assert_eq!(std::mem::size_of::<Entry>(), 56);
+    fn an_entry_is_48_bytes_and_its_changed_mark_survives_use_until_drained() {
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
         let store = Store::new(1000, 0);
         let hash = store.hash("k");
         {
