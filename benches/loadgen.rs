@@ -4,10 +4,14 @@
 //!
 //! Run: `benches/compare-redis.sh` (installs redis-server if needed), or
 //! `cargo bench --bench loadgen -- [--connections N] [--depth D]
-//! [--seconds S] [--keys K] [--alerts 1]`. `--alerts 1` runs weir again
-//! with an abuse rule every key trips, its webhooks going to a receiver that
-//! is down. Without redis-server on PATH only weir is
-//! measured. Both servers are started here, on free loopback ports, and
+//! [--seconds S] [--keys K] [--weir-workers W] [--alerts 1] [--ping 1]`.
+//! weir runs with `--worker-threads 1` unless `--weir-workers` says
+//! otherwise: on a small machine the load generator needs the other cores,
+//! and Redis too executes commands on one thread. `--alerts 1` runs weir
+//! again with an abuse rule every key trips, its webhooks going to a
+//! receiver that is down. `--ping 1` also sends pings the same way: the
+//! round trip with no work behind it, the ceiling for checks on this
+//! machine. Without redis-server on PATH only weir is measured. Both servers are started here, on free loopback ports, and
 //! stopped at the end.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -66,6 +70,8 @@ struct Load {
     depth: usize,
     seconds: u64,
     keys: usize,
+    /// Send pings instead of checks.
+    ping: bool,
 }
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -101,7 +107,7 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn start_weir(text: &str) -> (Server, u16) {
+fn start_weir(text: &str, workers: u64) -> (Server, u16) {
     let dir = std::env::temp_dir().join(format!("weir-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("weir.toml");
@@ -115,7 +121,7 @@ fn start_weir(text: &str) -> (Server, u16) {
             "--bin-addr",
             &format!("127.0.0.1:{bin}"),
         ])
-        .args(["--log", "error"])
+        .args(["--log", "error", "--worker-threads", &workers.to_string()])
         .env("WEIR_LOADGEN_WEBHOOK_SECRET", "loadgen")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -216,7 +222,7 @@ impl Replies for WeirReplies {
         let mut bytes = vec![0u8; u32::from_le_bytes(prefix) as usize];
         self.0.read_exact(&mut bytes).await.unwrap();
         let frame = Frame::parse(&bytes).unwrap();
-        decode::<WireDecision>(&frame.body).unwrap().allowed
+        frame.opcode == Opcode::Pong || decode::<WireDecision>(&frame.body).unwrap().allowed
     }
 
     fn buffered(&self) -> bool {
@@ -286,6 +292,14 @@ async fn run_weir(port: u16, load: Load) -> Results {
         stream.set_nodelay(true).unwrap();
         let (reader, writer) = stream.into_split();
         let request = move |i: u64| {
+            if load.ping {
+                return Frame {
+                    opcode: Opcode::Ping,
+                    request_id: i,
+                    body: Vec::new(),
+                }
+                .to_bytes();
+            }
             let check = WireCheck {
                 target: WireTarget::Policy("bench".into()),
                 key: WireKey {
@@ -383,9 +397,11 @@ fn main() {
         depth: arg(&args, "--depth", 16) as usize,
         seconds: arg(&args, "--seconds", 5),
         keys: arg(&args, "--keys", 10_000) as usize,
+        ping: false,
     };
+    let workers = arg(&args, "--weir-workers", 1);
     println!(
-        "{} connections x {} in flight, {} s, {} keys (token bucket 1000/s, burst 1000)",
+        "{} connections x {} in flight, {} s, {} keys (token bucket 1000/s, burst 1000), weir on {workers} worker thread(s)",
         load.connections, load.depth, load.seconds, load.keys
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -393,10 +409,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (weir, weir_port) = start_weir(WEIR_CONFIG);
+    let (weir, weir_port) = start_weir(WEIR_CONFIG, workers);
     let weir_results = runtime.block_on(run_weir(weir_port, load));
     drop(weir);
     let weir_rate = report("weir", &weir_results);
+    if arg(&args, "--ping", 0) > 0 {
+        let (weir, weir_port) = start_weir(WEIR_CONFIG, workers);
+        let ping = Load { ping: true, ..load };
+        let results = runtime.block_on(run_weir(weir_port, ping));
+        drop(weir);
+        let ping_rate = report("weir ping", &results);
+        println!("weir checks / pings: {:.2}", weir_rate / ping_rate);
+    }
     if arg(&args, "--alerts", 0) > 0 {
         let counting = WEIR_ALERT_STORM.replace("threshold = 1\n", "threshold = 4000000000\n");
         for (name, rule) in [
@@ -406,7 +430,7 @@ fn main() {
                 WEIR_ALERT_STORM,
             ),
         ] {
-            let (weir, weir_port) = start_weir(&format!("{WEIR_CONFIG}{rule}"));
+            let (weir, weir_port) = start_weir(&format!("{WEIR_CONFIG}{rule}"), workers);
             let results = runtime.block_on(run_weir(weir_port, load));
             drop(weir);
             report(name, &results);

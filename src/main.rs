@@ -90,6 +90,10 @@ struct ServeArgs {
     /// Seconds before an idle connection (HTTP or binary) is closed.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
+    /// Threads that serve both protocols and run the background work
+    /// [default: one per core the process may use].
+    #[arg(long, env = "WEIR_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     #[command(flatten)]
     snapshot: SnapshotArgs,
     /// Log filter, as in RUST_LOG (e.g. "info" or "weir=debug").
@@ -347,7 +351,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        runtime.worker_threads(threads.into());
+    }
+    let runtime = runtime.enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let engine = Arc::new(Engine::new(config, Arc::new(QuantaClock::new())));
         if args.admin_token.is_none() {

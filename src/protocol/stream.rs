@@ -48,6 +48,12 @@ impl FrameReader {
         self.start == self.buffer.len()
     }
 
+    /// True when a whole frame (or bytes that cannot start one) is
+    /// buffered: [`next`](Self::next) answers without waiting.
+    pub fn has_frame(&self) -> bool {
+        !matches!(self.whole_frame(), Ok(None))
+    }
+
     /// Bytes of buffer held now.
     pub fn capacity(&self) -> usize {
         self.buffer.capacity()
@@ -173,6 +179,24 @@ mod tests {
             writer.await.unwrap();
             assert!(reader.next(&mut server, WAIT).await.unwrap().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn has_a_frame_only_when_one_is_buffered_whole() {
+        let mut bytes = ping(1, vec![]);
+        bytes.extend(ping(2, vec![]));
+        bytes.extend(&ping(3, vec![])[..5]);
+        let mut stream: &[u8] = &bytes;
+        let mut reader = FrameReader::new();
+        assert!(!reader.has_frame());
+        reader.next(&mut stream, WAIT).await.unwrap().unwrap();
+        assert!(reader.has_frame(), "the second frame came in the same read");
+        reader.next(&mut stream, WAIT).await.unwrap().unwrap();
+        assert!(!reader.has_frame(), "the third is not whole");
+        let mut garbage: &[u8] = &[0xff; 8];
+        let mut reader = FrameReader::new();
+        let _ = reader.fill(&mut garbage).await;
+        assert!(reader.has_frame(), "an oversized prefix is answered at once");
     }
 
     #[tokio::test]

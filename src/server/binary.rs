@@ -140,9 +140,15 @@ where
             write_out(&mut stream, &mut out).await?;
             unwritten = 0;
         }
-        let next = tokio::select! {
-            next = reader.next(&mut stream, limits.frame_timeout) => next,
-            _ = stopped.changed() => break,
+        // A buffered frame is answered without a look at `stopped`: that
+        // look registers a waiter and removes it, a lock each way.
+        let next = if reader.has_frame() {
+            reader.next(&mut stream, limits.frame_timeout).await
+        } else {
+            tokio::select! {
+                next = reader.next(&mut stream, limits.frame_timeout) => next,
+                _ = stopped.changed() => break,
+            }
         };
         let fatal = match next {
             Ok(Some(frame)) => answer(engine, &limits, frame, &mut out),
