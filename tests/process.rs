@@ -352,6 +352,32 @@ fn the_binary_protocol_is_served_on_bin_addr() {
 }
 
 #[test]
+fn one_worker_thread_serves_both_protocols_and_none_is_refused() {
+    let weir = Weir::start(&["--worker-threads", "1"], &[]);
+    let (status, _, decision) = weir.check(json!({ "policy": "per_ip", "key": { "ip": "192.0.2.2" } }));
+    assert_eq!((status, decision["allowed"].as_bool()), (200, Some(true)));
+    let ping = weir::protocol::Frame {
+        opcode: weir::protocol::Opcode::Ping,
+        request_id: 3,
+        body: Vec::new(),
+    };
+    let mut stream = TcpStream::connect(&weir.bin_addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(&ping.to_bytes()).unwrap();
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).unwrap();
+    let mut reply = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    stream.read_exact(&mut reply).unwrap();
+    let pong = weir::protocol::Frame::parse(&reply).unwrap();
+    assert_eq!((pong.opcode, pong.request_id), (weir::protocol::Opcode::Pong, 3));
+
+    let output = weir_command(&["serve", "--http-addr", "127.0.0.1:0", "--worker-threads", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(errors.contains("--worker-threads"), "{errors}");
+}
+
+#[test]
 fn http_connections_beyond_the_cap_wait_until_one_closes() {
     let weir = Weir::start(&["--max-connections", "1"], &[]);
     let addr = weir.base.trim_start_matches("http://").to_owned();
