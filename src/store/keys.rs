@@ -41,7 +41,7 @@ struct Slot {
 }
 
 /// The keys of one shard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Keys {
     index: HashTable<u32>,
     slots: Vec<Slot>,
@@ -50,6 +50,20 @@ pub struct Keys {
     text: String,
     /// Bytes of `text` no slot refers to any more.
     dead: usize,
+    /// The most text this shard holds ([`TEXT_LIMIT`] but in tests).
+    text_limit: usize,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            text: String::new(),
+            dead: 0,
+            text_limit: TEXT_LIMIT,
+        }
+    }
 }
 
 /// The most text a shard can hold: spans are 32-bit.
@@ -72,7 +86,13 @@ impl Keys {
     /// Whether a key of `len` bytes fits, once removed keys' text is
     /// given back.
     pub fn has_room_for(&self, len: usize) -> bool {
-        self.text.len() - self.dead + len <= TEXT_LIMIT
+        self.text.len() - self.dead + len <= self.text_limit
+    }
+
+    /// Lowers the most text this shard holds, to test what happens at it.
+    #[cfg(test)]
+    pub fn limit_text(&mut self, limit: usize) {
+        self.text_limit = limit;
     }
 
     /// The slot number of `key` (whose hash is `hash`), if it is held.
@@ -86,7 +106,7 @@ impl Keys {
     /// Callers keep a shard under `u32::MAX` keys (see `shard_cap`) and
     /// make room for its text first (see [`has_room_for`](Self::has_room_for)).
     pub fn insert(&mut self, hasher: &KeyHasher, hash: u64, key: &str, entry: Entry) -> usize {
-        if self.text.len() + key.len() > TEXT_LIMIT {
+        if self.text.len() + key.len() > self.text_limit {
             self.compact();
         }
         let span = Span {

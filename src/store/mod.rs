@@ -459,6 +459,28 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_whose_text_is_full_evicts_the_idlest_keys_for_a_new_one() {
+        let store = Store::new(1_000_000, 0);
+        for shard in store.shards.iter() {
+            lock(shard).keys.limit_text(1_000);
+        }
+        let key = |i: u64| format!("{i:0>100}");
+        for i in 0..5_000u64 {
+            touch_for(&store, &key(i), i * SECOND / 100, 3600 * SECOND);
+            let hash = store.hash(&key(i));
+            assert!(store.lock(&[hash]).get(hash, &key(i)).is_some(), "{i}");
+        }
+        for shard in store.shards.iter() {
+            let shard = lock(shard);
+            let text: usize = shard.keys.iter().map(|(key, _)| key.len()).sum();
+            assert!(text <= 1_000, "{text}");
+        }
+        // At most ten 100-byte keys per shard, so nearly all went.
+        assert!(store.stats().keys <= 10 * SHARDS as u64);
+        assert!(store.stats().evicted >= 5_000 - 10 * SHARDS as u64);
+    }
+
+    #[test]
     fn locks_each_shard_once_whatever_the_order() {
         let store = Store::new(1000, 0);
         let hashes: Vec<u64> = ["x", "y", "x", "z"].iter().map(|k| store.hash(k)).collect();
