@@ -27,16 +27,14 @@ impl States {
 
     /// Adds a state after the others.
     pub fn push(&mut self, state: LimitState) {
-        match self {
-            Self::Many(states) if states.is_empty() => *self = Self::One(state),
-            Self::Many(states) => states.push(state),
-            Self::One(_) => {
-                let Self::One(first) = std::mem::take(self) else {
-                    unreachable!("matched One above")
-                };
-                *self = Self::Many(vec![first, state]);
+        *self = match std::mem::take(self) {
+            Self::Many(states) if states.is_empty() => Self::One(state),
+            Self::One(first) => Self::Many(vec![first, state]),
+            Self::Many(mut states) => {
+                states.push(state);
+                Self::Many(states)
             }
-        }
+        };
     }
 
     /// The states, as a vector.
