@@ -11,8 +11,9 @@
 //! again with an abuse rule every key trips, its webhooks going to a
 //! receiver that is down. `--ping 1` also sends pings the same way: the
 //! round trip with no work behind it, the ceiling for checks on this
-//! machine. Without redis-server on PATH only weir is measured. Both servers are started here, on free loopback ports, and
-//! stopped at the end.
+//! machine. Without redis-server on PATH only weir is measured. Both
+//! servers are started here, on free loopback ports, and stopped at the
+//! end.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener as StdListener, TcpStream as StdStream};
