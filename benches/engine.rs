@@ -5,7 +5,9 @@
 //! path, as most production checks do.
 //!
 //! `scaling` prints throughput over 1..N threads (N = available cores) on
-//! distinct keys, weir and governor alike.
+//! distinct keys, weir and governor alike. `observe/two_threads` writes the
+//! servers' check-latency histogram from two threads, against
+//! `prometheus-client`'s.
 //!
 //! Run: `cargo bench --bench engine`.
 
@@ -16,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use governor::{Quota, RateLimiter};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use weir::clock::{Clock, QuantaClock, SECOND};
 use weir::config::Config;
 use weir::engine::{CheckRequest, Engine, RequestKey};
 use weir::limiter::{Limit, TokenBucket};
+use weir::server::latency::LatencyHistogram;
 use weir::store::{States, Store};
 use weir::usage::{Usage, UsageSettings};
 
@@ -365,9 +369,39 @@ fn alerts_overhead(_: &mut Criterion) {
     }
 }
 
+/// The servers' check-latency histogram written from two threads at once,
+/// as two workers do on every check: `prometheus-client`'s histogram (one
+/// mutex) against weir's, whose threads write lines of their own.
+fn latency_histogram(c: &mut Criterion) {
+    let mut group = c.benchmark_group("observe/two_threads");
+    group.throughput(Throughput::Elements(2));
+    let elapsed = Duration::from_micros(3);
+    let library = Histogram::new(exponential_buckets(1e-6, 4.0, 12));
+    group.bench_function("prometheus_client_histogram", |b| {
+        b.iter_custom(|iters| {
+            on_threads(2, iters, |_, n| {
+                for _ in 0..n {
+                    library.observe(black_box(elapsed).as_secs_f64());
+                }
+            })
+        })
+    });
+    let ours = LatencyHistogram::default();
+    group.bench_function("weir_latency_histogram", |b| {
+        b.iter_custom(|iters| {
+            on_threads(2, iters, |_, n| {
+                for _ in 0..n {
+                    ours.observe(black_box(elapsed));
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = one_thread, two_threads, scaling, usage_overhead, alerts_overhead
+    targets = one_thread, two_threads, scaling, usage_overhead, alerts_overhead, latency_histogram
 }
 criterion_main!(benches);

@@ -202,7 +202,7 @@ fn answer(engine: &Engine, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut
         }
     };
     if let Some(start) = start {
-        SERVER.binary_check_seconds.observe(start.elapsed().as_secs_f64());
+        SERVER.binary_check_seconds.observe(start.elapsed());
     }
     fatal
 }

@@ -15,10 +15,10 @@ use axum::response::IntoResponse;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::latency::LatencyHistogram;
 use super::App;
 use crate::engine::Subject;
 use crate::usage::ScopeId;
@@ -26,9 +26,9 @@ use crate::usage::ScopeId;
 /// Metrics the servers update as they serve.
 pub struct ServerMetrics {
     /// Seconds from a check request read to its reply built, HTTP.
-    pub http_check_seconds: Histogram,
+    pub http_check_seconds: LatencyHistogram,
     /// The same for binary-protocol check frames.
-    pub binary_check_seconds: Histogram,
+    pub binary_check_seconds: LatencyHistogram,
     /// HTTP connections open now.
     pub http_connections: Gauge,
     /// Binary-protocol connections open now.
@@ -37,9 +37,8 @@ pub struct ServerMetrics {
 
 /// The process's server metrics.
 pub static SERVER: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics {
-    // 1 µs to about 4 s.
-    http_check_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
-    binary_check_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
+    http_check_seconds: LatencyHistogram::default(),
+    binary_check_seconds: LatencyHistogram::default(),
     http_connections: Gauge::default(),
     binary_connections: Gauge::default(),
 });
@@ -433,6 +432,6 @@ pub async fn time_checks(
 ) -> axum::response::Response {
     let start = quanta::Instant::now();
     let response = next.run(request).await;
-    SERVER.http_check_seconds.observe(start.elapsed().as_secs_f64());
+    SERVER.http_check_seconds.observe(start.elapsed());
     response
 }

@@ -21,6 +21,7 @@ pub mod check;
 pub mod dashboard;
 pub mod error;
 pub mod headers;
+pub mod latency;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
