@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::MetricType;
 
 /// Bucket bounds: 1 µs times powers of 4, up to about 4.2 s.
@@ -79,12 +80,9 @@ impl LatencyHistogram {
     /// upper bound in seconds (the last one infinite), as the encoder takes
     /// them.
     fn totals(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut buckets: Vec<(f64, u64)> = (0..=BOUNDS)
-            .map(|i| match i {
-                // As `exponential_buckets(1e-6, 4.0, 12)` writes them.
-                i if i < BOUNDS => (1e-6 * 4f64.powf(i as f64), 0),
-                _ => (f64::INFINITY, 0),
-            })
+        let mut buckets: Vec<(f64, u64)> = exponential_buckets(1e-6, 4.0, BOUNDS as u16)
+            .chain([f64::INFINITY])
+            .map(|bound| (bound, 0))
             .collect();
         let mut sum_nanos = 0u64;
         for shard in self.shards.iter() {
@@ -111,7 +109,7 @@ impl EncodeMetric for LatencyHistogram {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+    use prometheus_client::metrics::histogram::Histogram;
     use prometheus_client::registry::Registry;
 
     use super::*;
