@@ -73,6 +73,12 @@ fn hash_of(hasher: &KeyHasher, key: &str) -> u64 {
     std::hash::BuildHasher::hash_one(hasher, key)
 }
 
+/// The hash of the key in a slot, given its number: what the index asks
+/// for when it moves its entries.
+fn rehash<'a>(hasher: &'a KeyHasher, slots: &'a [Slot], text: &'a str) -> impl Fn(&u32) -> u64 + 'a {
+    move |&i| hash_of(hasher, &text[slots[i as usize].key.range()])
+}
+
 impl Keys {
     /// Keys held.
     pub fn len(&self) -> usize {
@@ -119,9 +125,7 @@ impl Keys {
         let Self {
             index, slots, text, ..
         } = self;
-        index.insert_unique(hash, at as u32, |&i| {
-            hash_of(hasher, &text[slots[i as usize].key.range()])
-        });
+        index.insert_unique(hash, at as u32, rehash(hasher, slots, text));
         at
     }
 
@@ -198,9 +202,7 @@ impl Keys {
             let Self {
                 index, slots, text, ..
             } = self;
-            index.shrink_to(len * 2, |&i| {
-                hash_of(hasher, &text[slots[i as usize].key.range()])
-            });
+            index.shrink_to(len * 2, rehash(hasher, slots, text));
         }
     }
 }
