@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -81,6 +82,38 @@ class WeirServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError("weir did not become ready")
+
+    def pause(self) -> None:
+        """Stops weir (SIGSTOP) and returns once every thread of it is stopped.
+
+        ``kill`` returns before the signal has reached every thread; a check
+        sent at once could still be answered on a busy machine."""
+        self.process.send_signal(signal.SIGSTOP)
+        self._wait_for_threads(lambda state: state == "T", "stopped")
+
+    def resume(self) -> None:
+        """Continues weir (SIGCONT) and returns once every thread runs again."""
+        self.process.send_signal(signal.SIGCONT)
+        self._wait_for_threads(lambda state: state != "T", "running")
+
+    def _wait_for_threads(self, wanted, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not all(wanted(state) for state in self._thread_states()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"weir's threads were not all {what} within 10 s")
+            time.sleep(0.001)
+
+    def _thread_states(self) -> list[str]:
+        """Each thread's state letter from /proc (``T``: stopped by a signal)."""
+        states = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            # The name in parentheses may hold spaces; the state follows it.
+            states.append(stat.rsplit(")", 1)[1].split()[0])
+        return states
 
     def stop(self) -> None:
         self.process.terminate()

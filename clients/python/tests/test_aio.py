@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import uuid
 
 import pytest
@@ -84,11 +82,11 @@ def test_a_slow_weir_hits_the_deadline_and_the_failure_mode_answers(own_weir):
     async def scenario():
         async with AsyncClient("127.0.0.1", own_weir.bin_port, timeout=0.2, failure_mode="closed") as client:
             before = await client.check(inline(uuid.uuid4().hex))
-            os.kill(own_weir.process.pid, signal.SIGSTOP)
+            own_weir.pause()
             try:
                 during = await client.check(inline(uuid.uuid4().hex))
             finally:
-                os.kill(own_weir.process.pid, signal.SIGCONT)
+                own_weir.resume()
             # Once the back-off after the timeout (0.5 s) has passed.
             await asyncio.sleep(0.6)
             after = await client.check(inline(uuid.uuid4().hex))

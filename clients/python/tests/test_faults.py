@@ -6,7 +6,6 @@ second."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def test_a_hung_weir_costs_one_timeout_then_answers_by_the_failure_mode_at_once(
     async def scenario() -> None:
         async with AsyncClient("127.0.0.1", own_weir.bin_port, timeout=0.3, failure_mode="open") as client:
             assert (await client.check(order(user))).source == "weir"
-            own_weir.process.send_signal(signal.SIGSTOP)
+            own_weir.pause()
             try:
                 before = len(asked)
                 first = await client.check(order(user))
@@ -48,7 +47,7 @@ def test_a_hung_weir_costs_one_timeout_then_answers_by_the_failure_mode_at_once(
                 # None of them asked weir, so none waited for its timeout.
                 assert len(asked) == before + 1
             finally:
-                own_weir.process.send_signal(signal.SIGCONT)
+                own_weir.resume()
             # The back-off (0.5 s after the first failure) ends; weir answers.
             await asyncio.sleep(0.6)
             assert (await client.check(order(user))).source == "weir"
