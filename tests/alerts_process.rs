@@ -1,101 +1,20 @@
 //! Abuse alerts on real processes: an abuser spread over three nodes fires
 //! exactly one signed webhook per cooldown, at a real HTTP receiver; its
 //! penalty reaches every node and lapses; and a failed delivery is retried.
+//! An abuser moved to the penalty tier is the same key to its rule: one
+//! alert and one penalty per cooldown, on one node and on three.
 
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac};
+
 use serde_json::{json, Value};
-use sha2::Sha256;
 use support::nodes::{config_file, start_cluster, Node};
-
-const WEBHOOK_SECRET: &str = "webhook-test-secret";
-
-/// A webhook as received: its JSON body and when it came.
-type Received = Arc<Mutex<Vec<(Value, Instant)>>>;
-
-#[derive(Clone)]
-struct Receiver {
-    received: Received,
-    /// Answer 500 to this many requests first.
-    fail_first: Arc<Mutex<u32>>,
-}
-
-/// Checks the signature and timestamp the way a receiver should.
-fn verify(headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(format!("no {name}"))
-    };
-    let timestamp: u64 = header("x-weir-timestamp")?.parse().map_err(|_| "bad timestamp")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    if now.abs_diff(timestamp) > 300 {
-        return Err("stale timestamp".into());
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    match header("x-weir-signature")? == format!("sha256={expected}") {
-        true => Ok(()),
-        false => Err("bad signature".into()),
-    }
-}
-
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    if let Err(error) = verify(&headers, &body) {
-        panic!("webhook refused: {error}");
-    }
-    {
-        let mut fail = receiver.fail_first.lock().unwrap();
-        if *fail > 0 {
-            *fail -= 1;
-            return StatusCode::INTERNAL_SERVER_ERROR;
-        }
-    }
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    receiver.received.lock().unwrap().push((body, Instant::now()));
-    StatusCode::NO_CONTENT
-}
-
-/// A real HTTP receiver on loopback, in its own runtime thread.
-fn start_receiver(fail_first: u32) -> (SocketAddr, Received) {
-    let received = Received::default();
-    let state = Receiver {
-        received: received.clone(),
-        fail_first: Arc::new(Mutex::new(fail_first)),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new()
-                .route("/hook", axum::routing::post(receive))
-                .with_state(state);
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (rx.recv().unwrap(), received)
-}
+use support::webhooks::{start_receiver, verify, Received, WEBHOOK_SECRET};
 
 fn config(receiver: SocketAddr, threshold: u32, penalty_for: &str) -> std::path::PathBuf {
     let text = format!(
@@ -412,4 +331,135 @@ fn when_the_firing_node_dies_its_successor_keeps_the_cooldown() {
     }
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(received.lock().unwrap().len(), 1, "fired on {fired_on} only");
+}
+
+/// The issue's config: a penalty tier the rule does not exempt.
+fn penalty_config(receiver: SocketAddr, cooldown: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[policies.api]
+key = ["ip"]
+default_tier = "free"
+[policies.api.tiers.free]
+limits = [{{ name = "burst", algorithm = "token_bucket", rate = "5/s", burst = 5 }}]
+[policies.api.tiers.blocked]
+limits = [{{ name = "penalty", algorithm = "token_bucket", rate = "1/hour", burst = 1 }}]
+[alerts]
+webhook_secret_env = "WEIR_TEST_WEBHOOK_SECRET"
+[[alerts.rules]]
+name = "hammering"
+policy = "api"
+when = "denied"
+threshold = 30
+within = "1m"
+cooldown = "{cooldown}"
+notify = ["http://{receiver}/hook"]
+penalty = {{ tier = "blocked", for = "15m" }}
+"#
+    );
+    config_file(&format!("alerts-penalty-{cooldown}"), &text)
+}
+
+/// Sends `count` checks for `ip`, round robin over `nodes`.
+fn hammer(nodes: &[Node], ip: &str, count: usize) {
+    let abuser = json!({ "policy": "api", "key": { "ip": ip } });
+    for i in 0..count {
+        nodes[i % nodes.len()].check(&abuser);
+    }
+}
+
+const ADMIN: &str = "alerts-test-admin-token";
+
+/// When the lapsing assignment of `ip` on `node` ends, Unix ms.
+fn penalty_until(node: &Node, ip: &str) -> Option<u64> {
+    let tiers = node.get_as("/v1/tiers", ADMIN)?;
+    let lapsing = tiers["lapsing"].as_array()?.iter();
+    let mut of_ip = lapsing.filter(|a| a["subject"] == "ip" && a["id"] == ip);
+    of_ip.next()?["until_ms"].as_u64()
+}
+
+/// The issue's scenario on `count` nodes: 100 quick checks from one IP give
+/// one webhook and one penalty, and nothing more while the abuser, now in
+/// the penalty tier, goes on within the cooldown.
+fn one_alert_for_an_abuser_moved_to_the_penalty_tier(count: usize) {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (receiver, received) = start_receiver(0);
+    let nodes = start_cluster(count, &penalty_config(receiver, "10m"), &["--admin-token", ADMIN]);
+    let ip = "203.0.113.70";
+    hammer(&nodes, ip, 100);
+    nodes[0].wait_until(Duration::from_secs(10), "the webhook", |_| {
+        !received.lock().unwrap().is_empty()
+    });
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(5), "the penalty", |n| {
+            penalty_until(n, ip).is_some()
+        });
+    }
+    let applied = penalty_until(&nodes[0], ip).unwrap();
+    // The penalty tier denies everything now: 30 more denials past the
+    // threshold, all in tier "blocked".
+    hammer(&nodes, ip, 60);
+    std::thread::sleep(Duration::from_secs(2));
+    let hooks: Vec<Value> = received.lock().unwrap().iter().map(|(v, _)| v.clone()).collect();
+    assert_eq!(hooks.len(), 1, "one webhook: {hooks:?}");
+    assert_eq!(
+        (hooks[0]["tier"].as_str(), hooks[0]["key"]["ip"].as_str()),
+        (Some("free"), Some(ip))
+    );
+    assert_eq!(hooks[0]["penalty"]["until_ms"].as_u64(), Some(applied));
+    for node in &nodes {
+        assert_eq!(
+            penalty_until(node, ip),
+            Some(applied),
+            "the penalty was applied once"
+        );
+    }
+    let fired: u64 = nodes
+        .iter()
+        .map(|n| metric(n, "weir_alerts_total{rule=\"hammering\"}"))
+        .sum();
+    assert_eq!(fired, 1);
+}
+
+#[test]
+fn an_abuser_moved_to_the_penalty_tier_fires_once_on_one_node() {
+    one_alert_for_an_abuser_moved_to_the_penalty_tier(1);
+}
+
+#[test]
+fn an_abuser_moved_to_the_penalty_tier_fires_once_on_three_nodes() {
+    one_alert_for_an_abuser_moved_to_the_penalty_tier(3);
+}
+
+#[test]
+fn continued_abuse_fires_once_more_after_the_cooldown_and_renews_the_penalty() {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (receiver, received) = start_receiver(0);
+    let nodes = start_cluster(1, &penalty_config(receiver, "2s"), &["--admin-token", ADMIN]);
+    let ip = "203.0.113.71";
+    hammer(&nodes, ip, 40);
+    nodes[0].wait_until(Duration::from_secs(10), "the first webhook", |_| {
+        received.lock().unwrap().len() == 1
+    });
+    let first = received.lock().unwrap()[0].0.clone();
+    // Past the cooldown, the abuser (denied by the penalty tier, still over
+    // the threshold within the minute) is alerted on again.
+    std::thread::sleep(Duration::from_millis(2500));
+    hammer(&nodes, ip, 5);
+    nodes[0].wait_until(Duration::from_secs(10), "the second webhook", |_| {
+        received.lock().unwrap().len() == 2
+    });
+    let second = received.lock().unwrap()[1].0.clone();
+    assert_eq!(
+        (first["tier"].as_str(), second["tier"].as_str()),
+        (Some("free"), Some("blocked"))
+    );
+    let until = |hook: &Value| hook["penalty"]["until_ms"].as_u64().unwrap();
+    assert!(
+        until(&second) >= until(&first) + 2000,
+        "renewed: {first} then {second}"
+    );
+    assert_eq!(penalty_until(&nodes[0], ip), Some(until(&second)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(received.lock().unwrap().len(), 2);
 }

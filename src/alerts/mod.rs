@@ -37,7 +37,7 @@ use crate::clock::{Nanos, MILLI, SECOND};
 use crate::cluster::{peer_http, ClusterNode};
 use crate::config::alerts::AlertRule;
 use crate::config::file::WebhookFormat;
-use crate::engine::{Alarm, AlarmSink, Engine, Subject};
+use crate::engine::{Alarm, AlarmSink, CheckRequest, Engine, Subject};
 use crate::policy::KeyAttr;
 use crate::usage::{KeyLabel, Usage};
 use record::{rfc3339, AlertRecord, PenaltyApplied};
@@ -61,7 +61,7 @@ pub const FORWARD_PATH: &str = "/v1/internal/alarm";
 pub struct Forwarded {
     /// The rule.
     pub rule: String,
-    /// The store key.
+    /// The key's alert identity (its store key without the tier).
     pub key: String,
     /// The count seen.
     pub count: u64,
@@ -74,7 +74,7 @@ pub struct Forwarded {
 pub struct Cooldown {
     /// The rule.
     pub rule: String,
-    /// The store key (empty for a whole-policy rule).
+    /// The key's alert identity (empty for a whole-policy rule).
     pub key: String,
     /// When the cooldown ends, Unix ms.
     pub until_ms: u64,
@@ -302,9 +302,9 @@ impl Alerts {
         });
         let label = match key.is_empty() {
             true => None,
-            false => Some(KeyLabel::of_store_key(key)),
+            false => Some(self.label_now(key)),
         };
-        let mut penalty = label.as_ref().and_then(|label| self.penalize(rule, label));
+        let mut penalty = label.as_ref().and_then(|label| self.penalize(rule, label, now));
         // Records go to people (webhooks, the API, the dashboard): tokens
         // show redacted from here on.
         let label = label.map(KeyLabel::shown);
@@ -349,13 +349,49 @@ impl Alerts {
         true
     }
 
+    /// Whose an alert key is, with the tier it resolves to now, before any
+    /// penalty of this alert: the tier the abuser was in when the rule fired.
+    fn label_now(&self, key: &str) -> KeyLabel {
+        let mut label = KeyLabel::of_store_key(key);
+        if let Some(policy) = &label.policy {
+            let request = CheckRequest::policy(policy, label.key.clone());
+            label.tier = self
+                .engine
+                .explain(&request)
+                .ok()
+                .and_then(|e| e.decision.tier)
+                .map(String::from);
+        }
+        label
+    }
+
     /// Moves the key's first attribute (token, user, IP, endpoint) to the
-    /// rule's penalty tier for the penalty's time.
-    fn penalize(&self, rule: &AlertRule, label: &KeyLabel) -> Option<PenaltyApplied> {
+    /// rule's penalty tier for the penalty's time, unless that penalty is
+    /// already in force: for good, or set within the rule's cooldown (by
+    /// this rule for another key of the same subject, on any node). Returns
+    /// the penalty in force either way.
+    fn penalize(&self, rule: &AlertRule, label: &KeyLabel, now: Nanos) -> Option<PenaltyApplied> {
         let penalty = rule.penalty.as_ref()?;
         let (subject, id) = Subject::ALL
             .into_iter()
             .find_map(|s| Some((s, label.key.get(s.attr())?.to_string())))?;
+        let in_force = self.engine.tier_overlay().assigned(subject, &id, now);
+        if let Some(assigned) = in_force.filter(|a| a.tier == penalty.tier) {
+            let recent = |until: Nanos| {
+                until
+                    .saturating_sub(penalty.lasting)
+                    .saturating_add(rule.cooldown)
+                    > now
+            };
+            if assigned.until.is_none_or(recent) {
+                return Some(PenaltyApplied {
+                    subject: subject.name().into(),
+                    id,
+                    tier: penalty.tier.to_string(),
+                    until_ms: assigned.until.map_or(0, |u| u.div_ceil(MILLI)),
+                });
+            }
+        }
         match self
             .engine
             .assign_tier(subject, &id, &penalty.tier, Some(penalty.lasting))

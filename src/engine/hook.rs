@@ -49,7 +49,8 @@ pub type RecorderFactory = dyn Fn() -> Box<dyn Recorder> + Send + Sync;
 pub struct Alarm<'a> {
     /// The rule's name.
     pub rule: &'a str,
-    /// The store key of the checked key (layout in `engine::resolve`).
+    /// The checked key's alert identity: its store key without the tier
+    /// (layout in `engine::resolve`), the same whatever tier decided.
     pub key: &'a str,
     /// The count reached (at least the threshold).
     pub count: u64,

@@ -35,7 +35,7 @@ pub use tiers::{AssignError, Assigned, Subject, TierChange, TierOverlay};
 use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::limiter::{LimitState, Outcome};
-use crate::policy::{NamedLimit, Observed, Observer};
+use crate::policy::{NamedLimit, Observed};
 use crate::store::{Entry, Locked, States, Store, StoreStats};
 use resolve::Resolved;
 
@@ -278,7 +278,7 @@ impl Engine {
                 let allowed = outcomes.iter().all(|o| o.allowed);
                 locked.count(&at.event(&resolved, allowed));
                 drop(locked);
-                self.observe(&resolved.observers, key, allowed, now);
+                self.observe(&resolved, key, allowed, now);
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
@@ -359,7 +359,7 @@ impl Engine {
             }
             drop(locked);
             for (item, at) in resolved.iter().zip(&at) {
-                self.observe(&item.observers, at.key, allowed, now);
+                self.observe(item, at.key, allowed, now);
             }
             Ok(BatchDecision { allowed, decisions })
         })
@@ -509,9 +509,12 @@ impl At<'_> {
 impl Engine {
     /// Counts a check on `key` in the windows of the alert rules that watch
     /// it (denials only, or every check), each in a replicated store entry
-    /// of its own; raises an alarm where the cluster's count has reached the
-    /// rule's threshold. Nothing happens until an alarm sink is set.
-    fn observe(&self, observers: &[Observer], key: &str, allowed: bool, now: Nanos) {
+    /// of its own under the key's alert identity (the key without its tier:
+    /// [`Resolved::alert_key`]); raises an alarm where the cluster's count
+    /// has reached the rule's threshold. Nothing happens until an alarm sink
+    /// is set.
+    fn observe(&self, resolved: &Resolved<'_>, key: &str, allowed: bool, now: Nanos) {
+        let observers = &resolved.observers;
         let Some(sink) = self.alarms.get().filter(|_| !observers.is_empty()) else {
             return;
         };
@@ -520,12 +523,13 @@ impl Engine {
             .iter()
             .filter(|o| o.counts == Observed::Requests || !allowed)
         {
-            let reached = OBSERVED.with_borrow_mut(|observed| {
+            OBSERVED.with_borrow_mut(|observed| {
                 observed.clear();
                 observed.push('\u{2}');
                 observed.push_str(&observer.rule);
                 observed.push('\0');
-                observed.push_str(key);
+                let alert_key_at = observed.len();
+                resolved.alert_key(key, observed);
                 let window = std::slice::from_ref(&observer.window);
                 let hash = self.store.hash(observed);
                 let mut locked = self.store.lock(&[hash]);
@@ -535,17 +539,16 @@ impl Engine {
                 if shares.is_some() && entry.mark_changed() {
                     locked.queue_changed(hash, observed);
                 }
-                (count >= observer.threshold).then_some(count)
+                drop(locked);
+                if count >= observer.threshold {
+                    sink.alarm(&Alarm {
+                        rule: &observer.rule,
+                        key: &observed[alert_key_at..],
+                        count,
+                        at: now,
+                    });
+                }
             });
-            if let Some(count) = reached {
-                let alarm = Alarm {
-                    rule: &observer.rule,
-                    key,
-                    count,
-                    at: now,
-                };
-                sink.alarm(&alarm);
-            }
         }
     }
 }
@@ -767,6 +770,40 @@ mod tests {
         assert!(alarms
             .iter()
             .all(|(rule, key, _)| rule == "hammering" && key.ends_with("umallory")));
+    }
+
+    #[test]
+    fn a_key_moved_to_another_tier_keeps_its_alert_count_and_identity() {
+        let blocked =
+            "[policies.p.tiers.blocked]\nlimits = [{ algorithm = \"sliding_window\", rate = \"1/day\" }]\n";
+        let rule = "[alerts]\n[[alerts.rules]]\nname = \"hammering\"\npolicy = \"p\"\nwhen = \"denied\"\nthreshold = 4\nwithin = \"1m\"\n";
+        let engine = Engine::new(
+            Config::parse(&format!("{ONE}{blocked}{rule}")).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        );
+        let sink = Arc::new(Collect::default());
+        engine.set_alarm_sink(sink.clone());
+        // Two denials in tier t, then three in the penalty tier (after the
+        // one check its 1/day lets through).
+        for _ in 0..3 {
+            engine.check(&user("mallory")).unwrap();
+        }
+        engine
+            .assign_tier(Subject::User, "mallory", "blocked", None)
+            .unwrap();
+        for _ in 0..4 {
+            assert_eq!(
+                engine.check(&user("mallory")).unwrap().tier.as_deref(),
+                Some("blocked")
+            );
+        }
+        let alarms = sink.0.lock().unwrap().clone();
+        let counts: Vec<u64> = alarms.iter().map(|a| a.2).collect();
+        assert_eq!(counts, [4, 5], "the count goes on across the tier change");
+        assert!(
+            alarms.iter().all(|(_, key, _)| key == "p\0\0umallory"),
+            "one identity, no tier in it: {alarms:?}"
+        );
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! - inline: SOH (0x01, which no name contains) namespace NUL, then the
 //!   attributes sent, as above.
 //!
+//! An alert rule counts a key whatever tier decides it, so its identity is
+//! the store key without the tier ([`Resolved::alert_key`]): for a policy,
+//! policy NUL NUL (an empty tier) and the policy's key attributes; an inline
+//! key has no tier and is its own.
+//!
 //! Short keys matter: a key of up to 24 bytes takes a 32-byte allocation,
 //! a longer one 48 or more, and there may be millions.
 
@@ -49,6 +54,25 @@ pub(super) struct Resolved<'c> {
     /// `None` for an unlimited tier.
     pub limits: Option<Cow<'c, [NamedLimit]>>,
     pub cost: u32,
+    /// Where the key attributes start in the store key: what follows the
+    /// tier and any endpoint part, both of which a tier change may alter.
+    pub attrs_at: usize,
+}
+
+impl Resolved<'_> {
+    /// Appends to `out` the key's identity for alert rules: `key` (this
+    /// request's store key) without its tier, so that a key moved to
+    /// another tier (a penalty) keeps its count, cooldown and owner.
+    pub fn alert_key(&self, key: &str, out: &mut String) {
+        match self.scope.policy {
+            Some(policy) => {
+                out.push_str(policy);
+                out.push_str("\0\0");
+                out.push_str(&key[self.attrs_at..]);
+            }
+            None => out.push_str(key),
+        }
+    }
 }
 
 /// Resolves `request` against `config`, writing its store key into `key`.
@@ -82,6 +106,7 @@ pub(super) fn resolve<'c>(
             key.push('\u{1}');
             key.push_str(namespace);
             key.push('\0');
+            let attrs_at = key.len();
             push_attrs(key, request, present);
             Ok(Resolved {
                 scope: Scope {
@@ -96,6 +121,7 @@ pub(super) fn resolve<'c>(
                 },
                 limits: Some(Cow::Owned(limits.into_vec())),
                 cost: request.cost.unwrap_or(1),
+                attrs_at,
             })
         }
     }
@@ -133,6 +159,7 @@ fn resolve_policy<'c>(
             key.push('\0');
         }
     }
+    let attrs_at = key.len();
     push_attrs(key, request, policy.key);
 
     let limits = match &endpoint_tier.unwrap_or(tier).limits {
@@ -149,6 +176,7 @@ fn resolve_policy<'c>(
         observers: Cow::Borrowed(&tier.observers),
         limits,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),
+        attrs_at,
     })
 }
 

@@ -46,7 +46,8 @@ impl KeyLabel {
             }
             None => {
                 label.policy = parts.next().map(String::from);
-                label.tier = parts.next().map(String::from);
+                // Empty in an alert key, which has no tier.
+                label.tier = parts.next().filter(|t| !t.is_empty()).map(String::from);
             }
         }
         for part in parts {

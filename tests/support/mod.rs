@@ -3,3 +3,4 @@
 pub mod nodes;
 pub mod redis;
 pub mod sim;
+pub mod webhooks;
