@@ -15,6 +15,7 @@ use axum::serve::ListenerExt;
 use weir::alerts::Alerts;
 use weir::clock::QuantaClock;
 use weir::cluster::{ClusterNode, Settings};
+use weir::config::source::{ConfigSource, Reloaded};
 use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
 use weir::limiter::rate::parse_period;
@@ -306,14 +307,6 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-    let Some(path) = path else {
-        return Ok(Config::builtin());
-    };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))
-}
-
 impl SnapshotArgs {
     /// The snapshot settings, or `None` when snapshots are off.
     fn settings(&self, cluster: &ClusterArgs) -> anyhow::Result<Option<snapshot::Settings>> {
@@ -341,7 +334,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = load(args.config.as_deref())?;
+    let (config_source, config) = ConfigSource::open(args.config.clone())?;
+    let config_source = Arc::new(config_source);
     weir::redact::show_tokens(args.show_tokens);
     let cluster = args.cluster.settings(args.http_addr, args.tls_cert.is_some())?;
     let snapshot_settings = args.snapshot.settings(&args.cluster)?;
@@ -361,7 +355,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if args.admin_token.is_none() {
             info!("no admin token: config and tier changes over HTTP are disabled");
         }
-        let app = App::new(engine.clone(), args.admin_token, args.read_token);
+        let app = App::new(engine.clone(), config_source.clone(), args.admin_token, args.read_token);
         let usage_drain = (!args.no_usage).then(|| {
             let settings = UsageSettings {
                 top_k: args.usage_top_k as usize,
@@ -408,7 +402,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         info!(http = %listener.local_addr()?, binary = %binary.local_addr()?, tls = tls.is_some(), config = ?args.config, "listening");
         let sweeper = tokio::spawn(server::sweep_every(engine.clone(), Duration::from_secs(10)));
         let reloads = Reloads {
-            config: args.config,
+            config: config_source,
             snapshots: snapshots.clone(),
             tls: tls.clone(),
         };
@@ -492,7 +486,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 /// What SIGHUP reloads.
 struct Reloads {
     /// The config file, if any.
-    config: Option<PathBuf>,
+    config: Arc<ConfigSource>,
     /// Told which config file was loaded.
     snapshots: Option<Arc<Snapshots>>,
     /// The TLS certificate and key, if any.
@@ -503,7 +497,7 @@ struct Reloads {
 /// file is logged and the running one kept.
 async fn reload_on_hangup(engine: Arc<Engine>, reloads: Reloads) {
     let Reloads {
-        config: path,
+        config,
         snapshots,
         tls,
     } = reloads;
@@ -516,22 +510,24 @@ async fn reload_on_hangup(engine: Arc<Engine>, reloads: Reloads) {
         if let Some(tls) = &tls {
             tls.reload();
         }
-        let Some(path) = path.as_deref() else {
-            info!("SIGHUP: no config file to reload; keeping the built-in config");
-            continue;
-        };
-        match load(Some(path)) {
-            Ok(config) => {
-                if let Some(snapshots) = &snapshots {
-                    snapshots.note_config_file(&config);
-                }
-                let version = engine.replace_config(config);
-                info!(version, source = %path.display(), "config reloaded");
-            }
-            Err(err) => error!(
-                error = format!("{err:#}"),
-                "config reload failed; keeping the running config"
+        match config.reload(engine.now() / weir::clock::MILLI) {
+            Reloaded::NoFile => info!("SIGHUP: no config file to reload; keeping the built-in config"),
+            Reloaded::Unchanged => info!(
+                version = engine.config_version(),
+                "SIGHUP: the config file is unchanged; keeping the running config"
             ),
+            Reloaded::Changed(loaded) => {
+                if let Some(snapshots) = &snapshots {
+                    snapshots.note_config_file(&loaded);
+                }
+                let version = engine.replace_config(loaded);
+                info!(version, source = ?config.path(), "config reloaded");
+            }
+            Reloaded::Failed(err) => {
+                for problem in err.lines() {
+                    error!(%problem, "config reload failed; keeping the running config");
+                }
+            }
         }
     }
 }

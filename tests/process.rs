@@ -80,6 +80,11 @@ impl Weir {
         )
     }
 
+    fn readyz(&self) -> Value {
+        let mut reply = self.agent.get(format!("{}/readyz", self.base)).call().unwrap();
+        reply.body_mut().read_json::<Value>().unwrap()
+    }
+
     fn config_version(&self) -> u64 {
         let mut reply = self.agent.get(format!("{}/v1/config", self.base)).call().unwrap();
         reply.body_mut().read_json::<Value>().unwrap()["version"]
@@ -183,10 +188,15 @@ fn sighup_reloads_the_config_file_and_keeps_counters() {
         "the first request still counts"
     );
 
-    // A broken file is refused and the running config kept.
+    // A broken file is refused (and said so in /readyz) and the running
+    // config kept.
     std::fs::write(&path, "this is not toml").unwrap();
     weir.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while weir.readyz()["config"]["last_reload"]["result"] != "failed" {
+        assert!(Instant::now() < deadline, "the failed reload not reported");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(weir.config_version(), 2);
     assert_eq!(weir.check(body).0, 429);
 }

@@ -23,8 +23,10 @@ pub mod keys {
     /// it as part of the cluster at once instead of treating it as
     /// partitioned away.
     pub const LEAVING: &str = "leaving";
-    /// The config the node runs, sealed (see weir's config sync).
+    /// The newest config the node knows, sealed (see weir's config sync).
     pub const CONFIG: &str = "config";
+    /// The config the node runs: `version:fingerprint`, for operators.
+    pub const RUNNING: &str = "running";
     /// Checks this node has decided so far, for operators.
     pub const LOAD: &str = "load";
 }

@@ -473,7 +473,8 @@ impl ClusterNode {
 async fn membership_loop(shared: Arc<Shared>, membership: Arc<Membership>) {
     let mut ticks = tokio::time::interval(shared.settings.gossip_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut config = ConfigSync::new(&shared.settings.node_id);
+    let mut config = ConfigSync::new(&shared.settings.node_id, &shared.engine);
+    let mut running = String::new();
     let mut tiers = TierSync::new(&shared.settings.node_id, &shared.engine);
     loop {
         ticks.tick().await;
@@ -482,6 +483,11 @@ async fn membership_loop(shared: Arc<Shared>, membership: Arc<Membership>) {
         let gossiped = peers().filter_map(|m| m.values.get(keys::CONFIG).map(String::as_str));
         if let Some(text) = config.step(&shared.engine, &shared.sealer, gossiped) {
             membership.set(keys::CONFIG, text).await;
+        }
+        let now_running = config_sync::running(&shared.engine);
+        if now_running != running {
+            membership.set(keys::RUNNING, now_running.clone()).await;
+            running = now_running;
         }
         let assignments = peers().flat_map(|m| {
             m.values

@@ -97,11 +97,17 @@ pub fn describe(shared: &Shared) -> Value {
                 .frames
                 .get(&member.node_id)
                 .filter(|f| f.generation == member.generation && !member.is_self);
-            let config_version = member
-                .values
-                .get(keys::CONFIG)
-                .and_then(|text| serde_json::from_str::<Published>(text).ok())
-                .map(|published| published.version);
+            // What the member runs; from a node before `running` was
+            // gossiped, the version of the newest config it knows.
+            let running = member.values.get(keys::RUNNING).and_then(|r| r.split_once(':'));
+            let config_version = match running {
+                Some((version, _)) => version.parse::<u64>().ok(),
+                None => member
+                    .values
+                    .get(keys::CONFIG)
+                    .and_then(|text| serde_json::from_str::<Published>(text).ok())
+                    .map(|published| published.version),
+            };
             json!({
                 "node_id": member.node_id,
                 "generation": member.generation,
@@ -112,6 +118,7 @@ pub fn describe(shared: &Shared) -> Value {
                 "sync_addr": member.values.get(keys::SYNC_ADDR),
                 "http_addr": member.values.get(keys::HTTP_ADDR),
                 "config_version": config_version,
+                "config_fingerprint": running.map(|(_, fingerprint)| fingerprint),
                 "decisions": member.values.get(keys::LOAD).and_then(|v| v.parse::<u64>().ok()),
                 "last_sync_ms_ago": frames.map(|f| now.saturating_sub(f.last_at) / MILLI),
                 "lag_ms": frames.map(|f| f.lag as f64 / MILLI as f64),

@@ -9,6 +9,7 @@
 pub mod alerts;
 mod compile;
 pub mod file;
+pub mod source;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,8 +46,26 @@ pub struct Config {
     pub max_keys: u64,
     /// Abuse alert rules.
     pub alerts: AlertRules,
-    /// A stable hash of the source, to tell configs apart.
+    /// A stable hash of the source, to tell configs apart
+    /// ([`fingerprint`]).
     pub fingerprint: u64,
+    /// The fingerprint of the config file this config was made over: its
+    /// own for a config read from a file (or the built-in one); for a
+    /// runtime change (`PUT /v1/config`), that of the config it replaced.
+    /// The cluster uses it to tell a node started with another file from a
+    /// runtime edit (see `cluster::config_sync`).
+    pub base: u64,
+}
+
+/// A stable hash of a config's text, the same in every process; shown as
+/// 16 hex digits ([`hex`]).
+pub fn fingerprint(source: &str) -> u64 {
+    foldhash::quality::FixedState::with_seed(0x3e1c).hash_one(source)
+}
+
+/// A fingerprint as shown to people: 16 lower-case hex digits.
+pub fn hex(fingerprint: u64) -> String {
+    format!("{fingerprint:016x}")
 }
 
 /// Token and user to tier, as declared in the config file.
@@ -137,8 +156,16 @@ impl Config {
             assignments,
             max_keys,
             alerts,
-            fingerprint: foldhash::quality::FixedState::with_seed(0x3e1c).hash_one(source),
+            fingerprint: fingerprint(source),
+            base: fingerprint(source),
         })
+    }
+
+    /// This config as a runtime change made over the file with fingerprint
+    /// `base`.
+    pub fn made_over(mut self, base: u64) -> Self {
+        self.base = base;
+        self
     }
 
     /// The built-in configuration.

@@ -61,7 +61,8 @@ pub fn describe_config(app: &App) -> Value {
     file["assignments"]["tokens"] = json!({ "count": config.file.assignments.tokens.len() });
     json!({
         "version": app.engine.config_version(),
-        "fingerprint": format!("{:016x}", config.fingerprint),
+        "fingerprint": crate::config::hex(config.fingerprint),
+        "file_fingerprint": crate::config::hex(config.base),
         "config": file,
     })
 }
@@ -89,7 +90,9 @@ pub async fn put_config(
             "the body is empty; PUT the whole config (GET /v1/config shows the one in force)",
         ));
     }
-    let config = Config::parse(text)?;
+    // An edit of the config in force: it keeps that config's file as its
+    // base, so the cluster tells it from a node started with another file.
+    let config = Config::parse(text)?.made_over(app.engine.config().base);
     let version = app.engine.replace_config(config);
     info!(version, source = "api", "config replaced");
     Ok(Json(describe_config(&app)))

@@ -146,6 +146,12 @@ fn engine_series(app: &App, snapshot: &mut Snapshot) {
         "Version of the config in force",
         app.engine.config_version() as f64,
     );
+    snapshot.one(
+        "weir_config_reload_failures",
+        Counter,
+        "Reloads of the config file (SIGHUP) that failed; the running config was kept",
+        app.config_source.failures() as f64,
+    );
 }
 
 fn usage_series(app: &App, snapshot: &mut Snapshot) {

@@ -44,6 +44,7 @@ use tracing::info;
 
 use crate::alerts::Alerts;
 use crate::cluster::ClusterNode;
+use crate::config::source::ConfigSource;
 use crate::config::MAX_CONFIG_BYTES;
 use crate::engine::Engine;
 use crate::snapshot::Snapshots;
@@ -74,12 +75,20 @@ pub struct App {
     pub cluster: OnceLock<Arc<ClusterNode>>,
     /// Snapshots, when on.
     pub snapshots: OnceLock<Arc<Snapshots>>,
+    /// The config file, and what became of its last reload.
+    pub config_source: Arc<ConfigSource>,
 }
 
 impl App {
     /// Shared state around `engine`.
-    pub fn new(engine: Arc<Engine>, admin_token: Option<String>, read_token: Option<String>) -> Arc<Self> {
+    pub fn new(
+        engine: Arc<Engine>,
+        config_source: Arc<ConfigSource>,
+        admin_token: Option<String>,
+        read_token: Option<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            config_source,
             engine,
             admin_token: admin_token.filter(|token| !token.is_empty()),
             read_token: read_token.filter(|token| !token.is_empty()),

@@ -19,7 +19,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`: ready for traffic once the snapshot restore (if any) is
 /// done, until shutdown begins. With snapshots on, `snapshot` says how the
-/// restore went and how saving goes.
+/// restore went and how saving goes. `config` shows the config file and its
+/// last reload: a failed one leaves the node ready (it keeps the running
+/// config) and says why here.
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
     let snapshot = app.snapshots.get();
     let (status, mut body) = if !app.ready.load(Ordering::SeqCst) {
@@ -39,6 +41,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json
     if let Some(snapshot) = snapshot {
         body["snapshot"] = snapshot.describe();
     }
+    let mut config = app.config_source.describe();
+    config["fingerprint"] = json!(crate::config::hex(app.engine.config().fingerprint));
+    body["config"] = config;
     (status, Json(body))
 }
 

@@ -313,7 +313,8 @@ impl Applier<'_> {
         }
         match Config::parse(toml) {
             Ok(config) => {
-                engine.replace_config_at(config, version);
+                // Restored only over the same file: that file is its base.
+                engine.replace_config_at(config.made_over(engine.config().base), version);
                 self.restored.config_version = Some(version);
             }
             Err(error) => warn!(version, %error, "the snapshot's config does not parse; keeping the file's"),

@@ -89,7 +89,8 @@ impl Harness {
     pub fn with_config(config: &str, admin_token: Option<&str>) -> Self {
         let clock = Arc::new(ManualClock::new(T0));
         let engine = Arc::new(Engine::new(Config::parse(config).unwrap(), clock.clone()));
-        let app = App::new(engine.clone(), admin_token.map(str::to_owned), None);
+        let source = Arc::new(weir::config::source::ConfigSource::none(&engine.config()));
+        let app = App::new(engine.clone(), source, admin_token.map(str::to_owned), None);
         let usage = Usage::install(engine.clone(), UsageSettings::default());
         let _ = app.usage.set(usage.clone());
         Self {

@@ -270,11 +270,16 @@ impl Node {
         reply.status().as_u16()
     }
 
+    /// Sends the signal called `name` (`HUP`, `TERM`) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-s", name, &pid]).status();
+    }
+
     /// Stops the process with SIGTERM, as an orchestrator does, and waits
     /// for it to exit.
     pub fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.signal("TERM");
         let _ = self.child.wait();
     }
 

@@ -207,7 +207,8 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
     let alerts = Alerts::install(engine.clone());
     alerts.set_cluster(&node);
     tokio::spawn(alerts.clone().run());
-    let app = App::new(engine, None, None);
+    let source = Arc::new(weir::config::source::ConfigSource::none(&engine.config()));
+    let app = App::new(engine, source, None, None);
     let _ = app.cluster.set(node);
     let _ = app.alerts.set(alerts);
     let listener = SimListener(turmoil::net::TcpListener::bind(wildcard(HTTP_PORT)).await?);
