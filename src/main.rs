@@ -520,7 +520,7 @@ async fn reload_on_hangup(engine: Arc<Engine>, reloads: Reloads) {
                 if let Some(snapshots) = &snapshots {
                     snapshots.note_config_file(&loaded);
                 }
-                let version = engine.replace_config(loaded);
+                let version = engine.replace_config(*loaded);
                 info!(version, source = ?config.path(), "config reloaded");
             }
             Reloaded::Failed(err) => {

@@ -268,6 +268,51 @@ fn outsiders_neither_join_nor_learn_nor_inject() {
 }
 
 #[test]
+fn a_node_with_another_secret_says_so_and_so_does_the_cluster() {
+    let logs: Vec<std::path::PathBuf> = ["member", "stranger"]
+        .iter()
+        .map(|name| std::env::temp_dir().join(format!("weir-secret-{name}-{}.log", random())))
+        .collect();
+    let config = config_file("security", CONFIG);
+    let launch = |id: &str, seeds: &[String], secret: &str, log: &std::path::Path| {
+        let flags = ["--cluster-secret", secret];
+        let launch = Launch {
+            seeds,
+            extra: &flags,
+            standalone: true,
+            log: Some(log),
+            ..Launch::default()
+        };
+        Node::launch(id, &config, Addrs::loopback(), &launch)
+    };
+    let member = launch("member", &[], OLD, &logs[0]);
+    let stranger = launch("stranger", &[member.gossip.clone()], NEW, &logs[1]);
+    // The stranger hears no peer: it says so, in its log, /readyz and
+    // metrics, and stays ready (it serves, alone).
+    stranger.wait_until(Duration::from_secs(15), "alone in /readyz", |n| {
+        n.get("/readyz").is_some_and(|r| r["cluster"]["alone"] == true)
+    });
+    assert_eq!(stranger.get("/readyz").unwrap()["status"], "ready");
+    assert_eq!(stranger.metric("weir_cluster_alone"), 1.0);
+    // The member hears gossip it cannot open, and names its sender.
+    member.wait_until(Duration::from_secs(15), "naming the stranger", |n| {
+        let ready = n.get("/readyz").unwrap_or_default();
+        ready["cluster"]["foreign_gossip"]["from"] == stranger.gossip.as_str()
+    });
+    assert_eq!(member.get("/readyz").unwrap()["cluster"]["alone"], false);
+    let logged = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
+    member.wait_until(Duration::from_secs(5), "logging both at ERROR", |_| {
+        logged(0).contains("ERROR")
+            && logged(0).contains("fails authentication")
+            && logged(1).contains("ERROR")
+            && logged(1).contains("no peer heard from")
+    });
+    for log in logs {
+        let _ = std::fs::remove_file(log);
+    }
+}
+
+#[test]
 fn a_secret_rotates_over_three_nodes_one_restart_at_a_time() {
     let ids = ["rot-0", "rot-1", "rot-2"];
     let mut nodes: Vec<Node> = Vec::new();

@@ -175,6 +175,12 @@ impl Rejections {
         self.0[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Datagrams dropped for `reason`.
+    pub fn count_of(&self, reason: FrameError) -> u64 {
+        let index = FrameError::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.0[index].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every reason by name, with its count.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         FrameError::ALL

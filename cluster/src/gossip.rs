@@ -52,9 +52,20 @@ pub struct GossipStats {
     received: AtomicU64,
     /// Datagrams dropped, by reason.
     pub rejected: Rejections,
+    /// Who sent the last datagram that failed authentication: a node with
+    /// another cluster secret or cluster id, most likely.
+    last_foreign: std::sync::Mutex<Option<SocketAddr>>,
 }
 
 impl GossipStats {
+    /// The sender of the last datagram that failed authentication.
+    pub fn last_foreign(&self) -> Option<SocketAddr> {
+        *self
+            .last_foreign
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Datagrams sent and messages received.
     pub fn counts(&self) -> Vec<(&'static str, u64)> {
         vec![
@@ -282,6 +293,14 @@ impl<D: Datagram> SealedSocket<D> {
 
     fn reject<T>(&mut self, error: FrameError, from: SocketAddr) -> Option<T> {
         self.stats.rejected.count(error);
+        if error == FrameError::Auth {
+            let mut last = self
+                .stats
+                .last_foreign
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *last = Some(from);
+        }
         if error == FrameError::Header && !self.warned_plain {
             self.warned_plain = true;
             warn!(%from, "unsealed gossip dropped: a weir before encrypted gossip, plain chitchat, or not a cluster member");

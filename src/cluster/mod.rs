@@ -14,6 +14,7 @@
 //! ([`crate::engine::share`]).
 
 pub mod config_sync;
+pub mod join_watch;
 pub mod peer_http;
 pub mod status;
 pub mod sync;
@@ -25,8 +26,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tracing::info;
-use weir_cluster::frame::{Sealer, MIN_SECRET_BYTES};
+use tracing::{error, info};
+use weir_cluster::frame::{FrameError, Sealer, MIN_SECRET_BYTES};
 use weir_cluster::gossip::{GossipStats, SealedGossip};
 use weir_cluster::membership::{keys, ClusterShape, Member, Membership, MembershipConfig};
 use weir_cluster::transport::Datagram;
@@ -34,6 +35,7 @@ use weir_cluster::transport::Datagram;
 use crate::clock::{Nanos, MILLI};
 use crate::engine::Engine;
 use config_sync::ConfigSync;
+use join_watch::{JoinWatch, Round, Trouble};
 pub use status::SyncStats;
 use tier_sync::TierSync;
 
@@ -157,6 +159,9 @@ pub struct Shared {
     /// Set when a peer is heard after a gap: the sender resends recent keys
     /// at once.
     resend_now: std::sync::atomic::AtomicBool,
+    /// Whether this node can be part of its cluster (a wrong secret, seeds
+    /// that never answer).
+    join: Mutex<JoinWatch>,
 }
 
 /// The latest membership round, as the other loops read it.
@@ -175,6 +180,42 @@ struct View {
 impl Shared {
     fn view(&self) -> std::sync::MutexGuard<'_, View> {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn join(&self) -> std::sync::MutexGuard<'_, JoinWatch> {
+        // Every step leaves the watch whole.
+        self.join.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Watches for a node that cannot be part of the cluster, after a
+    /// membership round; logs what it finds at ERROR.
+    fn watch_joining(&self) {
+        let live_peers = self.view().shape.map_or(0, |s| s.live.saturating_sub(1) as usize);
+        let round = Round {
+            now: self.engine.now(),
+            live_peers,
+            foreign: self.gossip_stats.rejected.count_of(FrameError::Auth),
+            foreign_from: self.gossip_stats.last_foreign(),
+        };
+        for trouble in self.join().step(round) {
+            match trouble {
+                Trouble::Foreign { from } => error!(
+                    from = ?from,
+                    "gossip from another node fails authentication: it (or this node) has another cluster secret or cluster id, so the two cannot form one cluster"
+                ),
+                Trouble::Alone { seconds } => error!(
+                    seconds,
+                    seeds = ?self.settings.seeds,
+                    "no peer heard from: the seeds are down or unreachable, or they have another cluster secret or cluster id; this node enforces every limit alone"
+                ),
+            }
+        }
+    }
+
+    /// What `/readyz` shows of the cluster: whether this node is alone
+    /// although it has seeds, and gossip that failed authentication.
+    fn joining(&self) -> serde_json::Value {
+        self.join().describe(self.engine.now())
     }
 
     /// Sync addresses of the live peers.
@@ -342,12 +383,13 @@ impl ClusterNode {
         let shared = Arc::new(Shared {
             sealer,
             gossip_stats,
-            engine,
-            settings,
             generation,
             stats: SyncStats::default(),
+            join: Mutex::new(JoinWatch::new(engine.now(), !settings.seeds.is_empty())),
             view: Mutex::default(),
             resend_now: Default::default(),
+            engine,
+            settings,
         });
         let membership = Arc::new(membership);
         let socket = Arc::new(sync_socket);
@@ -374,6 +416,17 @@ impl ClusterNode {
     /// What `GET /v1/cluster` reports.
     pub fn status(&self) -> serde_json::Value {
         status::describe(&self.shared)
+    }
+
+    /// Whether this node can be part of its cluster, for `/readyz` (see
+    /// [`join_watch`]).
+    pub fn joining(&self) -> serde_json::Value {
+        self.shared.joining()
+    }
+
+    /// Whether this node has seeds but has heard no peer for a while.
+    pub fn alone(&self) -> bool {
+        self.shared.join().alone(self.shared.engine.now())
     }
 
     /// This node's id.
@@ -504,5 +557,6 @@ async fn membership_loop(shared: Arc<Shared>, membership: Arc<Membership>) {
             .set(keys::LOAD, (load.allowed + load.denied).to_string())
             .await;
         shared.set_members(members);
+        shared.watch_joining();
     }
 }

@@ -51,8 +51,9 @@ impl LoadError {
 /// What a reload did.
 #[derive(Debug)]
 pub enum Reloaded {
-    /// The file changed: run this config.
-    Changed(Config),
+    /// The file changed: run this config (boxed: a config is large, the
+    /// other outcomes small).
+    Changed(Box<Config>),
     /// The file is as it was last read; nothing to do.
     Unchanged,
     /// weir runs the built-in config; there is no file to read.
@@ -142,7 +143,7 @@ impl ConfigSource {
             Ok(config) if config.fingerprint == state.read => ("unchanged", Vec::new(), Reloaded::Unchanged),
             Ok(config) => {
                 state.read = config.fingerprint;
-                ("reloaded", Vec::new(), Reloaded::Changed(config))
+                ("reloaded", Vec::new(), Reloaded::Changed(Box::new(config)))
             }
             Err(error) => {
                 state.failures += 1;

@@ -276,6 +276,12 @@ fn cluster_series(app: &App, snapshot: &mut Snapshot) {
     ];
     let help = "Nodes this node reaches (live) and counts as the cluster (expected)";
     snapshot.add("weir_cluster_nodes", MetricType::Gauge, help, nodes);
+    snapshot.one(
+        "weir_cluster_alone",
+        MetricType::Gauge,
+        "1 while this node has seeds but has heard no peer for 5 s: seeds down, or another cluster secret or id",
+        node.alone() as u8 as f64,
+    );
     let (counters, rejected) = node.stats().snapshot();
     snapshot.add(
         "weir_sync",

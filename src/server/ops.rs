@@ -41,6 +41,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json
     if let Some(snapshot) = snapshot {
         body["snapshot"] = snapshot.describe();
     }
+    if let Some(node) = app.cluster.get() {
+        body["cluster"] = node.joining();
+    }
     let mut config = app.config_source.describe();
     config["fingerprint"] = json!(crate::config::hex(app.engine.config().fingerprint));
     body["config"] = config;
