@@ -286,7 +286,7 @@ fn a_node_with_another_secret_says_so_and_so_does_the_cluster() {
         Node::launch(id, &config, Addrs::loopback(), &launch)
     };
     let member = launch("member", &[], OLD, &logs[0]);
-    let stranger = launch("stranger", &[member.gossip.clone()], NEW, &logs[1]);
+    let stranger = launch("stranger", std::slice::from_ref(&member.gossip), NEW, &logs[1]);
     // The stranger hears no peer: it says so, in its log, /readyz and
     // metrics, and stays ready (it serves, alone).
     stranger.wait_until(Duration::from_secs(15), "alone in /readyz", |n| {

@@ -205,20 +205,30 @@ fn compile_tier_limits(
 ) -> Option<TierLimits> {
     let span = section.span();
     let section = section.get_ref();
-    match (section.unlimited, section.limits.len()) {
-        (true, 0) => return Some(TierLimits::Unlimited),
-        (true, _) => {
+    match (section.unlimited, section.deny, section.limits.len()) {
+        (true, false, 0) => return Some(TierLimits::Unlimited),
+        (false, true, 0) => return Some(TierLimits::Deny),
+        (true, true, _) => {
+            problems.push(span, format!("{context}: a tier is unlimited or deny, not both"));
+            return None;
+        }
+        (true, false, _) | (false, true, _) => {
+            let kind = if section.unlimited {
+                "an unlimited"
+            } else {
+                "a deny"
+            };
+            problems.push(span, format!("{context}: {kind} tier cannot also have limits"));
+            return None;
+        }
+        (false, false, 0) => {
             problems.push(
                 span,
-                format!("{context}: an unlimited tier cannot also have limits"),
+                format!("{context}: needs limits, or unlimited = true, or deny = true"),
             );
             return None;
         }
-        (false, 0) => {
-            problems.push(span, format!("{context}: needs limits, or unlimited = true"));
-            return None;
-        }
-        (false, n) if n > MAX_LIMITS => {
+        (false, false, n) if n > MAX_LIMITS => {
             problems.push(
                 span,
                 format!("{context}: at most {MAX_LIMITS} limits are allowed, got {n}"),

@@ -71,6 +71,10 @@ pub struct TierSection {
     /// No limits at all for this tier.
     #[serde(default)]
     pub unlimited: bool,
+    /// Nothing passes: a penalty tier. A denial's `Retry-After` is the time
+    /// until the key's assignment to the tier lapses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deny: bool,
     /// All must have room for a request to pass.
     #[serde(default)]
     pub limits: Vec<Spanned<LimitSpec>>,

@@ -192,13 +192,14 @@ mod tests {
     }
 
     #[test]
-    fn the_builtin_config_has_per_ip_and_per_user_policies_with_three_tiers() {
+    fn the_builtin_config_has_per_ip_and_per_user_policies_with_three_tiers_and_a_penalty_tier() {
         let config = Config::builtin();
         for (name, attr) in [("per_ip", KeyAttr::Ip), ("per_user", KeyAttr::User)] {
             let policy = config.policy(name).unwrap();
             assert!(policy.key.contains(attr));
-            assert_eq!(policy.tier_names(), "free, paid, trusted");
+            assert_eq!(policy.tier_names(), "blocked, free, paid, trusted");
             assert_eq!(policy.tier("trusted").unwrap().limits, TierLimits::Unlimited);
+            assert_eq!(policy.tier("blocked").unwrap().limits, TierLimits::Deny);
             let TierLimits::Limited(free) = &policy.tier("free").unwrap().limits else {
                 panic!("free is limited");
             };

@@ -12,6 +12,7 @@ use compact_str::CompactString;
 use serde::Serialize;
 use smallvec::SmallVec;
 
+use super::Denial;
 use crate::clock::{Nanos, MILLI};
 use crate::limiter::Outcome;
 use crate::policy::{AlgorithmName, NamedLimit};
@@ -38,12 +39,18 @@ pub struct Verdict<'a> {
     pub outcomes: &'a [Outcome],
     /// Units the request cost (counted only if allowed).
     pub cost: u32,
+    /// A deny tier decided: nothing passes.
+    pub deny: Option<Denial>,
+    /// The fraction of every limit this node enforced: below 1 while it
+    /// cannot reach part of its cluster. Reports show the limit enforced.
+    pub scale: f64,
 }
 
 impl Verdict<'_> {
-    /// Every limit had room (and the cost was counted).
+    /// Every limit had room (and the cost was counted); never in a deny
+    /// tier.
     pub fn allowed(&self) -> bool {
-        self.outcomes.iter().all(|o| o.allowed)
+        self.deny.is_none() && self.outcomes.iter().all(|o| o.allowed)
     }
 
     /// The limit to report as "the" limit: when denied, the one that makes
@@ -68,12 +75,15 @@ impl Verdict<'_> {
     /// The decision, borrowing its names from the config: what the servers
     /// encode replies from, with nothing allocated for up to two limits.
     pub fn view(&self) -> Decision<&str> {
+        if let Some(deny) = self.deny {
+            return self.denied(deny);
+        }
         let allowed = self.allowed();
         let limits: SmallVec<[LimitReport; 2]> = self
             .limits
             .iter()
             .zip(self.outcomes)
-            .map(|(limit, outcome)| LimitReport::new(limit, outcome))
+            .map(|(limit, outcome)| LimitReport::new(limit, outcome, self.scale))
             .collect();
         let binding = self.binding().map(|i| &limits[i]);
         Decision {
@@ -91,6 +101,35 @@ impl Verdict<'_> {
             reset_after_ms: binding.map_or(0, |b| b.reset_after_ms),
             retry_after_ms: binding.and_then(|b| b.retry_after_ms),
             limits,
+        }
+    }
+
+    /// A deny tier's decision: one limit of capacity 0, named for the
+    /// tier, full again (and the request let through) when the assignment
+    /// lapses; no retry time when it never does.
+    fn denied(&self, deny: Denial) -> Decision<&str> {
+        let wait = deny.until.map(|until| millis(until.saturating_sub(deny.now)));
+        let report = LimitReport {
+            name: self.scope.tier.unwrap_or("deny").into(),
+            algorithm: AlgorithmName::Deny,
+            limit: 0,
+            window_ms: wait.unwrap_or(0),
+            allowed: false,
+            remaining: 0,
+            reset_after_ms: wait.unwrap_or(0),
+            retry_after_ms: wait,
+        };
+        Decision {
+            allowed: false,
+            policy: self.scope.policy,
+            namespace: self.scope.namespace,
+            tier: self.scope.tier,
+            cost: 0,
+            limit: Some(0),
+            remaining: Some(0),
+            reset_after_ms: wait.unwrap_or(0),
+            retry_after_ms: wait,
+            limits: SmallVec::from_iter([report]),
         }
     }
 
@@ -128,11 +167,16 @@ fn millis(nanos: Nanos) -> u64 {
 }
 
 impl LimitReport {
-    fn new(limit: &NamedLimit, outcome: &Outcome) -> Self {
+    /// The report of `limit` enforced at `scale` (see [`Verdict::scale`]).
+    fn new(limit: &NamedLimit, outcome: &Outcome, scale: f64) -> Self {
+        let capacity = limit.limit.capacity() as u64;
         Self {
             name: limit.name.clone(),
             algorithm: limit.limit.algorithm(),
-            limit: limit.limit.capacity() as u64,
+            limit: match scale < 1.0 {
+                true => (capacity as f64 * scale) as u64,
+                false => capacity,
+            },
             window_ms: millis(limit.limit.window()),
             allowed: outcome.allowed,
             remaining: outcome.remaining,

@@ -28,7 +28,7 @@ use weir_cluster::nodes::NodeRegistry;
 pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
 pub use hook::{Alarm, AlarmSink, CheckEvent, Recorder, RecorderFactory};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
-pub use resolve::TierSource;
+pub use resolve::{Denial, TierSource};
 pub use share::{ClusterView, Shares};
 pub use tiers::{AssignError, Assigned, Subject, TierChange, TierOverlay};
 
@@ -262,7 +262,7 @@ impl Engine {
         read: impl FnOnce(&Verdict<'_>) -> R,
     ) -> Result<R, CheckError> {
         self.with_config(|config| {
-            let (resolved, outcomes) = KEY.with_borrow_mut(|key| {
+            let (resolved, outcomes, scale) = KEY.with_borrow_mut(|key| {
                 key.clear();
                 let now = self.clock.now();
                 let resolved = resolve::resolve(config, &self.overlay, request, key, now)?;
@@ -275,17 +275,19 @@ impl Engine {
                 };
                 let mut locked = self.store.lock(&[hash]);
                 let outcomes = self.transact(&mut locked, &at, &resolved, Intent::Take);
-                let allowed = outcomes.iter().all(|o| o.allowed);
+                let allowed = resolved.deny.is_none() && outcomes.iter().all(|o| o.allowed);
                 locked.count(&at.event(&resolved, allowed));
                 drop(locked);
                 self.observe(&resolved, key, allowed, now);
-                Ok::<_, CheckError>((resolved, outcomes))
+                Ok::<_, CheckError>((resolved, outcomes, at.scale()))
             })?;
             Ok(read(&Verdict {
                 scope: resolved.scope,
                 limits: limits_of(&resolved),
                 outcomes: &outcomes,
                 cost: resolved.cost,
+                deny: resolved.deny,
+                scale,
             }))
         })
     }
@@ -339,6 +341,8 @@ impl Engine {
                         limits: limits_of(item),
                         outcomes: &outcomes,
                         cost: item.cost,
+                        deny: item.deny,
+                        scale: at.scale(),
                     };
                     verdict.to_decision()
                 })
@@ -405,6 +409,8 @@ impl Engine {
                 limits: limits_of(&resolved),
                 outcomes: &outcomes,
                 cost: 0,
+                deny: resolved.deny,
+                scale: at.scale(),
             };
             Ok(Explained {
                 decision: verdict.to_decision(),
@@ -464,7 +470,7 @@ impl Engine {
     /// Takes back what [`transact`](Self::transact) counted for a batch that
     /// was denied as a whole; no one else has seen it, the locks are held.
     fn roll_back(locked: &mut Locked<'_>, at: &At<'_>, resolved: &Resolved<'_>, cost: u32) {
-        let scale = at.shares.map_or(1.0, |s| s.scale());
+        let scale = at.scale();
         if let Some(entry) = locked.get(at.hash, at.key) {
             for (state, limit) in entry.limits.iter_mut().zip(limits_of(resolved)) {
                 limit.limit.undo_commit(state, at.now, cost, scale);
@@ -494,6 +500,11 @@ struct At<'k> {
 }
 
 impl At<'_> {
+    /// The fraction of every limit enforced here (see [`Shares::scale`]).
+    fn scale(&self) -> f64 {
+        self.shares.map_or(1.0, |s| s.scale())
+    }
+
     /// The decision as the shard's recorder sees it.
     fn event<'e>(&'e self, resolved: &Resolved<'e>, allowed: bool) -> CheckEvent<'e> {
         CheckEvent {
@@ -804,6 +815,41 @@ mod tests {
             alarms.iter().all(|(_, key, _)| key == "p\0\0umallory"),
             "one identity, no tier in it: {alarms:?}"
         );
+    }
+
+    #[test]
+    fn a_node_that_lost_a_third_of_its_cluster_reports_the_limit_it_enforces() {
+        let bucket = "[policies.b]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.b.tiers.t]\nlimits = [{ algorithm = \"token_bucket\", rate = \"1/h\", burst = 30 }, { algorithm = \"sliding_window\", rate = \"30/h\" }]\n";
+        let clock = Arc::new(ManualClock::new(1_800_000_000 * SECOND));
+        let engine = Engine::new(Config::parse(bucket).unwrap(), clock.clone());
+        let shape = weir_cluster::membership::ClusterShape {
+            live: 2,
+            expected: 3,
+            rank: 0,
+        };
+        // A sync interval per check, so that the share rule (one interval's
+        // part of what remains) does not stand in the way.
+        engine.cluster_view().update(shape, crate::clock::MILLI);
+        let request = CheckRequest::policy(
+            "b",
+            RequestKey {
+                user: Some("u".into()),
+                ..RequestKey::default()
+            },
+        );
+        let first = engine.check(&request).unwrap();
+        let reported: Vec<(u64, u64)> = first.limits.iter().map(|l| (l.limit, l.remaining)).collect();
+        assert_eq!(reported, [(20, 19), (20, 19)], "two thirds of 30, one spent");
+        assert_eq!((first.limit, first.remaining), (Some(20), Some(19)));
+        // What the headers say is what the node then admits.
+        let admitted = 1
+            + (0..40)
+                .filter(|_| {
+                    clock.advance(std::time::Duration::from_millis(1));
+                    engine.check(&request).unwrap().allowed
+                })
+                .count();
+        assert_eq!(admitted, 20);
     }
 
     #[test]

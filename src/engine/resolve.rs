@@ -51,12 +51,25 @@ pub(super) struct Resolved<'c> {
     pub tier_source: Option<TierSource>,
     /// Alert rules counting this check's key.
     pub observers: Cow<'c, [Observer]>,
-    /// `None` for an unlimited tier.
+    /// `None` for an unlimited or deny tier.
     pub limits: Option<Cow<'c, [NamedLimit]>>,
+    /// A deny tier: nothing passes.
+    pub deny: Option<Denial>,
     pub cost: u32,
     /// Where the key attributes start in the store key: what follows the
     /// tier and any endpoint part, both of which a tier change may alter.
     pub attrs_at: usize,
+}
+
+/// A check in a deny tier: denied until the assignment that put the key
+/// there lapses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denial {
+    /// When the assignment lapses (Unix ns); `None` for good, or for a
+    /// deny tier reached otherwise (a request, the config, the default).
+    pub until: Option<Nanos>,
+    /// When the check was made.
+    pub now: Nanos,
 }
 
 impl Resolved<'_> {
@@ -120,6 +133,7 @@ pub(super) fn resolve<'c>(
                     false => Cow::Owned(config.alerts.inline(namespace).cloned().collect()),
                 },
                 limits: Some(Cow::Owned(limits.into_vec())),
+                deny: None,
                 cost: request.cost.unwrap_or(1),
                 attrs_at,
             })
@@ -143,7 +157,7 @@ fn resolve_policy<'c>(
         }
     })?;
     check_attrs(policy, request.key.present())?;
-    let (tier, tier_source) = resolve_tier(config, overlay, policy, request, now)?;
+    let (tier, tier_source, lapses) = resolve_tier(config, overlay, policy, request, now)?;
     let rule = request
         .key
         .endpoint
@@ -162,9 +176,10 @@ fn resolve_policy<'c>(
     let attrs_at = key.len();
     push_attrs(key, request, policy.key);
 
-    let limits = match &endpoint_tier.unwrap_or(tier).limits {
-        TierLimits::Unlimited => None,
-        TierLimits::Limited(limits) => Some(Cow::Borrowed(&limits[..])),
+    let (limits, deny) = match &endpoint_tier.unwrap_or(tier).limits {
+        TierLimits::Unlimited => (None, None),
+        TierLimits::Deny => (None, Some(Denial { until: lapses, now })),
+        TierLimits::Limited(limits) => (Some(Cow::Borrowed(&limits[..])), None),
     };
     Ok(Resolved {
         scope: Scope {
@@ -175,6 +190,7 @@ fn resolve_policy<'c>(
         tier_source: Some(tier_source),
         observers: Cow::Borrowed(&tier.observers),
         limits,
+        deny,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),
         attrs_at,
     })
@@ -201,29 +217,32 @@ fn check_attrs(policy: &Policy, present: KeySet) -> Result<(), CheckError> {
 /// The tier named in the request, else a runtime assignment in force (token,
 /// user, IP, endpoint, in that order), else one from the config (token before
 /// user), else the policy's default. An assigned tier the policy does not
-/// have is passed over.
+/// have is passed over. The third value is when a runtime assignment lapses.
 fn resolve_tier<'c>(
     config: &Config,
     overlay: &TierOverlay,
     policy: &'c Policy,
     request: &CheckRequest,
     now: Nanos,
-) -> Result<(&'c Tier, TierSource), CheckError> {
+) -> Result<(&'c Tier, TierSource, Option<Nanos>), CheckError> {
     if let Some(name) = &request.tier {
         let tier = policy.tier(name).ok_or_else(|| CheckError::UnknownTier {
             policy: policy.name.to_string(),
             tier: name.clone(),
             tiers: policy.tier_names(),
         })?;
-        return Ok((tier, TierSource::Request));
+        return Ok((tier, TierSource::Request, None));
     }
     let in_policy = |name: &str| policy.tier(name);
     for subject in Subject::ALL {
         let Some(id) = request.key.get(subject.attr()) else {
             continue;
         };
-        if let Some(tier) = overlay.get(subject, id, now).and_then(|name| in_policy(&name)) {
-            return Ok((tier, TierSource::Assignment));
+        let Some(assigned) = overlay.assigned(subject, id, now) else {
+            continue;
+        };
+        if let Some(tier) = in_policy(&assigned.tier) {
+            return Ok((tier, TierSource::Assignment, assigned.until));
         }
     }
     let declared = [
@@ -233,10 +252,10 @@ fn resolve_tier<'c>(
     for (attr, table) in declared {
         let assigned = request.key.get(attr).and_then(|id| table.get(id));
         if let Some(tier) = assigned.and_then(|name| in_policy(name)) {
-            return Ok((tier, TierSource::Config));
+            return Ok((tier, TierSource::Config, None));
         }
     }
-    Ok((policy.default_tier(), TierSource::Default))
+    Ok((policy.default_tier(), TierSource::Default, None))
 }
 
 fn push_attrs(key: &mut String, request: &CheckRequest, attrs: KeySet) {

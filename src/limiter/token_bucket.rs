@@ -102,8 +102,10 @@ impl TokenBucket {
         let tat = if allowed { after } else { state.tat.get() };
         Outcome {
             allowed,
-            // A float-to-int cast truncates, and saturates negatives to 0.
-            remaining: self.level(tat, now) as u64,
+            // Requests of one unit still admitted: under a `scale` below 1
+            // each holds the bucket longer. A float-to-int cast truncates,
+            // and saturates negatives to 0.
+            remaining: (self.level(tat, now) * scale.min(1.0)) as u64,
             reset_after: tat.saturating_sub(now),
             retry_after: match allowed {
                 true => None,

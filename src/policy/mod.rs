@@ -98,6 +98,9 @@ impl NamedLimit {
 pub enum TierLimits {
     /// Everything passes and nothing is counted.
     Unlimited,
+    /// Nothing passes and nothing is counted: a penalty tier. A denial waits
+    /// for the key's assignment to the tier to lapse.
+    Deny,
     /// All of these must have room.
     Limited(Box<[NamedLimit]>),
 }
@@ -237,6 +240,10 @@ pub fn compile_limit(spec: &LimitSpec) -> Result<NamedLimit, String> {
         (AlgorithmName::SlidingWindow, None) => Limit::SlidingWindow(SlidingWindow::new(rate)),
         (AlgorithmName::SlidingWindow, Some(_)) => {
             return Err("burst applies to token_bucket limits only".into());
+        }
+        // Not deserialized: only built in code.
+        (AlgorithmName::Deny, _) => {
+            return Err("deny is a tier option (deny = true), not an algorithm".into())
         }
     };
     let name = match &spec.name {

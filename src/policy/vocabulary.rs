@@ -68,6 +68,10 @@ pub enum AlgorithmName {
     TokenBucket,
     /// Count per window.
     SlidingWindow,
+    /// A deny tier (`deny = true`), reported as one limit of capacity 0;
+    /// never a limit's algorithm in a config or a check.
+    #[serde(skip_deserializing)]
+    Deny,
 }
 
 impl AlgorithmName {
@@ -77,6 +81,7 @@ impl AlgorithmName {
         match self {
             AlgorithmName::TokenBucket => "token_bucket",
             AlgorithmName::SlidingWindow => "sliding_window",
+            AlgorithmName::Deny => "deny",
         }
     }
 }

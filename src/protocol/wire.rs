@@ -87,12 +87,13 @@ pub struct WireCheck {
     pub cost: Option<u32>,
 }
 
-/// One limit's answer. `algorithm`: 0 token bucket, 1 sliding window.
+/// One limit's answer. `algorithm`: 0 token bucket, 1 sliding window, 2 a
+/// deny tier.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct WireReport {
     /// The limit's name.
     pub name: String,
-    /// 0 token bucket, 1 sliding window.
+    /// 0 token bucket, 1 sliding window, 2 a deny tier.
     pub algorithm: u8,
     /// Capacity.
     pub limit: u64,
@@ -203,6 +204,7 @@ fn algorithm_code(algorithm: AlgorithmName) -> u8 {
     match algorithm {
         AlgorithmName::TokenBucket => 0,
         AlgorithmName::SlidingWindow => 1,
+        AlgorithmName::Deny => 2,
     }
 }
 

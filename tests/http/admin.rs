@@ -227,3 +227,71 @@ async fn a_config_with_a_bad_rule_is_refused_and_the_old_one_kept() {
         "the old config stays"
     );
 }
+
+#[tokio::test]
+async fn a_deny_tier_admits_nothing_and_says_when_the_penalty_lapses() {
+    let config = CONFIG.to_string()
+        + "[policies.per_ip]\nkey = [\"ip\"]\ndefault_tier = \"free\"\n[policies.per_ip.tiers.free]\nlimits = [{ algorithm = \"sliding_window\", rate = \"5/m\" }]\n[policies.per_ip.tiers.blocked]\ndeny = true\n";
+    let h = Harness::with_config(&config, Some(ADMIN));
+    let json = [("content-type", "application/json"), ("authorization", BEARER)];
+    let block = Body::from(json!({ "tier": "blocked", "for": "15m" }).to_string());
+    let set = h
+        .send(Method::PUT, "/v1/tiers/ip/203.0.113.66", block, &json)
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    let scraper = json!({ "policy": "per_ip", "key": { "ip": "203.0.113.66" } });
+
+    h.advance(Duration::from_secs(60));
+    let denied = h.check(scraper.clone()).await;
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    let body = &denied.body;
+    assert_eq!(
+        (body["allowed"].as_bool(), body["tier"].as_str()),
+        (Some(false), Some("blocked"))
+    );
+    assert_eq!(
+        (body["limit"].as_u64(), body["remaining"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // 15 minutes less the one that passed: 840 s, in every header.
+    assert_eq!(body["retry_after_ms"], 840_000);
+    assert_eq!(body["limits"][0]["algorithm"], "deny");
+    assert_eq!(denied.header("retry-after"), "840");
+    assert_eq!(denied.header("ratelimit"), "\"blocked\";r=0;t=840");
+    assert_eq!(denied.header("ratelimit-policy"), "\"blocked\";q=0;w=840");
+    assert_eq!(denied.header("x-ratelimit-reset"), "840");
+
+    // Past the lapse, the free tier decides again.
+    h.advance(Duration::from_secs(840));
+    let free = h.check(scraper.clone()).await;
+    assert_eq!(
+        (free.status, free.body["tier"].as_str()),
+        (StatusCode::OK, Some("free"))
+    );
+
+    // Assigned for good: denied, with no time to wait for.
+    let block = Body::from(json!({ "tier": "blocked" }).to_string());
+    h.send(Method::PUT, "/v1/tiers/ip/203.0.113.66", block, &json)
+        .await;
+    let forever = h.check(scraper).await;
+    assert_eq!(forever.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(forever.body["retry_after_ms"].is_null(), "{}", forever.body);
+    assert_eq!(forever.header("retry-after"), "");
+}
+
+#[tokio::test]
+async fn a_tier_cannot_be_both_deny_and_limited() {
+    let h = Harness::new();
+    let json = [("content-type", "application/toml"), ("authorization", BEARER)];
+    let both = CONFIG.replace("unlimited = true", "unlimited = true\ndeny = true");
+    let reply = h.send(Method::PUT, "/v1/config", Body::from(both), &json).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unlimited or deny, not both"),
+        "{}",
+        reply.body
+    );
+}
