@@ -37,9 +37,14 @@ enum Command {
     /// Run a weir node.
     Serve(Box<ServeArgs>),
     /// Validate a config file; print every problem with its line; exit 1 if any.
+    /// Warnings (a webhook secret unset in this environment, a snapshot
+    /// directory that does not exist) are printed but do not fail.
     CheckConfig {
         /// The TOML file.
         file: PathBuf,
+        /// The snapshot URL `weir serve` will use, to check it too.
+        #[arg(long = "snapshot", env = "WEIR_SNAPSHOT", hide_env_values = true)]
+        snapshot: Option<String>,
     },
     /// Print the built-in config (a starting point for your own).
     DefaultConfig,
@@ -272,7 +277,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, snapshot } => check_config(&file, snapshot.as_deref()),
         Command::DefaultConfig => {
             print!("{DEFAULT_CONFIG}");
             Ok(ExitCode::SUCCESS)
@@ -284,15 +289,25 @@ fn main() -> ExitCode {
     })
 }
 
-fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+fn check_config(file: &Path, snapshot: Option<&str>) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    match Config::parse(&text) {
-        Ok(config) => {
+    let snapshot = snapshot
+        .filter(|url| !url.is_empty())
+        .map(snapshot::Target::parse);
+    match (Config::parse(&text), snapshot) {
+        (_, Some(Err(problem))) => {
+            eprintln!("--snapshot: {problem}");
+            Ok(ExitCode::FAILURE)
+        }
+        (Ok(config), snapshot) => {
             let names: Vec<&str> = config.policies.iter().map(|p| p.name.as_str()).collect();
             println!("{}: ok ({} policies: {names:?})", file.display(), names.len());
+            for warning in startup_warnings(&config, snapshot.and_then(Result::ok).as_ref()) {
+                eprintln!("warning: {warning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Err(problems) => {
+        (Err(problems), _) => {
             for problem in &problems.problems {
                 eprintln!(
                     "{}:{}:{}: {}",
@@ -307,6 +322,21 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What would make a node with `config` (and a `snapshot` target) run
+/// other than it was asked to, though the config is valid.
+fn startup_warnings(config: &Config, snapshot: Option<&snapshot::Target>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(variable) = config.alerts.unset_secret() {
+        warnings.push(format!(
+            "rules with notify send webhooks signed with ${variable}, which is unset or empty here: none will be sent"
+        ));
+    }
+    if let Some(Err(problem)) = snapshot.map(snapshot::Target::check_local) {
+        warnings.push(problem);
+    }
+    warnings
+}
+
 impl SnapshotArgs {
     /// The snapshot settings, or `None` when snapshots are off.
     fn settings(&self, cluster: &ClusterArgs) -> anyhow::Result<Option<snapshot::Settings>> {
@@ -314,6 +344,10 @@ impl SnapshotArgs {
             return Ok(None);
         };
         let target = snapshot::Target::parse(url)
+            .map_err(anyhow::Error::msg)
+            .context("--snapshot")?;
+        target
+            .check_local()
             .map_err(anyhow::Error::msg)
             .context("--snapshot")?;
         Ok(Some(snapshot::Settings {
@@ -336,6 +370,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
     let (config_source, config) = ConfigSource::open(args.config.clone())?;
     let config_source = Arc::new(config_source);
+    for warning in startup_warnings(&config, None) {
+        warn!("{warning}");
+    }
     weir::redact::show_tokens(args.show_tokens);
     let cluster = args.cluster.settings(args.http_addr, args.tls_cert.is_some())?;
     let snapshot_settings = args.snapshot.settings(&args.cluster)?;

@@ -253,6 +253,100 @@ fn check_config_accepts_good_files_and_lists_problems_with_lines() {
 }
 
 #[test]
+fn check_config_reports_every_independent_problem_and_no_phantom() {
+    let text = r#"
+[store]
+max_key = 5
+[policies.per_ip]
+key = ["ip"]
+default_tier = "gold"
+[policies.per_ip.tiers.free]
+limits = [{ algorithm = "token_bucket", rate = "1/forever" }]
+[policies.per_ip.tiers.blocked]
+deny = true
+[policies.b]
+key = ["nose"]
+default_tier = "free"
+[assignments.users]
+bob = "platinum"
+[[alerts.rules]]
+name = "x"
+policy = "per_ip"
+when = "sometimes"
+"#;
+    // Shape problems first: each section is read on its own.
+    let shape = temp_file("shapes", text);
+    let output = weir_command(&["check-config", shape.to_str().unwrap()]);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    for (line, text) in [(3, "max_key"), (12, "nose"), (19, "sometimes")] {
+        assert!(
+            errors.contains(&format!(":{line}:")) && errors.contains(text),
+            "{line} {text}: {errors}"
+        );
+    }
+    // Then, the shapes right, every problem of meaning, and no rule's
+    // policy called unknown because the policy has a problem of its own.
+    let meaning = temp_file(
+        "meaning",
+        &text
+            .replace("max_key = 5", "max_keys = 5")
+            .replace("[\"nose\"]", "[\"ip\"]\ntiers = {}")
+            .replace(
+                "\"sometimes\"",
+                "\"denied\"\nthreshold = 3\nwithin = \"1m\"\npenalty = { tier = \"blocked\", for = \"5m\" }",
+            ),
+    );
+    let output = weir_command(&["check-config", meaning.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    let expected = [
+        r#"default_tier "gold""#,
+        r#"unknown period "forever""#,
+        "has no tiers",
+        r#""platinum""#,
+    ];
+    for text in expected {
+        assert!(errors.contains(text), "{text}: {errors}");
+    }
+    assert!(!errors.contains("unknown policy"), "{errors}");
+    assert!(!errors.contains("penalty tier"), "{errors}");
+}
+
+#[test]
+fn check_config_warns_of_an_unset_webhook_secret_and_a_missing_snapshot_directory() {
+    let text = format!(
+        "{ONE_PER_MINUTE}[alerts]\nwebhook_secret_env = \"WEIR_TEST_UNSET_SECRET\"\n[[alerts.rules]]\nname = \"r\"\npolicy = \"p\"\nwhen = \"denied\"\nthreshold = 3\nwithin = \"1m\"\nnotify = [\"https://hooks.example.com/x\"]\n"
+    );
+    let path = temp_file("warnings", &text);
+    let output = weir_command(&[
+        "check-config",
+        path.to_str().unwrap(),
+        "--snapshot",
+        "file:///nonexistent-weir-dir/snapshot",
+    ]);
+    assert!(output.status.success(), "warnings do not fail the check");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("warning:") && errors.contains("$WEIR_TEST_UNSET_SECRET"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("/nonexistent-weir-dir does not exist"),
+        "{errors}"
+    );
+    // weir serve refuses the missing directory at once.
+    let serve = weir_command(&[
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+        "--snapshot",
+        "file:///nonexistent-weir-dir/snapshot",
+    ]);
+    assert_eq!(serve.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("does not exist"));
+}
+
+#[test]
 fn an_invalid_config_file_stops_serve_with_a_clear_error() {
     let bad = temp_file("serve-bad", "[policies.x]\nkey = [\"user\"]\n");
     let output = weir_command(&[

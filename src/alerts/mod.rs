@@ -423,7 +423,8 @@ impl Alerts {
             .filter(|s| !s.is_empty());
         let Some(secret) = secret else {
             self.stats.unsigned.fetch_add(1, Ordering::Relaxed);
-            warn!(rule = %rule.name, "webhooks not sent: the webhook secret's environment variable is unset or empty");
+            let variable = config.alerts.webhook_secret_env.as_deref().unwrap_or_default();
+            warn!(rule = %rule.name, %variable, "webhooks not sent: the webhook secret's environment variable is unset or empty");
             return;
         };
         let body = match rule.format {

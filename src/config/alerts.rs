@@ -7,13 +7,15 @@
 //! count is the cluster's. `denied_ratio` rules watch a whole policy through
 //! the usage analytics instead.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use compact_str::CompactString;
 use toml::Spanned;
 
 use super::compile::Problems;
-use super::file::{AlertsSection, PenaltySection, RuleSection, RuleWhen, Severity, WebhookFormat};
+use super::file::{
+    AlertsSection, PenaltySection, PolicySection, RuleSection, RuleWhen, Severity, WebhookFormat,
+};
 use crate::clock::{Nanos, SECOND};
 use crate::limiter::rate::parse_period;
 use crate::limiter::{Limit, Rate, SlidingWindow};
@@ -109,6 +111,16 @@ impl AlertRules {
         self.rules.iter().find(|r| r.name == name)
     }
 
+    /// The webhook secret's environment variable, when some rule sends
+    /// webhooks and the variable is unset or empty in this process: they
+    /// would not be sent.
+    pub fn unset_secret(&self) -> Option<&str> {
+        let name = self.webhook_secret_env.as_deref()?;
+        let notifies = self.rules.iter().any(|rule| !rule.notify.is_empty());
+        let unset = std::env::var(name).map_or(true, |value| value.is_empty());
+        (notifies && unset).then_some(name)
+    }
+
     /// Observers for an inline check in `namespace`.
     pub fn inline(&self, namespace: &str) -> impl Iterator<Item = &Observer> {
         let named = self.inline_observers.get(&Some(namespace.into())).into_iter();
@@ -138,9 +150,12 @@ fn is_webhook_url(url: &str) -> bool {
     !host.is_empty() && url.parse::<hyper::Uri>().is_ok()
 }
 
-/// Checks `[alerts]` against `policies`; adds observers to their tiers.
+/// Checks `[alerts]` against the policies the file `declares` (so that a
+/// policy with a problem of its own does not look unknown to its rules);
+/// adds observers to the tiers of the compiled `policies`.
 pub(super) fn compile(
     section: &AlertsSection,
+    declared: &BTreeMap<String, Spanned<PolicySection>>,
     policies: &mut [Policy],
     problems: &mut Problems<'_>,
 ) -> AlertRules {
@@ -160,7 +175,7 @@ pub(super) fn compile(
                 format!("a second rule called {:?}", rule.name.get_ref()),
             );
         }
-        if let Some(compiled) = compile_rule(rule, spanned, policies, problems) {
+        if let Some(compiled) = compile_rule(rule, spanned, declared, problems) {
             rules.push(compiled);
         }
     }
@@ -189,7 +204,7 @@ pub(super) fn compile(
 fn compile_rule(
     rule: &RuleSection,
     spanned: &Spanned<RuleSection>,
-    policies: &[Policy],
+    declared: &BTreeMap<String, Spanned<PolicySection>>,
     problems: &mut Problems<'_>,
 ) -> Option<AlertRule> {
     let before = problems.len();
@@ -202,10 +217,10 @@ fn compile_rule(
     }
     let target = match (&rule.policy, &rule.namespace) {
         (Some(p), None) if p.get_ref() == "*" => Some(RuleTarget::Any),
-        (Some(p), None) => match policies.iter().find(|x| x.name == p.get_ref().as_str()) {
-            Some(policy) => Some(RuleTarget::Policy(policy.name.clone())),
-            None => {
-                let known: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+        (Some(p), None) => match declared.contains_key(p.get_ref()) {
+            true => Some(RuleTarget::Policy(p.get_ref().as_str().into())),
+            false => {
+                let known: Vec<&str> = declared.keys().map(String::as_str).collect();
                 let message = format!(
                     "unknown policy {:?}; the policies are: {}",
                     p.get_ref(),
@@ -250,8 +265,10 @@ fn compile_rule(
         None => Some(DEFAULT_COOLDOWN),
     };
     let tier_known = |tier: &str| match &target {
-        Some(RuleTarget::Policy(p)) => policies.iter().any(|x| x.name == *p && x.tier(tier).is_some()),
-        _ => policies.iter().any(|x| x.tier(tier).is_some()),
+        Some(RuleTarget::Policy(p)) => declared
+            .get(p.as_str())
+            .is_some_and(|x| x.get_ref().tiers.contains_key(tier)),
+        _ => super::compile::declared_tier(declared, tier),
     };
     for tier in &rule.exempt_tiers {
         if !tier_known(tier.get_ref()) {

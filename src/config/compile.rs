@@ -60,12 +60,11 @@ pub(super) fn compile(file: &ConfigFile, problems: &mut Problems<'_>) -> (Vec<Po
         .iter()
         .filter_map(|(name, section)| compile_policy(name, section, problems))
         .collect();
-    // Tiers of a policy that failed to compile are unknown; checking
-    // assignments against them would only add noise.
-    let check = problems.found.is_empty();
+    // Checked against the tiers the file declares, so that a policy with a
+    // problem of its own does not make its tiers look unknown here too.
     let assignments = Assignments {
-        tokens: check_assignments("tokens", &file.assignments.tokens, &policies, check, problems),
-        users: check_assignments("users", &file.assignments.users, &policies, check, problems),
+        tokens: check_assignments("tokens", &file.assignments.tokens, &file.policies, problems),
+        users: check_assignments("users", &file.assignments.users, &file.policies, problems),
     };
     (policies, assignments, max_keys)
 }
@@ -255,19 +254,22 @@ fn compile_tier_limits(
     (limits.len() == section.limits.len()).then(|| TierLimits::Limited(limits.into()))
 }
 
+/// Whether any policy the file declares has a tier called `tier`.
+pub(super) fn declared_tier(policies: &BTreeMap<String, Spanned<PolicySection>>, tier: &str) -> bool {
+    policies
+        .values()
+        .any(|policy| policy.get_ref().tiers.contains_key(tier))
+}
+
 fn check_assignments(
     table: &str,
     entries: &BTreeMap<String, Spanned<String>>,
-    policies: &[Policy],
-    check: bool,
+    policies: &BTreeMap<String, Spanned<PolicySection>>,
     problems: &mut Problems<'_>,
 ) -> HashMap<String, CompactString> {
     let mut checked = HashMap::new();
     for (id, tier) in entries {
-        let known = policies
-            .iter()
-            .any(|policy| policy.tier(tier.get_ref()).is_some());
-        if check && !known {
+        if !declared_tier(policies, tier.get_ref()) {
             problems.push(
                 tier.span(),
                 format!(

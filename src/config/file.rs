@@ -206,3 +206,69 @@ pub struct PenaltySection {
     #[serde(rename = "for")]
     pub lasting: Spanned<String>,
 }
+
+/// One shape problem: where, and what.
+pub type ShapeProblem = (std::ops::Range<usize>, String);
+
+/// Every shape problem of `source`, found section by section (each policy
+/// and each alert rule apart), so that one does not hide the others. What
+/// serde reports for the whole file is only its first.
+pub fn shape_problems(source: &str) -> Vec<ShapeProblem> {
+    use toml::de::{DeTable, DeValue};
+    let (root, syntax) = DeTable::parse_recoverable(source);
+    if !syntax.is_empty() {
+        return syntax
+            .iter()
+            .map(|e| (e.span().unwrap_or(0..0), e.message().trim().to_owned()))
+            .collect();
+    }
+    let mut problems = Vec::new();
+    for (key, value) in root.get_ref() {
+        match key.get_ref().as_ref() {
+            "store" => problems.extend(shape_of::<StoreSection>(value)),
+            "assignments" => problems.extend(shape_of::<AssignmentsSection>(value)),
+            "policies" => match value.get_ref() {
+                DeValue::Table(policies) => {
+                    problems.extend(policies.values().filter_map(shape_of::<PolicySection>));
+                }
+                _ => problems.extend(shape_of::<BTreeMap<String, PolicySection>>(value)),
+            },
+            "alerts" => match value.get_ref() {
+                DeValue::Table(alerts) => {
+                    let mut rest = alerts.clone();
+                    let rules = rest.remove("rules");
+                    problems.extend(shape_of::<AlertsSection>(&Spanned::new(
+                        value.span(),
+                        DeValue::Table(rest),
+                    )));
+                    match rules.as_ref().map(|r| r.get_ref()) {
+                        Some(DeValue::Array(rules)) => {
+                            problems.extend(rules.iter().filter_map(shape_of::<RuleSection>));
+                        }
+                        Some(_) => problems.extend(rules.as_ref().and_then(shape_of::<Vec<RuleSection>>)),
+                        None => {}
+                    }
+                }
+                _ => problems.extend(shape_of::<AlertsSection>(value)),
+            },
+            other => problems.push((
+                key.span(),
+                format!(
+                    "unknown field `{other}`, expected one of `store`, `policies`, `assignments`, `alerts`"
+                ),
+            )),
+        }
+    }
+    problems
+}
+
+/// The shape problem of one value read as a `T`, if any.
+fn shape_of<T: serde::de::DeserializeOwned>(value: &Spanned<toml::de::DeValue<'_>>) -> Option<ShapeProblem> {
+    let mut owned = value.clone();
+    owned.get_mut().make_owned();
+    let error = T::deserialize(toml::de::ValueDeserializer::from(owned)).err()?;
+    Some((
+        error.span().unwrap_or(value.span()),
+        error.message().trim().to_owned(),
+    ))
+}

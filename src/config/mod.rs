@@ -136,14 +136,23 @@ impl Config {
         let file: ConfigFile = match toml::from_str(source) {
             Ok(file) => file,
             Err(error) => {
-                let span = error.span().unwrap_or(0..0);
-                let message = error.message().trim().to_owned();
-                return fail(vec![Problem::at(source, span, message)]);
+                // serde stops at the first problem; look for the others
+                // section by section.
+                let mut found = file::shape_problems(source);
+                if found.is_empty() {
+                    found.push((error.span().unwrap_or(0..0), error.message().trim().to_owned()));
+                }
+                let mut problems: Vec<Problem> = found
+                    .into_iter()
+                    .map(|(span, message)| Problem::at(source, span, message))
+                    .collect();
+                problems.sort_by_key(|p| (p.line, p.column));
+                return fail(problems);
             }
         };
         let mut problems = compile::Problems::new(source);
         let (mut policies, assignments, max_keys) = compile::compile(&file, &mut problems);
-        let alerts = alerts::compile(&file.alerts, &mut policies, &mut problems);
+        let alerts = alerts::compile(&file.alerts, &file.policies, &mut policies, &mut problems);
         let mut problems = problems.into_vec();
         if !problems.is_empty() {
             problems.sort_by_key(|p| (p.line, p.column));

@@ -92,6 +92,28 @@ impl Target {
         Err("the snapshot URL must start with redis://, rediss:// or file://".into())
     }
 
+    /// Checks what can be checked before the first save: a file's directory
+    /// exists (a Redis server may come up later).
+    ///
+    /// # Errors
+    /// A message naming the missing directory.
+    pub fn check_local(&self) -> Result<(), String> {
+        let Target::File(path) = self else {
+            return Ok(());
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        match dir.is_dir() {
+            true => Ok(()),
+            false => Err(format!(
+                "the snapshot directory {} does not exist (create it, or mount a volume there)",
+                dir.display()
+            )),
+        }
+    }
+
     /// For logs: the URL without its password.
     pub fn describe(&self) -> String {
         match self {
