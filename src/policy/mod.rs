@@ -194,13 +194,13 @@ impl Policy {
         &self.tiers[self.default_tier]
     }
 
-    /// Attributes a request may carry: the key, plus the endpoint when the
-    /// policy has endpoint rules.
+    /// Attributes a request may carry: the key, plus the endpoint.
     pub fn accepted_attrs(&self) -> KeySet {
+        // The endpoint is always welcome: it picks the endpoint rule (cost,
+        // limits of its own), so an adapter can send it with every check;
+        // it is part of the key only when the policy keys on it.
         let mut accepted = self.key;
-        if !self.endpoints.is_empty() {
-            accepted.insert(KeyAttr::Endpoint);
-        }
+        accepted.insert(KeyAttr::Endpoint);
         accepted
     }
 

@@ -25,6 +25,11 @@ default_tier = "free"
 limits = [{ name = "orders", algorithm = "sliding_window", rate = "2/m" }]
 [policies.orders.tiers.paid]
 limits = [{ name = "orders", algorithm = "sliding_window", rate = "5/m" }]
+# Both adapters send the endpoint, spelled the same way: this rule applies
+# to DRF's bulk-orders/<int:batch> and FastAPI's /bulk-orders/{batch}.
+[[policies.orders.endpoints]]
+endpoint = "POST /bulk-orders/{batch}"
+cost = 2
 
 [policies.per_token]
 key = ["token"]

@@ -87,6 +87,14 @@ def test_without_a_tier_function_the_policy_default_applies(ip, user):
     assert response["X-RateLimit-Limit"] == "2"
 
 
+def test_an_endpoint_rule_of_the_policy_applies_in_the_shared_spelling(ip, user):
+    client = APIClient()
+    first = client.post("/bulk-orders/7/", REMOTE_ADDR=ip, headers={"X-User": user})
+    # The rule's cost of 2 spends the free tier's 2 a minute at once.
+    assert (first.status_code, first["X-RateLimit-Remaining"]) == (200, "0")
+    assert client.post("/bulk-orders/8/", REMOTE_ADDR=ip, headers={"X-User": user}).status_code == 429
+
+
 def test_the_token_throttle_keys_on_the_token(ip):
     client = APIClient()
     token = {"Authorization": f"Token t-{ip}"}

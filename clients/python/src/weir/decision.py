@@ -13,8 +13,11 @@ from typing import Any, Literal
 
 HeaderStyle = Literal["both", "ietf", "x", "none"]
 
-#: Where a decision came from.
-Source = Literal["weir", "fail_open", "fail_closed", "local"]
+#: Where a decision came from: weir; the failure mode that answered while
+#: weir could not (``fail_open``, ``fail_closed``, ``local``); or
+#: ``skipped``, when the key function found no key (an anonymous request
+#: for a per-user limit) and nothing was checked.
+Source = Literal["weir", "fail_open", "fail_closed", "local", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Decision:
     namespace: str | None = None
     tier: str | None = None
     cost: int = 0
-    #: ``"weir"``, or the failure mode that answered instead.
+    #: ``"weir"``, the failure mode that answered instead, or ``"skipped"``.
     source: Source = "weir"
 
     @classmethod

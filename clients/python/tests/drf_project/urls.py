@@ -8,6 +8,7 @@ urlpatterns = [
     path("uploads", views.Uploads.as_view()),
     path("two", views.TwoThrottles.as_view()),
     path("orders", views.Orders.as_view()),
+    path("bulk-orders/<int:batch>/", views.BulkOrders.as_view()),
     path("reports", views.Reports.as_view()),
     path("search/<str:term>", views.Search.as_view()),
 ]

@@ -61,6 +61,13 @@ class Orders(APIView):
         return Response({"ordered": True})
 
 
+class BulkOrders(Orders):
+    """Costs 2: weir's endpoint rule for ``POST /bulk-orders/{batch}``."""
+
+    def post(self, request, batch):
+        return Response({"batch": batch})
+
+
 class Reports(APIView):
     throttle_classes = [TokenRateThrottle]
     weir_policy = "per_token"

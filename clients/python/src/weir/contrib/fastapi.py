@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from weir import ip
+from weir import endpoints, ip
 from weir.aio import AsyncClient
 from weir.checks import Check, Limit
 from weir.decision import BatchDecision, Decision, HeaderStyle
@@ -39,9 +40,16 @@ from weir.decision import BatchDecision, Decision, HeaderStyle
 KeyFunction = Callable[[Request], dict[str, str] | Awaitable[dict[str, str] | None] | None]
 TierFunction = Callable[[Request], str | Awaitable[str | None] | None]
 
+logger = logging.getLogger("weir")
+
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+def _endpoint(request: Request) -> str:
+    route = request.scope.get("route")
+    return endpoints.spell(request.method, getattr(route, "path", None) or request.url.path)
 
 
 class keys:
@@ -83,13 +91,12 @@ class keys:
 
     @staticmethod
     def endpoint() -> KeyFunction:
-        """``METHOD /route``, using the route's path template (``GET
-        /orders/{order_id}``), so ids do not make a key per resource."""
+        """``METHOD /route/{param}``, from the route's path template (``GET
+        /orders/{order_id}``), so ids do not make a key per resource; spelled
+        as the DRF adapter spells it (:mod:`weir.endpoints`)."""
 
         def key(request: Request) -> dict[str, str]:
-            route = request.scope.get("route")
-            path = getattr(route, "path", None) or request.url.path
-            return {"endpoint": f"{request.method} {path}"}
+            return {"endpoint": _endpoint(request)}
 
         return key
 
@@ -137,10 +144,13 @@ class Rule:
     async def check_for(self, request: Request) -> Check | None:
         key = await _maybe_await(self.key(request))
         if key is None:
+            logger.debug("weir: %s skipped: its key function found no key", self.policy or self.namespace)
             return None
         if self.policy is None:
             return Check.inline(self.namespace or "", key, list(self.limits), cost=self.cost)
         tier = await _maybe_await(self.tier(request)) if self.tier else None
+        # The endpoint picks the policy's endpoint rule (cost, limits).
+        key = {"endpoint": _endpoint(request), **key}
         return Check.for_policy(self.policy, key, tier=tier, cost=self.cost)
 
 
@@ -181,7 +191,7 @@ class RateLimit:
     async def __call__(self, request: Request, response: Response) -> Decision:
         check = await self.rule.check_for(request)
         if check is None:
-            return Decision(allowed=True)
+            return Decision(allowed=True, source="skipped")
         decision = await _client(request, self.client).check(check)
         headers = decision.headers(self.headers)
         if not decision.allowed:

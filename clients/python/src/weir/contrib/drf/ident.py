@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from django.http import HttpRequest
 
-from weir import ip
+from weir import endpoints, ip
 
 
 def client_ip(request: HttpRequest, trusted_proxies: Sequence[ip.Network]) -> str:
@@ -24,10 +24,10 @@ def api_token(request: HttpRequest, header: str) -> str | None:
 
 
 def endpoint(request: HttpRequest) -> str:
-    """``METHOD /route``, using the URL pattern that matched
-    (``GET /orders/<int:pk>``) rather than the raw path, so that ids in URLs
-    do not make a key per resource."""
+    """``METHOD /route/{param}``, from the URL pattern that matched
+    (``orders/<int:pk>`` gives ``GET /orders/{pk}``) rather than the raw path,
+    so that ids in URLs do not make a key per resource; spelled as the
+    FastAPI adapter spells it (:mod:`weir.endpoints`)."""
     match = getattr(request, "resolver_match", None)
     route = getattr(match, "route", None) if match else None
-    path = "/" + route.lstrip("^").rstrip("$") if route else request.path
-    return f"{request.method} {path}"
+    return endpoints.spell(request.method or "GET", route or request.path)

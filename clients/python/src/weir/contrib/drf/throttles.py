@@ -279,6 +279,8 @@ class PolicyThrottle(WeirThrottle):
         if self.tiered and conf.tier_function is not None:
             tier = conf.tier_function(request)
         cost = getattr(view, "weir_cost", None) or self.cost
+        # The endpoint picks the policy's endpoint rule (cost, limits).
+        key = {"endpoint": endpoint(_http_request(request)), **key}
         return Check.for_policy(policy, key, tier=tier, cost=cost)
 
 
