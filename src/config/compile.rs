@@ -130,6 +130,7 @@ fn compile_policy(
             .unwrap_or(0),
         tiers,
         endpoints,
+        unmatched: Default::default(),
     })
 }
 
@@ -167,6 +168,7 @@ fn compile_endpoint(
     EndpointRule {
         cost: section.cost,
         tiers: compile_tiers(policy, &context, &section.tiers, problems),
+        matched: Default::default(),
     }
 }
 

@@ -294,4 +294,27 @@ limits = [{ algorithm = "sliding_window", rate = "5/s" }]
         assert!(config.policies.is_empty());
         assert_eq!(config.max_keys, 1_000_000);
     }
+
+    #[test]
+    fn endpoint_rules_that_no_check_matched_are_named_with_an_endpoint_that_matched_none() {
+        let config = Config::builtin();
+        let policy = config.policy("per_user").unwrap();
+        assert_eq!(policy.never_matched(), None, "no endpoint seen yet");
+        assert!(policy.endpoint_rule("POST /order").is_none(), "a misspelling");
+        assert_eq!(
+            policy.never_matched(),
+            Some((vec!["POST /orders"], "POST /order"))
+        );
+        assert_eq!(policy.endpoint_rule("POST /orders").and_then(|r| r.cost), Some(5));
+        assert_eq!(policy.never_matched(), None, "every rule matched");
+        assert!(
+            Config::builtin()
+                .policy("per_user")
+                .unwrap()
+                .unmatched
+                .get()
+                .is_none(),
+            "per config"
+        );
+    }
 }

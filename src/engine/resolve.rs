@@ -162,7 +162,7 @@ fn resolve_policy<'c>(
         .key
         .endpoint
         .as_deref()
-        .and_then(|e| policy.endpoints.get(e));
+        .and_then(|e| policy.endpoint_rule(e));
     let endpoint_tier = rule.and_then(|rule| rule.tiers.iter().find(|t| t.name == tier.name));
 
     key.push_str(&tier.key_prefix);

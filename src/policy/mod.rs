@@ -166,6 +166,72 @@ pub struct EndpointRule {
     pub cost: Option<u32>,
     /// Tiers with limits of their own for this endpoint, counted apart.
     pub tiers: Vec<Tier>,
+    /// Whether a check has matched it since this config was built.
+    pub matched: Seen,
+}
+
+/// A flag set once, by the first check that sees something, and then only
+/// read: one load per check, no shared write after the first. Not part of
+/// what a config means: a copy starts unset, and any two are equal.
+#[derive(Debug, Default)]
+pub struct Seen(std::sync::atomic::AtomicBool);
+
+impl Seen {
+    /// Sets the flag, writing only the first time.
+    pub fn note(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.0.load(Relaxed) {
+            self.0.store(true, Relaxed);
+        }
+    }
+
+    /// Whether it was set.
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for Seen {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Seen {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The first endpoint a check of a policy named that matched none of its
+/// endpoint rules: a sample for the warning about rules that never match.
+#[derive(Debug, Default)]
+pub struct UnmatchedEndpoint(std::sync::OnceLock<Box<str>>);
+
+impl UnmatchedEndpoint {
+    /// Keeps `endpoint` unless one is kept already.
+    pub fn note(&self, endpoint: &str) {
+        if self.0.get().is_none() {
+            let _ = self.0.set(endpoint.into());
+        }
+    }
+
+    /// The endpoint kept, if any.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(|e| &**e)
+    }
+}
+
+impl Clone for UnmatchedEndpoint {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for UnmatchedEndpoint {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A named policy.
@@ -181,9 +247,41 @@ pub struct Policy {
     pub tiers: Vec<Tier>,
     /// Rules per endpoint (exact match on the request's `endpoint`).
     pub endpoints: HashMap<String, EndpointRule>,
+    /// An endpoint checks named that matched no rule.
+    pub unmatched: UnmatchedEndpoint,
 }
 
 impl Policy {
+    /// The endpoint rule for `endpoint`, noting that it matched; an
+    /// endpoint that matches none is kept as a sample (see
+    /// [`Policy::never_matched`]).
+    pub fn endpoint_rule(&self, endpoint: &str) -> Option<&EndpointRule> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let rule = self.endpoints.get(endpoint);
+        match rule {
+            Some(rule) => rule.matched.note(),
+            None => self.unmatched.note(endpoint),
+        }
+        rule
+    }
+
+    /// Endpoint rules no check has matched, while checks named an endpoint
+    /// that matches no rule (the sample, second): most likely a rule spelled
+    /// otherwise than the adapters send (`METHOD /route/{param}`).
+    pub fn never_matched(&self) -> Option<(Vec<&str>, &str)> {
+        let sample = self.unmatched.get()?;
+        let mut rules: Vec<&str> = self
+            .endpoints
+            .iter()
+            .filter(|(_, rule)| !rule.matched.get())
+            .map(|(endpoint, _)| endpoint.as_str())
+            .collect();
+        rules.sort_unstable();
+        (!rules.is_empty()).then_some((rules, sample))
+    }
+
     /// The tier called `name`.
     pub fn tier(&self, name: &str) -> Option<&Tier> {
         self.tiers.iter().find(|tier| tier.name == name)

@@ -185,11 +185,56 @@ where
 /// Drops expired keys every `period`, forever; spawn it and abort it.
 pub async fn sweep_every(engine: Arc<Engine>, period: Duration) {
     let mut ticks = tokio::time::interval(period);
+    let mut endpoint_rules = EndpointRuleWatch::default();
     loop {
         ticks.tick().await;
         let removed = engine.sweep();
         if removed > 0 {
             tracing::debug!(removed, "expired keys swept");
+        }
+        endpoint_rules.look(&engine.config(), std::time::Instant::now());
+    }
+}
+
+/// How long a config's endpoint rules may go unmatched, while checks name
+/// other endpoints, before weir warns that one may be misspelt.
+const UNMATCHED_GRACE: Duration = Duration::from_secs(600);
+
+/// Warns once per config about endpoint rules that no check matched within
+/// [`UNMATCHED_GRACE`] while checks named endpoints that match no rule: most
+/// likely a rule spelled otherwise than the adapters send.
+#[derive(Default)]
+struct EndpointRuleWatch {
+    /// The config watched (its fingerprint) and since when.
+    watching: Option<(u64, std::time::Instant)>,
+    warned: bool,
+}
+
+impl EndpointRuleWatch {
+    fn look(&mut self, config: &crate::config::Config, now: std::time::Instant) {
+        let since = match self.watching {
+            Some((fingerprint, since)) if fingerprint == config.fingerprint => since,
+            _ => {
+                *self = Self {
+                    watching: Some((config.fingerprint, now)),
+                    warned: false,
+                };
+                return;
+            }
+        };
+        if self.warned || now.duration_since(since) < UNMATCHED_GRACE {
+            return;
+        }
+        self.warned = true;
+        for policy in &config.policies {
+            if let Some((rules, sample)) = policy.never_matched() {
+                tracing::warn!(
+                    policy = %policy.name,
+                    rules = ?rules,
+                    seen = %sample,
+                    "endpoint rules matched no check in 10 minutes while checks named other endpoints; rules are matched exactly, as METHOD /route/{{param}}"
+                );
+            }
         }
     }
 }
