@@ -25,6 +25,7 @@ default_tier = "free"
 [policies.per_ip.tiers.free]
 limits = [{{ algorithm = "token_bucket", rate = "5/s", burst = 5 }}]
 [policies.per_ip.tiers.blocked]
+penalty = true
 limits = [{{ algorithm = "sliding_window", rate = "1/day" }}]
 
 [alerts]
@@ -343,6 +344,7 @@ default_tier = "free"
 [policies.api.tiers.free]
 limits = [{{ name = "burst", algorithm = "token_bucket", rate = "5/s", burst = 5 }}]
 [policies.api.tiers.blocked]
+penalty = true
 limits = [{{ name = "penalty", algorithm = "token_bucket", rate = "1/hour", burst = 1 }}]
 [alerts]
 webhook_secret_env = "WEIR_TEST_WEBHOOK_SECRET"

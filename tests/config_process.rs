@@ -74,13 +74,25 @@ fn all_run(nodes: &[Node], rate_now: &str) -> String {
     );
     let expected = fingerprints[0].clone().unwrap();
     nodes[0].wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "listing every member's fingerprint",
         |n| {
             let status = n.get("/v1/cluster").unwrap_or_default();
             let members = status["members"].as_array().cloned().unwrap_or_default();
-            let live: Vec<&Value> = members.iter().filter(|m| m["live"] == true).collect();
-            live.len() == 3 && live.iter().all(|m| m["config_fingerprint"] == expected.as_str())
+            // A restarted node's earlier incarnation stays listed until it is
+            // found dead: each node id's newest incarnation is the one to ask.
+            let mut newest: std::collections::BTreeMap<String, &Value> = Default::default();
+            for member in &members {
+                let id = member["node_id"].as_str().unwrap_or_default().to_string();
+                let generation = |m: &Value| m["generation"].as_u64().unwrap_or(0);
+                if newest.get(&id).is_none_or(|m| generation(m) < generation(member)) {
+                    newest.insert(id, member);
+                }
+            }
+            newest.len() == 3
+                && newest
+                    .values()
+                    .all(|m| m["live"] == true && m["config_fingerprint"] == expected.as_str())
         },
     );
     expected

@@ -34,11 +34,19 @@ function freePort() {
 }
 
 // The built-in config, with a rule that fires early and penalizes: the
-// abuser's IP moves to the paid tier for 15 minutes.
+// abuser's IP moves to a slow penalty tier (limited, so that the key view
+// has limits to show) for 15 minutes.
 const CONFIG = (() => {
   const builtin = execFileSync(BIN, ["default-config"], { encoding: "utf8" });
   const path = join(mkdtempSync(join(tmpdir(), "weir-dashboard-")), "weir.toml");
   writeFileSync(path, `${builtin.split("[alerts]")[0]}
+[policies.per_ip.tiers.slowed]
+penalty = true
+limits = [
+  { name = "burst", algorithm = "token_bucket", rate = "1/s", burst = 2 },
+  { name = "hourly", algorithm = "sliding_window", rate = "100/hour" },
+]
+
 [alerts]
 [[alerts.rules]]
 name = "hammering"
@@ -46,8 +54,8 @@ policy = "per_ip"
 when = "denied"
 threshold = 30
 within = "1m"
-exempt_tiers = ["trusted", "paid"]
-penalty = { tier = "paid", for = "15m" }
+exempt_tiers = ["trusted", "slowed"]
+penalty = { tier = "slowed", for = "15m" }
 `);
   return path;
 })();
@@ -159,7 +167,7 @@ test("every node's dashboard shows the cluster's totals and the abuser on top", 
     await page.waitForSelector("#alerts tbody tr");
     const alertRows = await page.$$eval("#alerts tbody tr", (rows) => rows.map((r) => r.textContent));
     assert.equal(alertRows.length, 1, `one alert in the cluster: ${alertRows}`);
-    assert.match(alertRows[0], /hammering.*ip=203\.0\.113\.66.*paid until/);
+    assert.match(alertRows[0], /hammering.*ip=203\.0\.113\.66.*slowed until/);
     assert.match(await page.textContent("#top-denied tbody tr:first-child"), /penalty until/);
     assert.deepEqual(outside, [], "the page asks no other host");
     if (node.name === "a") {
@@ -177,7 +185,7 @@ test("the key view shows a top key's limits and tier", async () => {
   const limits = await page.textContent("#key-limits");
   assert.match(limits, /burst/);
   assert.match(limits, /hourly/);
-  assert.match(await page.textContent("#key-tier"), /tier paid \(from assignment to ip 203\.0\.113\.66, until/, "the alert's penalty");
+  assert.match(await page.textContent("#key-tier"), /tier slowed \(from assignment to ip 203\.0\.113\.66, until/, "the alert's penalty");
   assert.match(await page.textContent("#key-recent"), /5m: allowed \d+, denied \d+/, "counted across the key's tiers");
   await page.close();
 });

@@ -270,6 +270,19 @@ fn compile_rule(
             .is_some_and(|x| x.get_ref().tiers.contains_key(tier)),
         _ => super::compile::declared_tier(declared, tier),
     };
+    let penalty_tier = |tier: &str| {
+        let marked = |policy: &Spanned<PolicySection>| {
+            let section = policy.get_ref().tiers.get(tier);
+            section.is_some_and(|t| t.get_ref().penalty || t.get_ref().deny)
+        };
+        match &target {
+            Some(RuleTarget::Policy(p)) => declared.get(p.as_str()).is_some_and(marked),
+            _ => declared
+                .values()
+                .filter(|p| p.get_ref().tiers.contains_key(tier))
+                .all(marked),
+        }
+    };
     for tier in &rule.exempt_tiers {
         if !tier_known(tier.get_ref()) {
             problems.push(
@@ -306,6 +319,12 @@ fn compile_rule(
         if !tier_known(tier.get_ref()) {
             let message = format!(
                 "penalty tier {:?} is not a tier of the rule's policy",
+                tier.get_ref()
+            );
+            problems.push(tier.span(), message);
+        } else if !penalty_tier(tier.get_ref()) {
+            let message = format!(
+                "penalty tier {:?} must be marked penalty = true (or deny = true): otherwise a check that names its own tier escapes the penalty",
                 tier.get_ref()
             );
             problems.push(tier.span(), message);
@@ -396,6 +415,7 @@ default_tier = "free"
 limits = [{ algorithm = "token_bucket", rate = "10/s", burst = 20 }]
 [policies.per_ip.tiers.blocked]
 limits = [{ algorithm = "sliding_window", rate = "1/day" }]
+penalty = true
 [policies.per_ip.tiers.trusted]
 unlimited = true
 "#;
@@ -461,12 +481,12 @@ within = "forever"
 "#,
         );
         let expect = [
-            (16, "unknown policy \"per_user\""),
-            (18, "whole number of checks"),
-            (20, "not an http:// or https:// URL"),
-            (21, "penalty tier \"jail\""),
-            (26, "a fraction above 0"),
-            (27, "unknown within \"forever\""),
+            (17, "unknown policy \"per_user\""),
+            (19, "whole number of checks"),
+            (21, "not an http:// or https:// URL"),
+            (22, "penalty tier \"jail\""),
+            (27, "a fraction above 0"),
+            (28, "unknown within \"forever\""),
         ];
         for (line, text) in expect {
             assert!(
@@ -489,5 +509,18 @@ within = "forever"
             unknown[0].1.contains("unknown variant `sometimes`"),
             "{unknown:?}"
         );
+    }
+
+    #[test]
+    fn a_penalty_must_name_a_penalty_tier() {
+        let source = format!("{POLICY}{}", "[[alerts.rules]]\nname = \"r\"\npolicy = \"per_ip\"\nwhen = \"denied\"\nthreshold = 3\nwithin = \"1m\"\npenalty = { tier = \"free\", for = \"5m\" }\n");
+        let error = Config::parse(&source).unwrap_err();
+        assert!(
+            error.problems[0]
+                .message
+                .contains("must be marked penalty = true"),
+            "{error}"
+        );
+        assert!(Config::parse(&source.replace("tier = \"free\", for", "tier = \"blocked\", for")).is_ok());
     }
 }

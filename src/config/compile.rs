@@ -65,6 +65,8 @@ pub(super) fn compile(file: &ConfigFile, problems: &mut Problems<'_>) -> (Vec<Po
     let assignments = Assignments {
         tokens: check_assignments("tokens", &file.assignments.tokens, &file.policies, problems),
         users: check_assignments("users", &file.assignments.users, &file.policies, problems),
+        ips: check_assignments("ips", &file.assignments.ips, &file.policies, problems),
+        endpoints: check_assignments("endpoints", &file.assignments.endpoints, &file.policies, problems),
     };
     (policies, assignments, max_keys)
 }
@@ -189,10 +191,20 @@ fn compile_tiers(
                 );
             }
             let limits = compile_tier_limits(&context, section, problems)?;
+            let options = section.get_ref();
+            let penalty = options.penalty || options.deny;
+            if penalty && options.requestable {
+                problems.push(
+                    section.span(),
+                    format!("{context}: a penalty (or deny) tier cannot also be requestable"),
+                );
+            }
             Some(Tier {
                 name: CompactString::from(name.as_str()),
                 limits,
                 key_prefix: format!("{policy}\0{name}\0").into(),
+                requestable: options.requestable,
+                penalty,
                 observers: Box::new([]),
             })
         })

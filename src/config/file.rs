@@ -75,6 +75,14 @@ pub struct TierSection {
     /// until the key's assignment to the tier lapses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deny: bool,
+    /// A check may name this tier itself (`"tier": "paid"`). Off by default:
+    /// otherwise any caller of `/v1/check` could pick the best tier.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requestable: bool,
+    /// A penalty tier: an assignment to it (config, runtime API, alert)
+    /// decides whatever tier a check names. A deny tier is one always.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub penalty: bool,
     /// All must have room for a request to pass.
     #[serde(default)]
     pub limits: Vec<Spanned<LimitSpec>>,
@@ -104,6 +112,12 @@ pub struct AssignmentsSection {
     /// User to tier.
     #[serde(default)]
     pub users: BTreeMap<String, Spanned<String>>,
+    /// Client IP to tier (a known partner's gateway, a blocked scraper).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ips: BTreeMap<String, Spanned<String>>,
+    /// Endpoint (`METHOD /route/{param}`) to tier.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, Spanned<String>>,
 }
 
 /// `[alerts]`: abuse rules and where their alerts go.

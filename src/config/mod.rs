@@ -68,13 +68,30 @@ pub fn hex(fingerprint: u64) -> String {
     format!("{fingerprint:016x}")
 }
 
-/// Token and user to tier, as declared in the config file.
+/// Token, user, IP and endpoint to tier, as declared in the config file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Assignments {
     /// API token to tier.
     pub tokens: HashMap<String, CompactString>,
     /// User to tier.
     pub users: HashMap<String, CompactString>,
+    /// Client IP to tier.
+    pub ips: HashMap<String, CompactString>,
+    /// Endpoint (`METHOD /route`) to tier.
+    pub endpoints: HashMap<String, CompactString>,
+}
+
+impl Assignments {
+    /// The table of `subject`'s assignments.
+    pub fn table(&self, subject: crate::engine::Subject) -> &HashMap<String, CompactString> {
+        use crate::engine::Subject;
+        match subject {
+            Subject::Token => &self.tokens,
+            Subject::User => &self.users,
+            Subject::Ip => &self.ips,
+            Subject::Endpoint => &self.endpoints,
+        }
+    }
 }
 
 /// One thing wrong with a config, and where.

@@ -143,6 +143,16 @@ pub enum CheckError {
         /// The tiers there are.
         tiers: String,
     },
+    /// The check names a tier the policy does not let checks name.
+    #[error("policy {policy:?}: a check may not name tier {tier:?} (only tiers marked requestable = true: {requestable}); assign it with PUT /v1/tiers or [assignments] instead")]
+    TierNotRequestable {
+        /// The policy.
+        policy: String,
+        /// The tier asked for.
+        tier: String,
+        /// The tiers a check may name.
+        requestable: String,
+    },
     /// The key carries an attribute the policy does not use.
     #[error("policy {policy:?} does not use key attribute {attr:?}; it uses: {uses}")]
     UnusedAttribute {
@@ -203,6 +213,7 @@ impl CheckError {
         match self {
             CheckError::UnknownPolicy { .. } => "unknown_policy",
             CheckError::UnknownTier { .. } => "unknown_tier",
+            CheckError::TierNotRequestable { .. } => "tier_not_requestable",
             CheckError::UnusedAttribute { .. } => "unused_key_attribute",
             CheckError::MissingAttribute { .. } => "missing_key_attribute",
             CheckError::EmptyKey => "empty_key",

@@ -214,10 +214,16 @@ fn check_attrs(policy: &Policy, present: KeySet) -> Result<(), CheckError> {
     Ok(())
 }
 
-/// The tier named in the request, else a runtime assignment in force (token,
-/// user, IP, endpoint, in that order), else one from the config (token before
-/// user), else the policy's default. An assigned tier the policy does not
-/// have is passed over. The third value is when a runtime assignment lapses.
+/// The tier of a check, in this order:
+/// 1. a penalty tier assigned to the key (at runtime, then in the config):
+///    a penalty holds whatever tier the check names;
+/// 2. the tier the check names, if the policy marks it requestable;
+/// 3. a runtime assignment in force (token, user, IP, endpoint, in that
+///    order), else one from the config (the same order), else the policy's
+///    default.
+///
+/// An assigned tier the policy does not have is passed over. The third
+/// value is when a runtime assignment lapses.
 fn resolve_tier<'c>(
     config: &Config,
     overlay: &TierOverlay,
@@ -225,35 +231,48 @@ fn resolve_tier<'c>(
     request: &CheckRequest,
     now: Nanos,
 ) -> Result<(&'c Tier, TierSource, Option<Nanos>), CheckError> {
+    let runtime = Subject::ALL.into_iter().find_map(|subject| {
+        let assigned = overlay.assigned(subject, request.key.get(subject.attr())?, now)?;
+        Some((policy.tier(&assigned.tier)?, assigned.until))
+    });
+    let declared = Subject::ALL.into_iter().find_map(|subject| {
+        let table = config.assignments.table(subject);
+        policy.tier(table.get(request.key.get(subject.attr())?)?)
+    });
+    match (runtime, declared) {
+        (Some((tier, until)), _) if tier.penalty => return Ok((tier, TierSource::Assignment, until)),
+        (_, Some(tier)) if tier.penalty => return Ok((tier, TierSource::Config, None)),
+        _ => {}
+    }
     if let Some(name) = &request.tier {
         let tier = policy.tier(name).ok_or_else(|| CheckError::UnknownTier {
             policy: policy.name.to_string(),
             tier: name.clone(),
             tiers: policy.tier_names(),
         })?;
+        if !tier.requestable {
+            let requestable: Vec<&str> = policy
+                .tiers
+                .iter()
+                .filter(|t| t.requestable)
+                .map(|t| t.name.as_str())
+                .collect();
+            return Err(CheckError::TierNotRequestable {
+                policy: policy.name.to_string(),
+                tier: name.clone(),
+                requestable: match requestable.is_empty() {
+                    true => "none".into(),
+                    false => requestable.join(", "),
+                },
+            });
+        }
         return Ok((tier, TierSource::Request, None));
     }
-    let in_policy = |name: &str| policy.tier(name);
-    for subject in Subject::ALL {
-        let Some(id) = request.key.get(subject.attr()) else {
-            continue;
-        };
-        let Some(assigned) = overlay.assigned(subject, id, now) else {
-            continue;
-        };
-        if let Some(tier) = in_policy(&assigned.tier) {
-            return Ok((tier, TierSource::Assignment, assigned.until));
-        }
+    if let Some((tier, until)) = runtime {
+        return Ok((tier, TierSource::Assignment, until));
     }
-    let declared = [
-        (KeyAttr::Token, &config.assignments.tokens),
-        (KeyAttr::User, &config.assignments.users),
-    ];
-    for (attr, table) in declared {
-        let assigned = request.key.get(attr).and_then(|id| table.get(id));
-        if let Some(tier) = assigned.and_then(|name| in_policy(name)) {
-            return Ok((tier, TierSource::Config, None));
-        }
+    if let Some(tier) = declared {
+        return Ok((tier, TierSource::Config, None));
     }
     Ok((policy.default_tier(), TierSource::Default, None))
 }

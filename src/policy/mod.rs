@@ -115,6 +115,10 @@ pub struct Tier {
     /// `policy NUL tier NUL`: how the store keys of this tier begin, built
     /// once rather than on every check.
     pub key_prefix: Box<str>,
+    /// A check may name this tier itself.
+    pub requestable: bool,
+    /// An assignment to this tier wins over the tier a check names.
+    pub penalty: bool,
     /// Alert rules counting this tier's keys (see `config::alerts`).
     pub observers: Box<[Observer]>,
 }

@@ -350,6 +350,7 @@ limits = [
 ]
 [policies.p.tiers.open]
 unlimited = true
+requestable = true
 "#;
 
     fn requests() -> Vec<CheckRequest> {

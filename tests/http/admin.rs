@@ -295,3 +295,62 @@ async fn a_tier_cannot_be_both_deny_and_limited() {
         reply.body
     );
 }
+
+const PER_IP: &str = r#"
+[policies.per_ip]
+key = ["ip"]
+default_tier = "free"
+[policies.per_ip.tiers.free]
+requestable = true
+limits = [{ algorithm = "sliding_window", rate = "5/m" }]
+[policies.per_ip.tiers.paid]
+requestable = true
+limits = [{ algorithm = "sliding_window", rate = "50/m" }]
+[policies.per_ip.tiers.trusted]
+unlimited = true
+[policies.per_ip.tiers.blocked]
+deny = true
+[assignments.ips]
+"198.51.100.7" = "blocked"
+"198.51.100.8" = "trusted"
+"#;
+
+#[tokio::test]
+async fn a_check_names_only_requestable_tiers_and_a_penalty_holds_against_it() {
+    let h = Harness::with_config(PER_IP, Some(ADMIN));
+    let check = |ip: &str, tier: &str| json!({ "policy": "per_ip", "key": { "ip": ip }, "tier": tier });
+    // Nobody names their own way into "trusted".
+    let refused = h.check(check("203.0.113.1", "trusted")).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body["code"], "tier_not_requestable");
+    assert!(
+        refused.body["error"].as_str().unwrap().contains("free, paid"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(h.check(check("203.0.113.1", "paid")).await.body["tier"], "paid");
+
+    // A penalty (runtime) wins over the tier a check names; an ordinary
+    // assignment does not.
+    let json = [("content-type", "application/json"), ("authorization", BEARER)];
+    let block = Body::from(json!({ "tier": "blocked", "for": "15m" }).to_string());
+    h.send(Method::PUT, "/v1/tiers/ip/203.0.113.2", block, &json)
+        .await;
+    let penalized = h.check(check("203.0.113.2", "paid")).await;
+    assert_eq!(
+        (penalized.status, penalized.body["tier"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("blocked"))
+    );
+    let free = Body::from(json!({ "tier": "free" }).to_string());
+    h.send(Method::PUT, "/v1/tiers/ip/203.0.113.3", free, &json).await;
+    assert_eq!(h.check(check("203.0.113.3", "paid")).await.body["tier"], "paid");
+
+    // The config pins IPs too: a penalty there holds the same way.
+    let pinned = h.check(check("198.51.100.7", "paid")).await;
+    assert_eq!(
+        (pinned.status, pinned.body["tier"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("blocked"))
+    );
+    let partner = json!({ "policy": "per_ip", "key": { "ip": "198.51.100.8" } });
+    assert_eq!(h.check(partner).await.body["tier"], "trusted");
+}

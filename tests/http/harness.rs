@@ -29,9 +29,11 @@ limits = [
 ]
 
 [policies.api.tiers.paid]
+requestable = true
 limits = [{ name = "burst", algorithm = "token_bucket", rate = "10/s", burst = 10 }]
 
 [policies.api.tiers.trusted]
+requestable = true
 unlimited = true
 
 [[policies.api.endpoints]]

@@ -22,8 +22,10 @@ CONFIG = """
 key = ["user"]
 default_tier = "free"
 [policies.orders.tiers.free]
+requestable = true
 limits = [{ name = "orders", algorithm = "sliding_window", rate = "2/m" }]
 [policies.orders.tiers.paid]
+requestable = true
 limits = [{ name = "orders", algorithm = "sliding_window", rate = "5/m" }]
 # Both adapters send the endpoint, spelled the same way: this rule applies
 # to DRF's bulk-orders/<int:batch> and FastAPI's /bulk-orders/{batch}.
