@@ -19,7 +19,7 @@ export interface KeyReport {
   recent: Record<string, { allowed: Estimate | null; denied: Estimate | null }>;
   nodes: string[]; missing: { node: string; error: string }[];
 }
-export interface Member { node_id: string; self: boolean; live: boolean; last_sync_ms_ago: number | null; lag_ms: number | null; decisions: number | null }
+export interface Member { node_id: string; generation: number; self: boolean; live: boolean; last_sync_ms_ago: number | null; lag_ms: number | null; decisions: number | null }
 export interface ClusterStatus { mode: string; node_id?: string; live: number; expected: number; members: Member[] }
 export interface ConfigView { version: number; config: { policies: Record<string, { key: string[]; default_tier: string; tiers: Record<string, { unlimited?: boolean; limits?: { name?: string; algorithm: string; rate: string; burst?: number }[] }> }> } }
 

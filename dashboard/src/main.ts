@@ -123,11 +123,16 @@ function renderCluster(status: api.ClusterStatus): void {
   $("node").textContent = status.node_id ? `node ${status.node_id}` : "standalone";
   const now = Date.now();
   fillTable("nodes", status.members.map((m) => {
-    const before = lastDecisions.get(m.node_id);
+    // Per incarnation: a restarted node counts from zero again, and its
+    // earlier incarnation may still be listed beside it.
+    const series = `${m.node_id}/${m.generation}`;
+    const before = lastDecisions.get(series);
     let rate = "";
     if (m.decisions !== null) {
-      if (before && now > before.at) rate = fmt.format(Math.round(((m.decisions - before.count) * 1000) / (now - before.at)));
-      lastDecisions.set(m.node_id, { at: now, count: m.decisions });
+      if (before && now > before.at && m.decisions >= before.count) {
+        rate = fmt.format(Math.round(((m.decisions - before.count) * 1000) / (now - before.at)));
+      }
+      lastDecisions.set(series, { at: now, count: m.decisions });
     }
     const sync = m.self ? "self" : m.last_sync_ms_ago === null ? "never" : `${m.last_sync_ms_ago} ms ago`;
     return [m.node_id, m.live ? "live" : "down", sync, m.lag_ms === null ? "" : `${m.lag_ms.toFixed(1)} ms`, rate];
@@ -259,7 +264,8 @@ async function refresh(): Promise<void> {
   } else {
     const error = usage.reason;
     const needsToken = error instanceof api.ApiError && (error.status === 401 || error.status === 403);
-    status.textContent = needsToken ? `enter a read token: ${error.message}` : `usage unavailable: ${error}`;
+    // The node says which token it needs (read or admin) and why.
+    status.textContent = needsToken ? `enter a token: ${error.message}` : `usage unavailable: ${error}`;
     status.dataset.state = "error";
   }
 }

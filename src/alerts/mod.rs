@@ -334,7 +334,12 @@ impl Alerts {
             penalty,
         };
         // Token values are secrets: the log names the rule and policy only.
-        info!(rule = %rule.name, policy = ?record.policy, penalty = record.penalty.is_some(), "alert fired");
+        let policy = record
+            .policy
+            .as_deref()
+            .or(record.namespace.as_deref())
+            .unwrap_or("*");
+        info!(rule = %rule.name, %policy, penalty = record.penalty.is_some(), "alert fired");
         *self
             .stats
             .fired

@@ -73,6 +73,14 @@ fn describe_period(period: Nanos) -> (u64, &'static str) {
     (period / MILLI, "ms")
 }
 
+/// The plural unit names: they read right only after a number (`2 hours`).
+fn is_plural(unit: &str) -> bool {
+    matches!(
+        unit,
+        "milliseconds" | "secs" | "seconds" | "mins" | "minutes" | "hrs" | "hours" | "days"
+    )
+}
+
 fn unit_length(unit: &str) -> Option<Nanos> {
     Some(match unit {
         "ms" | "msec" | "millisecond" | "milliseconds" => MILLI,
@@ -131,6 +139,12 @@ pub fn parse_period(text: &str, what: &str) -> Result<NonZeroU64, String> {
             .map_err(|_| format!("{what} multiple {n:?} is too large"))?,
     };
     let unit = unit.trim();
+    if digits == 0 && is_plural(unit) {
+        return Err(format!(
+            "{what} {unit:?} is plural without a number: write it singular ({:?}) or with one (\"2 {unit}\")",
+            unit.strip_suffix('s').unwrap_or(unit),
+        ));
+    }
     let length = unit_length(unit).ok_or_else(|| {
         format!(
             "unknown {what} {unit:?}; use s, m, h or d (or second, minute, hour, day), \
@@ -162,6 +176,7 @@ mod tests {
         assert_eq!(rate("100 per day"), (100, 86_400 * SECOND));
         assert_eq!(rate(" 3 / 5 min "), (3, 300 * SECOND));
         assert_eq!(rate("7/250ms"), (7, 250 * MILLI));
+        assert_eq!(rate("100 per 2 hours"), (100, 7200 * SECOND));
     }
 
     #[test]
@@ -184,6 +199,8 @@ mod tests {
             ("10/0s", "between 1ms and 31 days"),
             ("10/400d", "between 1ms and 31 days"),
             ("10/99999999999999999999s", "too large"),
+            ("1000 per hours", "plural without a number"),
+            ("5/minutes", "singular (\"minute\")"),
         ] {
             let error = text.parse::<Rate>().unwrap_err().to_string();
             assert!(error.contains(reason), "{text:?} gave {error:?}");

@@ -168,8 +168,9 @@ pub async fn delete_tier(
     }
 }
 
-/// `GET /v1/tiers`: the runtime assignments in force (admin only: tokens are
-/// secrets): id to tier per subject, and those that lapse with their time.
+/// `GET /v1/tiers`: the runtime assignments in force (admin only): id to
+/// tier per subject, and those that lapse with their time. Tokens show
+/// redacted, as everywhere else ([`crate::redact`]).
 pub async fn list_tiers(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let overlay = app.engine.tier_overlay();
@@ -177,7 +178,15 @@ pub async fn list_tiers(State(app): State<Arc<App>>, headers: HeaderMap) -> Resu
     let mut answer = serde_json::Map::new();
     let mut lapsing = Vec::new();
     for subject in Subject::ALL {
-        let assigned = overlay.list(subject, now);
+        let shown = |id: String| match subject {
+            Subject::Token => crate::redact::token(&id),
+            _ => id,
+        };
+        let assigned: Vec<(String, _)> = overlay
+            .list(subject, now)
+            .into_iter()
+            .map(|(id, a)| (shown(id), a))
+            .collect();
         for (id, a) in assigned.iter().filter(|(_, a)| a.until.is_some()) {
             lapsing.push(
                 json!({ "subject": subject.name(), "id": id, "tier": a.tier, "until_ms": millis(a.until) }),

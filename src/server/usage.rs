@@ -59,13 +59,17 @@ pub(super) fn authorize(
             )),
         };
     }
+    let needs = match app.read_token {
+        Some(_) => "usage data needs Authorization: Bearer <read token or admin token>",
+        // Loopback reads without a token end once any token is set: say so.
+        None => {
+            "this node has an admin token and no read token (--read-token), so usage data needs the admin token, \
+             from loopback clients too: send Authorization: Bearer <admin token>"
+        }
+    };
     match bearer(headers) {
         Some(given) if tokens.iter().any(|t| same_secret(given.as_bytes(), t.as_bytes())) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "usage data needs Authorization: Bearer <read token or admin token>",
-        )),
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", needs)),
     }
 }
 

@@ -354,3 +354,20 @@ async fn a_check_names_only_requestable_tiers_and_a_penalty_holds_against_it() {
     let partner = json!({ "policy": "per_ip", "key": { "ip": "198.51.100.8" } });
     assert_eq!(h.check(partner).await.body["tier"], "trusted");
 }
+
+#[tokio::test]
+async fn the_tier_list_shows_api_tokens_redacted() {
+    let h = Harness::new();
+    let json = [("content-type", "application/json"), ("authorization", BEARER)];
+    let token = "sk-live-4f9a8b7c6d5e4f3a2b1c";
+    let body = Body::from(json!({ "tier": "paid", "for": "1h" }).to_string());
+    let set = h
+        .send(Method::PUT, &format!("/v1/tiers/token/{token}"), body, &json)
+        .await;
+    assert_eq!(set.status, StatusCode::OK);
+    let listed = h.send(Method::GET, "/v1/tiers", Body::empty(), &json[1..]).await;
+    let text = listed.body.to_string();
+    assert!(!text.contains(token), "{text}");
+    assert_eq!(listed.body["tokens"].as_object().unwrap().len(), 1, "{text}");
+    assert_eq!(listed.body["lapsing"][0]["subject"], "token");
+}

@@ -163,6 +163,13 @@ async fn usage_needs_a_token_and_says_why_without_one() {
     let h = Harness::new();
     let reply = h.get("/v1/usage").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // Only an admin token is set here: the answer says that it is needed,
+    // from loopback too.
+    let says = reply.body["error"].as_str().unwrap();
+    assert!(
+        says.contains("no read token") && says.contains("admin token"),
+        "{says}"
+    );
     let wrong = [("authorization", "Bearer nope")];
     assert_eq!(
         h.send(Method::GET, "/v1/usage", Body::empty(), &wrong)

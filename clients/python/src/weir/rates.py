@@ -14,6 +14,9 @@ _UNITS = {
 
 _PERIOD = re.compile(r"^(\d*)\s*([a-z]+)$")
 
+# Plural unit names read right only after a number ('2 hours'), as in weir.
+_PLURALS = {"milliseconds", "secs", "seconds", "mins", "minutes", "hrs", "hours", "days"}
+
 
 def parse_rate(text: str) -> tuple[int, float]:
     """Returns ``(count, period_seconds)``.
@@ -34,6 +37,11 @@ def parse_rate(text: str) -> tuple[int, float]:
     match = _PERIOD.match(period_text.strip())
     if not match or match.group(2) not in _UNITS:
         raise ValueError(f"invalid rate {text!r}: unknown period; use s, m, h or d, e.g. '10/s' or '5/10s'")
+    if not match.group(1) and match.group(2) in _PLURALS:
+        raise ValueError(
+            f"invalid rate {text!r}: {match.group(2)!r} is plural without a number; "
+            f"write it singular ({match.group(2).removesuffix('s')!r}) or with one ('2 {match.group(2)}')"
+        )
     multiple = int(match.group(1) or "1")
     period = multiple * _UNITS[match.group(2)]
     if not 0.001 <= period <= 31 * 86400:
