@@ -285,8 +285,16 @@ fn a_node_with_another_secret_says_so_and_so_does_the_cluster() {
         };
         Node::launch(id, &config, Addrs::loopback(), &launch)
     };
+    // A three-node cluster, and a fourth node with another secret seeded
+    // at it.
     let member = launch("member", &[], OLD, &logs[0]);
-    let stranger = launch("stranger", std::slice::from_ref(&member.gossip), NEW, &logs[1]);
+    let seeds = vec![member.gossip.clone()];
+    let others: Vec<Node> = ["member-1", "member-2"]
+        .iter()
+        .map(|id| start(id, &seeds, &[OLD], &[]))
+        .collect();
+    wait_for_members(&[&member, &others[0], &others[1]], 3);
+    let stranger = launch("stranger", &seeds, NEW, &logs[1]);
     // The stranger hears no peer: it says so, in its log, /readyz and
     // metrics, and stays ready (it serves, alone).
     stranger.wait_until(Duration::from_secs(15), "alone in /readyz", |n| {
@@ -300,6 +308,7 @@ fn a_node_with_another_secret_says_so_and_so_does_the_cluster() {
         ready["cluster"]["foreign_gossip"]["from"] == stranger.gossip.as_str()
     });
     assert_eq!(member.get("/readyz").unwrap()["cluster"]["alone"], false);
+    assert_eq!(members(&member).len(), 3, "the stranger never joins");
     let logged = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
     member.wait_until(Duration::from_secs(5), "logging both at ERROR", |_| {
         logged(0).contains("ERROR")
