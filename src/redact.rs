@@ -52,6 +52,19 @@ pub fn store_key(key: &str) -> Cow<'_, str> {
     Cow::Owned(parts.join("\0"))
 }
 
+/// A URL as shown in the config view and logs: its scheme and host only.
+/// Webhook URLs are often credentials (a Slack hook's path, a
+/// `user:pass@host`), so neither their user info, path nor query is shown.
+pub fn url(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return "…".into();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let more = rest.len() > authority.len() || authority.len() > host.len();
+    format!("{scheme}://{host}{}", if more { "/…" } else { "" })
+}
+
 /// Index of the first attribute part: after `policy NUL tier`, or after
 /// `SOH namespace`.
 fn attrs_start(key: &str) -> usize {
@@ -64,6 +77,18 @@ fn attrs_start(key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_shows_its_scheme_and_host_only() {
+        let slack = url("https://hooks.slack.com/services/T000/B000/XXXXSECRET");
+        assert_eq!(slack, "https://hooks.slack.com/…");
+        assert_eq!(
+            url("http://user:pass@hooks.example.com:8080/x?token=1"),
+            "http://hooks.example.com:8080/…"
+        );
+        assert_eq!(url("https://example.com"), "https://example.com");
+        assert_eq!(url("not a url"), "…");
+    }
 
     #[test]
     fn a_token_keeps_a_short_prefix_and_a_stable_hash() {

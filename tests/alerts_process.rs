@@ -465,3 +465,35 @@ fn continued_abuse_fires_once_more_after_the_cooldown_and_renews_the_penalty() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(received.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn webhook_secrets_show_in_neither_the_config_view_nor_the_logs() {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    // Nothing listens on port 9: every delivery fails and is logged.
+    let hook = "http://hookuser:hookpass@127.0.0.1:9/hooks/T0/B0/SECRETPATH?token=SECRETQUERY";
+    let text = std::fs::read_to_string(config("127.0.0.1:9".parse().unwrap(), 3, "1m"))
+        .unwrap()
+        .replace("http://127.0.0.1:9/hook", hook);
+    let config = config_file("secret-hooks", &text);
+    let log = std::env::temp_dir().join(format!("weir-hooks-{}.log", std::process::id()));
+    let launch = support::nodes::Launch {
+        standalone: true,
+        log: Some(&log),
+        ..Default::default()
+    };
+    let node = Node::launch("hooks", &config, support::nodes::Addrs::loopback(), &launch);
+    for _ in 0..10 {
+        node.check(&json!({ "policy": "per_ip", "key": { "ip": "198.51.100.99" } }));
+    }
+    node.wait_until(Duration::from_secs(30), "the delivery to fail", |n| {
+        metric(n, "weir_webhook_deliveries_total{result=\"failed\"}") == 1
+    });
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("webhook delivery failed"), "{logged}");
+    let shown = node.get("/v1/config").unwrap().to_string();
+    for secret in ["SECRETPATH", "SECRETQUERY", "hookpass", "hookuser"] {
+        assert!(!logged.contains(secret), "{secret} logged: {logged}");
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+    let _ = std::fs::remove_file(log);
+}

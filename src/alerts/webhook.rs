@@ -148,9 +148,9 @@ impl Webhooks {
                 Ok(Err(error)) => error,
                 Err(_) => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
             };
-            debug!(url = %delivery.url, attempt, %error, "webhook attempt failed");
+            debug!(url = %crate::redact::url(&delivery.url), attempt, %error, "webhook attempt failed");
             if attempt == ATTEMPTS {
-                warn!(url = %delivery.url, attempts = ATTEMPTS, %error, "webhook delivery failed");
+                warn!(url = %crate::redact::url(&delivery.url), attempts = ATTEMPTS, %error, "webhook delivery failed");
                 break;
             }
             self.stats.retried.fetch_add(1, Ordering::Relaxed);

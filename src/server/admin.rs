@@ -54,11 +54,26 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// The config in force, as JSON. Token assignments are secrets and are
-/// reported as a count only.
-pub fn describe_config(app: &App) -> Value {
+/// reported as a count only; webhook URLs show their scheme and host only
+/// ([`crate::redact::url`]); the alert rules (what an abuser must stay
+/// under) only to a `reader` (read or admin token), others get their count.
+pub fn describe_config(app: &App, reader: bool) -> Value {
     let config = app.engine.config();
     let mut file = serde_json::to_value(&config.file).unwrap_or(Value::Null);
     file["assignments"]["tokens"] = json!({ "count": config.file.assignments.tokens.len() });
+    if let Some(rules) = file["alerts"]["rules"].as_array_mut() {
+        for url in rules
+            .iter_mut()
+            .filter_map(|rule| rule["notify"].as_array_mut())
+            .flatten()
+        {
+            *url = json!(url.as_str().map(crate::redact::url));
+        }
+        if !reader {
+            let count = rules.len();
+            file["alerts"]["rules"] = json!({ "count": count });
+        }
+    }
     json!({
         "version": app.engine.config_version(),
         "fingerprint": crate::config::hex(config.fingerprint),
@@ -67,9 +82,15 @@ pub fn describe_config(app: &App) -> Value {
     })
 }
 
-/// `GET /v1/config`.
-pub async fn get_config(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(describe_config(&app))
+/// `GET /v1/config`: open to all; the alert rules only to readers.
+pub async fn get_config(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    uri: axum::http::Uri,
+) -> Json<Value> {
+    let reader = super::usage::authorize(&app, &headers, &extensions, &uri).is_ok();
+    Json(describe_config(&app, reader))
 }
 
 /// `PUT /v1/config`: the whole config as TOML, validated, then swapped in.
@@ -95,7 +116,7 @@ pub async fn put_config(
     let config = Config::parse(text)?.made_over(app.engine.config().base);
     let version = app.engine.replace_config(config);
     info!(version, source = "api", "config replaced");
-    Ok(Json(describe_config(&app)))
+    Ok(Json(describe_config(&app, true)))
 }
 
 /// `PUT /v1/tiers/{subject}/{id}` body.

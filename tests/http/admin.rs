@@ -371,3 +371,31 @@ async fn the_tier_list_shows_api_tokens_redacted() {
     assert_eq!(listed.body["tokens"].as_object().unwrap().len(), 1, "{text}");
     assert_eq!(listed.body["lapsing"][0]["subject"], "token");
 }
+
+#[tokio::test]
+async fn the_config_view_hides_webhook_secrets_and_shows_rules_to_readers_only() {
+    let config = CONFIG.to_string()
+        + "[policies.api.tiers.blocked]\ndeny = true\n[alerts]\nwebhook_secret_env = \"S\"\n[[alerts.rules]]\nname = \"r\"\npolicy = \"api\"\nwhen = \"denied\"\nthreshold = 30\nwithin = \"1m\"\nnotify = [\"https://user:pw@hooks.slack.com/services/T0/B0/SECRETPART\"]\npenalty = { tier = \"blocked\", for = \"5m\" }\n";
+    let h = Harness::with_config(&config, Some(ADMIN));
+    let anyone = h.get("/v1/config").await.body;
+    assert_eq!(
+        anyone["config"]["alerts"]["rules"],
+        json!({ "count": 1 }),
+        "{anyone}"
+    );
+    let reader = h
+        .send(
+            Method::GET,
+            "/v1/config",
+            Body::empty(),
+            &[("authorization", BEARER)],
+        )
+        .await
+        .body;
+    let rule = &reader["config"]["alerts"]["rules"][0];
+    assert_eq!(rule["threshold"], 30.0);
+    assert_eq!(rule["notify"], json!(["https://hooks.slack.com/…"]));
+    for shown in [anyone.to_string(), reader.to_string()] {
+        assert!(!shown.contains("SECRETPART") && !shown.contains("pw@"), "{shown}");
+    }
+}
