@@ -167,3 +167,39 @@ fn nodes_started_from_different_files_end_on_one_config() {
     let winner = rate(&nodes[2]).unwrap();
     all_run(&nodes, &winner);
 }
+
+/// `CONFIG` with `users` user assignments: about 24 bytes each.
+fn with_assignments(users: usize) -> String {
+    let mut text = CONFIG.to_string() + "[assignments.users]\n";
+    for i in 0..users {
+        text.push_str(&format!("\"customer-{i:06}\" = \"t\"\n"));
+    }
+    text
+}
+
+#[test]
+fn a_config_too_large_to_replicate_is_refused_and_a_large_one_reaches_every_node() {
+    let (nodes, _) = start("large", [CONFIG, CONFIG, CONFIG]);
+    let before = all_run(&nodes, "20/s");
+    let huge = with_assignments(2500);
+    assert!(huge.len() > 60_000, "{}", huge.len());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut reply = agent
+        .put(format!("{}/v1/config", nodes[0].base))
+        .header("authorization", &format!("Bearer {ADMIN}"))
+        .send(huge.as_str())
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 413);
+    let body: Value = reply.body_mut().read_json().unwrap();
+    assert_eq!(body["code"], "config_too_large_for_cluster", "{body}");
+    assert_eq!(fingerprint(&nodes[0]).unwrap(), before, "nothing changed");
+
+    // About 20 KB is replicated to every node.
+    let large = with_assignments(820).replace("20/s", "9/s");
+    assert!(large.len() > 19_000, "{}", large.len());
+    assert_eq!(nodes[0].put("/v1/config", ADMIN, &large), 200);
+    all_run(&nodes, "9/s");
+}

@@ -93,6 +93,20 @@ impl Published {
     }
 }
 
+/// The size `toml` would take gossiped by node `origin`: what must stay
+/// within [`MAX_GOSSIPED_CONFIG`] for the cluster to replicate it.
+pub fn gossiped_size(toml: &str, origin: &str) -> usize {
+    let published = Published {
+        version: u64::MAX,
+        origin: origin.into(),
+        toml: toml.into(),
+        file: u64::MAX,
+        // An HMAC-SHA256 in hex.
+        mac: "0".repeat(64),
+    };
+    serde_json::to_string(&published).map_or(usize::MAX, |text| text.len())
+}
+
 /// What a node gossips as the config it runs: `version:fingerprint`.
 pub fn running(engine: &Engine) -> String {
     format!("{}:{}", engine.config_version(), hex(engine.config().fingerprint))

@@ -111,6 +111,21 @@ pub async fn put_config(
             "the body is empty; PUT the whole config (GET /v1/config shows the one in force)",
         ));
     }
+    if let Some(node) = app.cluster.get() {
+        let size = crate::cluster::config_sync::gossiped_size(text, node.node_id());
+        let most = crate::cluster::config_sync::MAX_GOSSIPED_CONFIG;
+        if size > most {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "config_too_large_for_cluster",
+                format!(
+                    "this config takes {size} bytes gossiped; a cluster replicates configs of up to {most}, \
+                     so it would stay on this node: put it in every node's --config file instead \
+                     (large assignment tables belong in the runtime API, PUT /v1/tiers)"
+                ),
+            ));
+        }
+    }
     // An edit of the config in force: it keeps that config's file as its
     // base, so the cluster tells it from a node started with another file.
     let config = Config::parse(text)?.made_over(app.engine.config().base);
