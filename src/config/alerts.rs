@@ -103,6 +103,9 @@ pub struct AlertRules {
     pub inline_observers: HashMap<Option<CompactString>, Box<[Observer]>>,
     /// Every per-key rule's observer, by rule name.
     pub observers: HashMap<CompactString, Observer>,
+    /// Inline namespaces some rule names: named in the config, they keep
+    /// their usage scope however many other namespaces checks make up.
+    pub named_namespaces: BTreeSet<CompactString>,
 }
 
 impl AlertRules {
@@ -191,11 +194,19 @@ pub(super) fn compile(
             "rules with notify need [alerts] webhook_secret_env: webhooks are always signed",
         );
     }
+    let named_namespaces = rules
+        .iter()
+        .filter_map(|rule| match &rule.target {
+            RuleTarget::Namespace(namespace) => Some(namespace.clone()),
+            _ => None,
+        })
+        .collect();
     let mut compiled = AlertRules {
         rules,
         webhook_secret_env: secret.map(|e| e.get_ref().clone()),
         inline_observers: HashMap::new(),
         observers: HashMap::new(),
+        named_namespaces,
     };
     attach_observers(&mut compiled, policies);
     compiled

@@ -29,6 +29,9 @@ pub struct CheckEvent<'a> {
     pub allowed: bool,
     /// Units the request asked for (counted only if allowed).
     pub cost: u32,
+    /// The scope is named in the config (a policy, or a namespace a rule
+    /// names): recorders keep it apart however many others there are.
+    pub named: bool,
 }
 
 /// Receives the decisions made on one store shard, under its lock.

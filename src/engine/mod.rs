@@ -513,6 +513,7 @@ impl At<'_> {
             key_hash: self.hash,
             allowed,
             cost: resolved.cost,
+            named: resolved.named,
         }
     }
 }

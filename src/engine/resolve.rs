@@ -59,6 +59,9 @@ pub(super) struct Resolved<'c> {
     /// Where the key attributes start in the store key: what follows the
     /// tier and any endpoint part, both of which a tier change may alter.
     pub attrs_at: usize,
+    /// A policy, or an inline namespace the config names (see
+    /// [`CheckEvent::named`](super::CheckEvent::named)).
+    pub named: bool,
 }
 
 /// A check in a deny tier: denied until the assignment that put the key
@@ -136,6 +139,7 @@ pub(super) fn resolve<'c>(
                 deny: None,
                 cost: request.cost.unwrap_or(1),
                 attrs_at,
+                named: config.alerts.named_namespaces.contains(namespace.as_str()),
             })
         }
     }
@@ -193,6 +197,7 @@ fn resolve_policy<'c>(
         deny,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),
         attrs_at,
+        named: true,
     })
 }
 

@@ -28,10 +28,10 @@ pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// The token of `Authorization: Bearer <token>`, if given.
 pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    // The scheme is case-insensitive (RFC 9110 section 11.1).
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
 /// Checks the bearer token of an admin request.

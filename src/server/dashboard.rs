@@ -15,9 +15,11 @@ const NOT_BUILT: &str = "<!doctype html><meta charset=utf-8><title>weir dashboar
 <p>(<code>make run</code> and <code>make test</code> do both.) The usage API works without the page: \
 <code>GET /v1/usage</code>.</p></body>";
 
-/// Only what the page itself loads may run or be fetched: no other host.
-const POLICY: &str =
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'";
+/// Only what the page itself loads may run or be fetched: no other host;
+/// and no other site may frame the page (an admin's clicks on it change
+/// tiers).
+const POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+                      connect-src 'self'; frame-ancestors 'none'";
 
 fn asset_response(name: &str) -> Option<Response> {
     let (_, bytes) = ASSETS.iter().find(|(n, _)| *n == name)?;
@@ -35,6 +37,12 @@ fn asset_response(name: &str) -> Option<Response> {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Browsers take each asset as its declared type, never a guessed one.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     Some(response)
 }
 
@@ -69,6 +77,18 @@ mod tests {
             "make dashboard"
         };
         assert!(page.contains(expected), "{page}");
+    }
+
+    #[tokio::test]
+    async fn assets_may_not_be_framed_or_sniffed() {
+        let Some(response) = ASSETS.first().and_then(|(name, _)| asset_response(name)) else {
+            return; // A binary built without the page serves no asset.
+        };
+        let headers = response.headers();
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     }
 
     #[tokio::test]

@@ -289,9 +289,11 @@ impl History {
         self.settings
     }
 
-    /// Folds a namespace past the cap into [`ScopeId::OtherNamespaces`].
-    fn admit(&mut self, id: ScopeId) -> ScopeId {
-        if !matches!(id, ScopeId::Namespace(_)) || self.series.contains_key(&id) {
+    /// Folds a namespace past the cap into [`ScopeId::OtherNamespaces`],
+    /// unless the config names it (`named`): those always keep their scope,
+    /// and do not count towards the cap.
+    fn admit(&mut self, id: ScopeId, named: bool) -> ScopeId {
+        if !matches!(id, ScopeId::Namespace(_)) || named || self.series.contains_key(&id) {
             return id;
         }
         if self.namespaces >= self.settings.max_namespaces {
@@ -303,7 +305,7 @@ impl History {
 
     /// Adds what the shards counted, at `second` (Unix time).
     pub fn add(&mut self, second: u64, drained: Drained) {
-        let id = self.admit(drained.id);
+        let id = self.admit(drained.id, drained.named);
         let series = self.series.entry(id.clone()).or_insert_with(|| Series {
             seconds: Ring::new(SECONDS_KEPT),
             minutes: Ring::new(MINUTES_KEPT),
@@ -421,7 +423,32 @@ mod tests {
             },
             top_allowed: top,
             top_denied: TopK::new(8),
+            named: true,
         }
+    }
+
+    #[test]
+    fn a_namespace_the_config_names_keeps_its_scope_past_the_cap() {
+        let mut history = History::new(UsageSettings::default());
+        let namespace = |name: &str, named: bool| Drained {
+            id: ScopeId::Namespace(name.into()),
+            named,
+            ..drained("k", 1)
+        };
+        for i in 0..40 {
+            history.add(1_800_000_000, namespace(&format!("junk-{i}"), false));
+        }
+        history.add(1_800_000_000, namespace("drf:anon", true));
+        let scopes: Vec<ScopeId> = history.totals().into_iter().map(|(id, _)| id).collect();
+        assert!(
+            scopes.contains(&ScopeId::Namespace("drf:anon".into())),
+            "{scopes:?}"
+        );
+        assert!(
+            scopes.contains(&ScopeId::OtherNamespaces),
+            "the junk past the cap folds"
+        );
+        assert!(!scopes.contains(&ScopeId::Namespace("junk-39".into())));
     }
 
     fn top_keys(history: &History, range: Range, now: u64) -> Vec<String> {

@@ -97,15 +97,17 @@ impl Counts {
 #[derive(Debug)]
 struct ScopeTally {
     id: ScopeId,
+    named: bool,
     counts: Counts,
     top_allowed: ShardTop,
     top_denied: ShardTop,
 }
 
 impl ScopeTally {
-    fn new(id: ScopeId) -> Self {
+    fn new(id: ScopeId, named: bool) -> Self {
         Self {
             id,
+            named,
             counts: Counts::default(),
             top_allowed: ShardTop::default(),
             top_denied: ShardTop::default(),
@@ -124,6 +126,8 @@ pub struct Drained {
     pub top_allowed: TopK,
     /// Heaviest denied keys.
     pub top_denied: TopK,
+    /// Named in the config: never folded past the cap.
+    pub named: bool,
 }
 
 /// The recorder installed on each store shard.
@@ -136,20 +140,22 @@ pub struct ShardTally {
 }
 
 impl ShardTally {
-    fn tally(&mut self, scope: &Scope<'_>) -> &mut ScopeTally {
+    /// The tally of `scope`; past the cap, a namespace the config does not
+    /// name (`named`) is counted with the other such namespaces.
+    fn tally(&mut self, scope: &Scope<'_>, named: bool) -> &mut ScopeTally {
         if self.scopes.get(self.last).is_some_and(|t| t.id.matches(scope)) {
             return &mut self.scopes[self.last];
         }
         let index = match self.scopes.iter().position(|t| t.id.matches(scope)) {
             Some(index) => index,
-            None if self.scopes.len() < MAX_SHARD_SCOPES || scope.namespace.is_none() => {
-                self.scopes.push(ScopeTally::new(ScopeId::of(scope)));
+            None if self.scopes.len() < MAX_SHARD_SCOPES || named || scope.namespace.is_none() => {
+                self.scopes.push(ScopeTally::new(ScopeId::of(scope), named));
                 self.scopes.len() - 1
             }
             None => match self.scopes.iter().position(|t| t.id == ScopeId::OtherNamespaces) {
                 Some(index) => index,
                 None => {
-                    self.scopes.push(ScopeTally::new(ScopeId::OtherNamespaces));
+                    self.scopes.push(ScopeTally::new(ScopeId::OtherNamespaces, false));
                     self.scopes.len() - 1
                 }
             },
@@ -168,6 +174,7 @@ impl ShardTally {
                 counts: std::mem::take(&mut tally.counts),
                 top_allowed: tally.top_allowed.take(k),
                 top_denied: tally.top_denied.take(k),
+                named: tally.named,
             });
         }
     }
@@ -175,7 +182,7 @@ impl ShardTally {
 
 impl Recorder for ShardTally {
     fn record(&mut self, event: &CheckEvent<'_>) {
-        let tally = self.tally(&event.scope);
+        let tally = self.tally(&event.scope, event.named);
         let cost = event.cost as u64;
         if event.allowed {
             tally.counts.allowed += 1;

@@ -399,3 +399,29 @@ async fn the_config_view_hides_webhook_secrets_and_shows_rules_to_readers_only()
         assert!(!shown.contains("SECRETPART") && !shown.contains("pw@"), "{shown}");
     }
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let h = Harness::new();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} {ADMIN}");
+        let listed = h
+            .send(
+                Method::GET,
+                "/v1/tiers",
+                Body::empty(),
+                &[("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{scheme}");
+    }
+    let wrong = h
+        .send(
+            Method::GET,
+            "/v1/tiers",
+            Body::empty(),
+            &[("authorization", "Basic s3cret-admin")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+}

@@ -119,6 +119,16 @@ def test_the_middleware_limits_matching_paths_atomically(client):
     assert "ratelimit" not in client.get("/free").headers
 
 
+def test_the_ip_key_reads_every_forwarded_for_line(weir_server):
+    with TestClient(make_app(weir_server.bin_port), client=("10.0.0.5", 50000)) as proxied:
+        real = f"203.0.113.{uuid.uuid4().int % 200 + 1}"
+        # The client writes a line of its own; the proxy adds the real one.
+        for spoofed in ("6.6.6.1", "6.6.6.2", "6.6.6.3", "6.6.6.4"):
+            headers = [("x-forwarded-for", spoofed), ("x-forwarded-for", f"{real}:5555")]
+            last = proxied.get("/mw/items", headers=headers)
+        assert last.status_code == 429, "one key, the real client's, whatever it wrote"
+
+
 def test_the_ip_key_trusts_forwarded_for_only_from_proxies(weir_server):
     app = make_app(weir_server.bin_port)
     with TestClient(app, client=("10.0.0.5", 50000)) as proxied:

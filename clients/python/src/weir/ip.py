@@ -26,14 +26,28 @@ def networks(specs: Iterable[str]) -> tuple[Network, ...]:
 
 
 def _address(text: str) -> Address | None:
+    """An address as proxies write them: ``203.0.113.7``, ``2001:db8::1``,
+    with a port (``203.0.113.7:5123``) or in brackets (``[2001:db8::1]``,
+    ``[2001:db8::1]:443``)."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text.strip())
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
 
 
-def client_ip(remote: str, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
-    """The client's address, trusting ``forwarded_for`` only from proxies."""
+def client_ip(remote: str, forwarded_for: str | Sequence[str] | None, trusted: Sequence[Network]) -> str:
+    """The client's address, trusting ``forwarded_for`` only from proxies.
+
+    ``forwarded_for`` is the header's value, or its lines when it came
+    several times (a proxy may add a line of its own rather than append):
+    they are read as one list, the last line's entries last."""
+    if forwarded_for is not None and not isinstance(forwarded_for, str):
+        forwarded_for = ",".join(forwarded_for)
     peer = _address(remote)
     if peer is None:
         return remote or "unknown"

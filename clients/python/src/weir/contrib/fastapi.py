@@ -63,7 +63,9 @@ class keys:
 
         def key(request: Request) -> dict[str, str]:
             remote = request.client.host if request.client else ""
-            return {"ip": ip.client_ip(remote, request.headers.get("x-forwarded-for"), trusted)}
+            # Every line: a proxy may add one of its own.
+            forwarded = request.headers.getlist("x-forwarded-for")
+            return {"ip": ip.client_ip(remote, forwarded, trusted)}
 
         return key
 
