@@ -385,3 +385,51 @@ fn a_secret_rotates_over_three_nodes_one_restart_at_a_time() {
     assert_eq!(status["rejected"]["auth"], 0, "{status}");
     assert_eq!(status["gossip_rejected"]["auth"], 0, "{status}");
 }
+
+#[test]
+fn a_captured_peer_request_is_taken_once_and_by_its_node_only() {
+    // A read token: without one, loopback clients read usage freely.
+    let token = ["--read-token", "peer-test-read-token"];
+    let first = start("peer-a", &[], &[OLD], &token);
+    let second = start("peer-b", std::slice::from_ref(&first.gossip), &[OLD], &token);
+    wait_for_members(&[&first, &second], 2);
+    let sealer = weir_cluster::frame::Sealer::new(&[OLD], "weir");
+    let path = "/v1/usage?range=5m&scope=local";
+    fn request<'a>(
+        to: &'a str,
+        method: &'a str,
+        path_and_query: &'a str,
+    ) -> weir::cluster::peer_http::Signed<'a> {
+        weir::cluster::peer_http::Signed {
+            method,
+            to,
+            path_and_query,
+            body: &[],
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let status = |node: &Node, header: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let reply = agent
+            .get(format!("{}{path}", node.base))
+            .header(weir::cluster::peer_http::PEER_HEADER, header)
+            .call()
+            .unwrap();
+        reply.status().as_u16()
+    };
+    // Captured on its way to peer-a: taken once, then refused.
+    let captured = weir::cluster::peer_http::sign(&sealer, &request("peer-a", "GET", path), now, "n1");
+    assert_eq!(status(&first, &captured), 200);
+    assert_eq!(status(&first, &captured), 401, "replayed to the same node");
+    // Meant for peer-a: refused by peer-b, even fresh.
+    let for_a = weir::cluster::peer_http::sign(&sealer, &request("peer-a", "GET", path), now, "n2");
+    assert_eq!(status(&second, &for_a), 401, "replayed to another node");
+    // Signed for a POST: refused for a GET.
+    let as_post = weir::cluster::peer_http::sign(&sealer, &request("peer-b", "POST", path), now, "n3");
+    assert_eq!(status(&second, &as_post), 401);
+    let honest = weir::cluster::peer_http::sign(&sealer, &request("peer-b", "GET", path), now, "n4");
+    assert_eq!(status(&second, &honest), 200);
+}

@@ -365,7 +365,8 @@ impl Sealer {
     /// Whether `hex` is [`sign_hex`](Self::sign_hex) of `parts`; malformed
     /// hex is simply not authentic.
     pub fn verify_hex(&self, parts: &[&[u8]], hex: &str) -> bool {
-        if hex.len() != 2 * MAC_BYTES || !hex.is_ascii() {
+        // Hex digits only: `from_str_radix` alone would take "+a" for "0a".
+        if hex.len() != 2 * MAC_BYTES || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return false;
         }
         let tag: Option<Vec<u8>> = (0..hex.len())
@@ -562,6 +563,17 @@ mod tests {
         assert!(!sealer().verify_hex(&[b"a", b"bc"], &"zz".repeat(32)));
         assert!(!sealer().verify_hex(&[b"a", b"bc"], &"é".repeat(32)));
         assert!(!Sealer::new(&[SECRET], "other").verify_hex(&[b"a", b"bc"], &tag));
+        // A sign where a byte's leading 0 should be ("+a" for "0a"): never
+        // read as one. Some part of these parts' tag has such a byte.
+        let leading_zero = |tag: &str| (0..tag.len()).step_by(2).find(|i| &tag[*i..*i + 1] == "0");
+        let (byte, tag) = (0u8..=255)
+            .map(|i| (i, sealer().sign_hex(&[b"a", &[i]])))
+            .find(|(_, tag)| leading_zero(tag).is_some())
+            .unwrap();
+        let zero = leading_zero(&tag).unwrap();
+        let plus = format!("{}+{}", &tag[..zero], &tag[zero + 1..]);
+        assert!(sealer().verify_hex(&[b"a", &[byte]], &tag));
+        assert!(!sealer().verify_hex(&[b"a", &[byte]], &plus), "{plus}");
     }
 
     #[test]

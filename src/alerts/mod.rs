@@ -246,8 +246,8 @@ impl Alerts {
                 let Some(addr) = peers.iter().find(|p| p.0 == id).and_then(|p| p.1) else {
                     continue;
                 };
-                match peer_http::post_json(&cluster, addr, FORWARD_PATH, body.clone(), FORWARD_DEADLINE).await
-                {
+                let to = (id.as_str(), addr);
+                match peer_http::post_json(&cluster, to, FORWARD_PATH, body.clone(), FORWARD_DEADLINE).await {
                     Ok(_) => {
                         this.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -460,7 +460,8 @@ impl Alerts {
             };
             let (cluster, body) = (cluster.clone(), body.clone());
             tokio::spawn(async move {
-                let told = peer_http::post_json(&cluster, addr, COOLDOWN_PATH, body, FORWARD_DEADLINE).await;
+                let told =
+                    peer_http::post_json(&cluster, (&id, addr), COOLDOWN_PATH, body, FORWARD_DEADLINE).await;
                 if let Err(error) = told {
                     debug!(peer = %id, %error, "cooldown not told");
                 }

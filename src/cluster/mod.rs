@@ -162,6 +162,8 @@ pub struct Shared {
     /// Whether this node can be part of its cluster (a wrong secret, seeds
     /// that never answer).
     join: Mutex<JoinWatch>,
+    /// Peer request signatures taken, against replays.
+    seen_signatures: Mutex<peer_http::SeenSignatures>,
 }
 
 /// The latest membership round, as the other loops read it.
@@ -386,6 +388,7 @@ impl ClusterNode {
             generation,
             stats: SyncStats::default(),
             join: Mutex::new(JoinWatch::new(engine.now(), !settings.seeds.is_empty())),
+            seen_signatures: Mutex::default(),
             view: Mutex::default(),
             resend_now: Default::default(),
             engine,
@@ -453,21 +456,34 @@ impl ClusterNode {
             .collect()
     }
 
-    /// Signs a request from this node to a peer's HTTP API: a MAC with the
-    /// cluster secret over `what` (the path and query) and the time.
-    pub fn sign_peer_request(&self, what: &str, unix_secs: u64) -> String {
-        let at = unix_secs.to_string();
-        self.shared
-            .sealer
-            .sign_hex(&[b"peer-http", what.as_bytes(), at.as_bytes()])
+    /// Signs a request from this node to a peer's HTTP API (see
+    /// [`peer_http`]): the [`peer_http::PEER_HEADER`] value, with a nonce
+    /// unique to this request.
+    pub fn sign_peer_request(&self, request: &peer_http::Signed<'_>, unix_secs: u64) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SENT: AtomicU64 = AtomicU64::new(0);
+        // Unique to this request: this incarnation, and a count.
+        let nonce = format!(
+            "{:x}.{:x}",
+            self.shared.generation,
+            SENT.fetch_add(1, Ordering::Relaxed)
+        );
+        peer_http::sign(&self.shared.sealer, request, unix_secs, &nonce)
     }
 
-    /// Whether `mac` is this cluster's signature of `what` at `unix_secs`.
-    pub fn verify_peer_request(&self, what: &str, unix_secs: u64, mac: &str) -> bool {
-        let at = unix_secs.to_string();
-        self.shared
-            .sealer
-            .verify_hex(&[b"peer-http", what.as_bytes(), at.as_bytes()], mac)
+    /// Whether `mac` is this cluster's signature of `parts`.
+    pub(crate) fn verify_peer_request(&self, parts: &[&[u8]], mac: &str) -> bool {
+        self.shared.sealer.verify_hex(parts, mac)
+    }
+
+    /// Takes a peer request's signature once: false for one seen before.
+    pub(crate) fn first_use(&self, mac: &str, at: u64, now: u64) -> bool {
+        let mut seen = self
+            .shared
+            .seen_signatures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        seen.first_use(mac, at, now)
     }
 
     /// Per live peer: seconds since its last sync frame (`None` before the

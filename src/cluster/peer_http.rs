@@ -1,8 +1,10 @@
 //! Asking peers over their HTTP API, signed with the cluster secret so that
 //! a peer answers another node without a read token: a GET (the usage and
 //! alerts APIs merge peers' answers) and a POST (an alarm forwarded to the
-//! node that owns it). The signature covers the path, the query, the body
-//! and the time.
+//! node that owns it). The signature covers the method, the node it is
+//! meant for, the path and query, the body, the time and a nonce; a node
+//! takes each signature once, within [`SKEW_SECS`] of its time, so a
+//! captured request can be replayed neither to it nor to another node.
 //!
 //! When the nodes serve TLS (`--tls-cert`), peers speak TLS to each other:
 //! the exchange is encrypted, but the peer's certificate is not checked
@@ -21,11 +23,15 @@ use serde::de::DeserializeOwned;
 
 use super::ClusterNode;
 
-/// The header that carries a peer's signature: `UNIX_SECS:HEX_MAC`.
+/// The header that carries a peer's signature: `UNIX_SECS:NONCE:HEX_MAC`.
 pub const PEER_HEADER: &str = "x-weir-peer";
 
 /// How far a signed request's time may be from ours.
-const SKEW_SECS: u64 = 30;
+pub const SKEW_SECS: u64 = 30;
+
+/// Signatures remembered at most: far more than peers send in twice
+/// [`SKEW_SECS`]; past it, a request is refused rather than forgotten.
+const MAX_SEEN: usize = 200_000;
 
 /// Largest answer read from a peer.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -36,9 +42,61 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What a signature covers: the path and query, and the body if any.
-fn signed_text(path_and_query: &str, body: &[u8]) -> String {
-    format!("{path_and_query}\n{}", String::from_utf8_lossy(body))
+/// What a request is, as a signature covers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// `GET` or `POST`.
+    pub method: &'a str,
+    /// The node it is meant for.
+    pub to: &'a str,
+    /// The path and query.
+    pub path_and_query: &'a str,
+    /// The body, empty for a GET.
+    pub body: &'a [u8],
+}
+
+/// The parts a signature covers, in order.
+fn signed_parts<'a>(request: &Signed<'a>, at: &'a str, nonce: &'a str) -> [&'a [u8]; 7] {
+    [
+        b"peer-http/2",
+        request.method.as_bytes(),
+        request.to.as_bytes(),
+        request.path_and_query.as_bytes(),
+        request.body,
+        at.as_bytes(),
+        nonce.as_bytes(),
+    ]
+}
+
+/// The [`PEER_HEADER`] value signing `request` at `at` (Unix seconds) with
+/// `nonce` (any short string unique to this request).
+pub fn sign(sealer: &weir_cluster::frame::Sealer, request: &Signed<'_>, at: u64, nonce: &str) -> String {
+    let at = at.to_string();
+    let mac = sealer.sign_hex(&signed_parts(request, &at, nonce));
+    format!("{at}:{nonce}:{mac}")
+}
+
+/// The signatures a node has taken within [`SKEW_SECS`]: each is taken
+/// once.
+#[derive(Debug, Default)]
+pub struct SeenSignatures {
+    /// MAC to its time, Unix seconds.
+    seen: std::collections::HashMap<String, u64>,
+}
+
+impl SeenSignatures {
+    /// Takes `mac`, signed at `at`, at `now`; false if it was taken before
+    /// (a replay), or if too many are remembered to tell.
+    pub(crate) fn first_use(&mut self, mac: &str, at: u64, now: u64) -> bool {
+        if self.seen.len() >= MAX_SEEN {
+            self.seen.retain(|_, t| now.abs_diff(*t) <= SKEW_SECS);
+        }
+        if self.seen.len() >= MAX_SEEN || self.seen.contains_key(mac) {
+            return false;
+        }
+        self.seen.insert(mac.to_string(), at);
+        true
+    }
 }
 
 /// GETs `path_and_query` from the peer at `addr` within `deadline`.
@@ -47,41 +105,44 @@ fn signed_text(path_and_query: &str, body: &[u8]) -> String {
 /// A short reason: unreachable, timed out, an error status, bad JSON.
 pub async fn get_json<T: DeserializeOwned>(
     node: &ClusterNode,
-    addr: SocketAddr,
+    (to, addr): (&str, SocketAddr),
     path_and_query: &str,
     deadline: Duration,
 ) -> Result<T, String> {
-    let body = exchange(node, addr, "GET", path_and_query, Vec::new(), deadline).await?;
+    let body = exchange(node, (to, addr), "GET", path_and_query, Vec::new(), deadline).await?;
     serde_json::from_slice(&body).map_err(|e| format!("answer: {e}"))
 }
 
-/// POSTs `body` (JSON) to `path` on the peer at `addr` within `deadline`.
+/// POSTs `body` (JSON) to `path` on the peer `to` at `addr` within
+/// `deadline`.
 ///
 /// # Errors
 /// As [`get_json`].
 pub async fn post_json(
     node: &ClusterNode,
-    addr: SocketAddr,
+    (to, addr): (&str, SocketAddr),
     path: &str,
     body: Vec<u8>,
     deadline: Duration,
 ) -> Result<Bytes, String> {
-    exchange(node, addr, "POST", path, body, deadline).await
+    exchange(node, (to, addr), "POST", path, body, deadline).await
 }
 
 async fn exchange(
     node: &ClusterNode,
-    addr: SocketAddr,
+    (to, addr): (&str, SocketAddr),
     method: &str,
     path_and_query: &str,
     body: Vec<u8>,
     deadline: Duration,
 ) -> Result<Bytes, String> {
-    let now = unix_secs();
-    let signature = format!(
-        "{now}:{}",
-        node.sign_peer_request(&signed_text(path_and_query, &body), now)
-    );
+    let request = Signed {
+        method,
+        to,
+        path_and_query,
+        body: &body,
+    };
+    let signature = node.sign_peer_request(&request, unix_secs());
     let request = async {
         let mut stream = crate::net::connect(&addr.ip().to_string(), addr.port())
             .await
@@ -184,21 +245,36 @@ impl rustls::client::danger::ServerCertVerifier for AnyPeerCertificate {
     }
 }
 
-/// Whether `headers` carry a valid, fresh peer signature of
-/// `path_and_query` and `body`.
-pub fn is_signed_by_peer(node: &ClusterNode, headers: &HeaderMap, path_and_query: &str, body: &[u8]) -> bool {
-    let Some((at, mac)) = headers
-        .get(PEER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(':'))
-    else {
+/// Whether `headers` carry a valid, fresh peer signature of a `method`
+/// request for this node of `path_and_query` and `body`, not seen before.
+pub fn is_signed_by_peer(
+    node: &ClusterNode,
+    method: &str,
+    headers: &HeaderMap,
+    path_and_query: &str,
+    body: &[u8],
+) -> bool {
+    let Some(value) = headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let Ok(at) = at.parse::<u64>() else {
+    let mut parts = value.splitn(3, ':');
+    let (Some(at_text), Some(nonce), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    let what = signed_text(path_and_query, body);
-    unix_secs().abs_diff(at) <= SKEW_SECS && node.verify_peer_request(&what, at, mac)
+    let Ok(at) = at_text.parse::<u64>() else {
+        return false;
+    };
+    let now = unix_secs();
+    if now.abs_diff(at) > SKEW_SECS || nonce.is_empty() || nonce.len() > 64 {
+        return false;
+    }
+    let request = Signed {
+        method,
+        to: node.node_id(),
+        path_and_query,
+        body,
+    };
+    node.verify_peer_request(&signed_parts(&request, at_text, nonce), mac) && node.first_use(mac, at, now)
 }
 
 /// A member that did not answer, and why.
@@ -235,7 +311,10 @@ pub async fn ask_peers<T: DeserializeOwned + Send + 'static>(
             }
         };
         let (node, path) = (node.clone(), path_and_query.clone());
-        asks.spawn(async move { (id, get_json::<T>(&node, addr, &path, deadline).await) });
+        asks.spawn(async move {
+            let answer = get_json::<T>(&node, (&id, addr), &path, deadline).await;
+            (id, answer)
+        });
     }
     let mut answers = Vec::new();
     while let Some(joined) = asks.join_next().await {

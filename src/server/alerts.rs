@@ -98,7 +98,7 @@ fn from_peer(app: &App, headers: &HeaderMap, path: &str, body: &[u8]) -> Result<
     let signed = app
         .cluster
         .get()
-        .is_some_and(|node| peer_http::is_signed_by_peer(node, headers, path, body));
+        .is_some_and(|node| peer_http::is_signed_by_peer(node, "POST", headers, path, body));
     match signed {
         true => Ok(()),
         false => Err(ApiError::new(

@@ -39,7 +39,7 @@ pub(super) fn authorize(
 ) -> Result<(), ApiError> {
     if let Some(node) = app.cluster.get() {
         let what = uri.path_and_query().map_or("", |p| p.as_str());
-        if peer_http::is_signed_by_peer(node, headers, what, &[]) {
+        if peer_http::is_signed_by_peer(node, "GET", headers, what, &[]) {
             return Ok(());
         }
     }
