@@ -126,7 +126,11 @@ fn one_thread(c: &mut Criterion) {
         NonZeroU32::new(1_000_000_000).unwrap(),
     ));
     let clock = QuantaClock::new();
-    let store = Store::new(1_000_000, clock.now());
+    let capacity = weir::store::Capacity {
+        max_keys: 1_000_000,
+        max_memory: 1 << 30,
+    };
+    let store = Store::new(capacity, clock.now());
     let key = "bucket\0free\0ualice";
     group.bench_function("weir_keyed_state", |b| {
         b.iter(|| {

@@ -13,6 +13,7 @@ use crate::policy::{
     compile_limit, is_valid_name, EndpointRule, KeySet, NamedLimit, Policy, Tier, TierLimits, MAX_COST,
     MAX_LIMITS, MAX_NAME,
 };
+use crate::store::Capacity;
 
 /// Most keys a node may be configured to track.
 pub const MAX_KEYS_LIMIT: u64 = 100_000_000;
@@ -45,8 +46,14 @@ impl<'s> Problems<'s> {
     }
 }
 
+/// The least `store.max_memory`: what a few thousand keys take.
+pub const MIN_MEMORY: u64 = 1 << 20;
+
 /// Compiled policies and assignments, or nothing if anything was wrong.
-pub(super) fn compile(file: &ConfigFile, problems: &mut Problems<'_>) -> (Vec<Policy>, Assignments, u64) {
+pub(super) fn compile(
+    file: &ConfigFile,
+    problems: &mut Problems<'_>,
+) -> (Vec<Policy>, Assignments, Capacity) {
     let max_keys = *file.store.max_keys.get_ref();
     if !(1..=MAX_KEYS_LIMIT).contains(&max_keys) {
         problems.push(
@@ -54,6 +61,23 @@ pub(super) fn compile(file: &ConfigFile, problems: &mut Problems<'_>) -> (Vec<Po
             format!("store.max_keys must be between 1 and {MAX_KEYS_LIMIT}"),
         );
     }
+    let max_memory = match file.store.max_memory.get_ref().bytes() {
+        Ok(bytes) if bytes >= MIN_MEMORY => bytes,
+        Ok(_) => {
+            problems.push(
+                file.store.max_memory.span(),
+                "store.max_memory must be at least 1MiB",
+            );
+            MIN_MEMORY
+        }
+        Err(problem) => {
+            problems.push(
+                file.store.max_memory.span(),
+                format!("store.max_memory: {problem}"),
+            );
+            MIN_MEMORY
+        }
+    };
     // The file's map is sorted by name, and so is this.
     let policies: Vec<Policy> = file
         .policies
@@ -68,7 +92,7 @@ pub(super) fn compile(file: &ConfigFile, problems: &mut Problems<'_>) -> (Vec<Po
         ips: check_assignments("ips", &file.assignments.ips, &file.policies, problems),
         endpoints: check_assignments("endpoints", &file.assignments.endpoints, &file.policies, problems),
     };
-    (policies, assignments, max_keys)
+    (policies, assignments, Capacity { max_keys, max_memory })
 }
 
 fn compile_policy(

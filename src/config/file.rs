@@ -35,17 +35,72 @@ pub struct StoreSection {
     /// Most keys tracked at once; the idlest are evicted past this.
     #[serde(default = "default_max_keys")]
     pub max_keys: Spanned<u64>,
+    /// Most memory the tracked keys take, as bytes or a size such as
+    /// `"384MiB"`; the idlest are evicted past this.
+    #[serde(default = "default_max_memory")]
+    pub max_memory: Spanned<ByteSize>,
 }
 
 fn default_max_keys() -> Spanned<u64> {
     Spanned::new(0..0, 1_000_000)
 }
 
+fn default_max_memory() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize::Text("384MiB".into()))
+}
+
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
             max_keys: default_max_keys(),
+            max_memory: default_max_memory(),
         }
+    }
+}
+
+/// A size in bytes, as a number or text with a unit (`"384MiB"`, `"2GiB"`,
+/// `"64 MB"`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// Bytes.
+    Bytes(u64),
+    /// A number and a unit.
+    Text(String),
+}
+
+impl ByteSize {
+    /// The bytes, or what is wrong.
+    ///
+    /// # Errors
+    /// A sentence naming the units when the text is not a size.
+    pub fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            ByteSize::Bytes(bytes) => return Ok(*bytes),
+            ByteSize::Text(text) => text.trim(),
+        };
+        let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}; use B, KiB, MiB or GiB (or KB, MB, GB)"
+                ))
+            }
+        };
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size such as \"512MiB\""))?;
+        number
+            .checked_mul(unit_bytes)
+            .ok_or_else(|| format!("{text:?} is too large"))
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Config {
     pub assignments: Assignments,
     /// Most keys to track.
     pub max_keys: u64,
+    /// Most bytes the tracked keys may take.
+    pub max_memory: u64,
     /// Abuse alert rules.
     pub alerts: AlertRules,
     /// A stable hash of the source, to tell configs apart
@@ -168,7 +170,7 @@ impl Config {
             }
         };
         let mut problems = compile::Problems::new(source);
-        let (mut policies, assignments, max_keys) = compile::compile(&file, &mut problems);
+        let (mut policies, assignments, capacity) = compile::compile(&file, &mut problems);
         let alerts = alerts::compile(&file.alerts, &file.policies, &mut policies, &mut problems);
         let mut problems = problems.into_vec();
         if !problems.is_empty() {
@@ -180,7 +182,8 @@ impl Config {
             file,
             policies,
             assignments,
-            max_keys,
+            max_keys: capacity.max_keys,
+            max_memory: capacity.max_memory,
             alerts,
             fingerprint: fingerprint(source),
             base: fingerprint(source),
@@ -198,6 +201,14 @@ impl Config {
     pub fn builtin() -> Config {
         // The embedded text is checked by a unit test, so this cannot fail.
         Config::parse(DEFAULT_CONFIG).expect("the built-in config is valid")
+    }
+
+    /// How much the key store may hold.
+    pub fn capacity(&self) -> crate::store::Capacity {
+        crate::store::Capacity {
+            max_keys: self.max_keys,
+            max_memory: self.max_memory,
+        }
     }
 
     /// The policy called `name`.

@@ -89,7 +89,7 @@ impl Engine {
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> Self {
         Self {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
-            store: Store::new(config.max_keys, clock.now()),
+            store: Store::new(config.capacity(), clock.now()),
             config: ArcSwap::from_pointee(config),
             swaps: AtomicU64::new(1),
             version: AtomicU64::new(1),
@@ -148,7 +148,7 @@ impl Engine {
     /// still exist are kept. Checks see the new config from the moment the
     /// version moves.
     pub fn replace_config(&self, config: Config) -> u64 {
-        self.store.set_max_keys(config.max_keys);
+        self.store.set_capacity(config.capacity());
         self.config.store(Arc::new(config));
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         self.swaps.fetch_add(1, Ordering::SeqCst);
@@ -157,7 +157,7 @@ impl Engine {
 
     /// Swaps in a config with a given version: one adopted from a peer.
     pub fn replace_config_at(&self, config: Config, version: u64) {
-        self.store.set_max_keys(config.max_keys);
+        self.store.set_capacity(config.capacity());
         self.config.store(Arc::new(config));
         self.version.store(version, Ordering::SeqCst);
         self.swaps.fetch_add(1, Ordering::SeqCst);

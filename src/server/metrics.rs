@@ -129,6 +129,18 @@ fn engine_series(app: &App, snapshot: &mut Snapshot) {
         labelled("result", &decisions),
     );
     snapshot.one(
+        "weir_store_bytes",
+        Gauge,
+        "Memory the tracked keys take: slots, index, key text and states",
+        stats.bytes as f64,
+    );
+    snapshot.one(
+        "weir_store_max_bytes",
+        Gauge,
+        "Most memory the tracked keys may take (store.max_memory); the idlest are evicted past it",
+        config.max_memory as f64,
+    );
+    snapshot.one(
         "weir_keys_expired",
         Counter,
         "Keys dropped after their limits forgot them",

@@ -52,6 +52,11 @@ pub struct Keys {
     dead: usize,
     /// The most text this shard holds ([`TEXT_LIMIT`] but in tests).
     text_limit: usize,
+    /// Bytes the keys' states hold outside their slots (keys with several
+    /// limits keep their states in a vector).
+    heap: usize,
+    /// Keys of inline checks (their text starts with SOH).
+    inline: usize,
 }
 
 impl Default for Keys {
@@ -62,9 +67,19 @@ impl Default for Keys {
             text: String::new(),
             dead: 0,
             text_limit: TEXT_LIMIT,
+            heap: 0,
+            inline: 0,
         }
     }
 }
+
+/// Whether a store key is an inline check's (see `engine::resolve`).
+pub fn is_inline(key: &str) -> bool {
+    key.starts_with('\u{1}')
+}
+
+/// Bytes an index entry costs: a slot number and hashbrown's control byte.
+const INDEX_BYTES: usize = std::mem::size_of::<u32>() + 1;
 
 /// The most text a shard can hold: spans are 32-bit.
 const TEXT_LIMIT: usize = u32::MAX as usize;
@@ -95,6 +110,43 @@ impl Keys {
         self.text.len() - self.dead + len <= self.text_limit
     }
 
+    /// Keys of inline checks held.
+    pub fn inline_len(&self) -> usize {
+        self.inline
+    }
+
+    /// The memory this shard's keys take: what its vectors, index and text
+    /// have allocated, and their states' vectors.
+    pub fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.index.capacity() * INDEX_BYTES
+            + self.text.capacity()
+            + self.heap
+    }
+
+    /// [`bytes`](Self::bytes) once a key of `len` bytes whose states hold
+    /// `heap` bytes outside its slot is added, counting the growth of any
+    /// vector that is full now (each doubles).
+    pub fn bytes_with(&self, len: usize, heap: usize) -> usize {
+        let doubled = |used: usize, capacity: usize, unit: usize| match used < capacity {
+            true => 0,
+            false => capacity.max(4) * unit,
+        };
+        let text = match self.text.len() + len <= self.text.capacity() {
+            true => 0,
+            false => self.text.capacity().max(len),
+        };
+        self.bytes()
+            + doubled(
+                self.slots.len(),
+                self.slots.capacity(),
+                std::mem::size_of::<Slot>(),
+            )
+            + doubled(self.index.len(), self.index.capacity(), INDEX_BYTES)
+            + text
+            + heap
+    }
+
     /// Lowers the most text this shard holds, to test what happens at it.
     #[cfg(test)]
     pub fn limit_text(&mut self, limit: usize) {
@@ -120,6 +172,8 @@ impl Keys {
             len: key.len() as u32,
         };
         self.text.push_str(key);
+        self.heap += entry.limits.heap_bytes();
+        self.inline += is_inline(key) as usize;
         let at = self.slots.len();
         self.slots.push(Slot { key: span, entry });
         let Self {
@@ -159,20 +213,26 @@ impl Keys {
                 *number = at as u32;
             }
         }
+        self.inline -= is_inline(self.key(at)) as usize;
         self.dead += self.slots[at].key.len as usize;
-        self.slots.swap_remove(at);
+        let slot = self.slots.swap_remove(at);
+        self.heap = self.heap.saturating_sub(slot.entry.limits.heap_bytes());
     }
 
-    /// Keeps only the keys whose entry `keep` accepts; returns how many went.
-    pub fn retain(&mut self, hasher: &KeyHasher, mut keep: impl FnMut(&Entry) -> bool) -> usize {
+    /// Keeps only the keys that `keep` accepts, given each slot's number
+    /// (before any removal), key and entry; returns how many went.
+    pub fn retain(&mut self, hasher: &KeyHasher, mut keep: impl FnMut(usize, &str, &Entry) -> bool) -> usize {
         let before = self.slots.len();
         // From the end: a slot moved into a freed place was already kept.
         for at in (0..before).rev() {
-            if !keep(&self.slots[at].entry) {
+            if !keep(at, self.key(at), &self.slots[at].entry) {
                 self.remove(hasher, at);
             }
         }
-        if self.dead > self.text.len() / 2 {
+        // A config change may have changed some keys' states since they
+        // were counted: counted again here, where every slot is at hand.
+        self.heap = self.slots.iter().map(|slot| slot.entry.limits.heap_bytes()).sum();
+        if self.dead > self.text.len() / 4 {
             self.compact();
         }
         self.shrink_if_sparse(hasher);
@@ -180,8 +240,9 @@ impl Keys {
     }
 
     /// Copies the live keys' text into a new string, dropping the text of
-    /// removed keys: run once they hold half of it, so that each byte is
-    /// copied a bounded number of times.
+    /// removed keys: run once they hold a quarter of it, so that dead text
+    /// costs little memory and each byte is copied a bounded number of
+    /// times.
     fn compact(&mut self) {
         let mut text = String::with_capacity(self.text.len() - self.dead);
         for slot in &mut self.slots {
@@ -245,7 +306,7 @@ mod tests {
             let at = keys.find(hash_of(&hasher, name), name).unwrap();
             keys.entry_mut(at).expires = (i % 3 != 0) as u32;
         }
-        assert_eq!(keys.retain(&hasher, |e| e.expires > 0), 334);
+        assert_eq!(keys.retain(&hasher, |_, _, e| e.expires > 0), 334);
         assert_eq!(keys.len(), 666);
         for (i, name) in names.iter().enumerate() {
             let found = keys.find(hash_of(&hasher, name), name);
@@ -295,7 +356,7 @@ mod tests {
                     expires != (round % 4) as u32
                 }
             };
-            keys.retain(&hasher, |held| kept(held.expires));
+            keys.retain(&hasher, |_, _, held| kept(held.expires));
             model.retain(|_, expires| kept(*expires));
             assert_eq!(keys.len(), model.len());
             // The text holds the live keys, and at most as much again dead.
@@ -319,7 +380,7 @@ mod tests {
             keys.insert(&hasher, hash_of(&hasher, &name), &name, held);
         }
         let grown = keys.slots.capacity();
-        assert_eq!(keys.retain(&hasher, |e| e.expires > 0), 9_900);
+        assert_eq!(keys.retain(&hasher, |_, _, e| e.expires > 0), 9_900);
         assert!(
             keys.slots.capacity() <= 200,
             "{grown} -> {}",

@@ -2,10 +2,20 @@
 //!
 //! Each shard is a `Mutex` over its [`Keys`], so a lookup hashes the key
 //! once (the hash picks the shard and probes its index). Memory is
-//! bounded three ways: slots past a limit's window expire inside the counter;
-//! a key untouched for longer than its limits remember is swept; and a cap on
-//! tracked keys evicts the idlest keys first when a shard is full, so a client
-//! rotating millions of IPs cannot exhaust memory.
+//! bounded four ways: slots past a limit's window expire inside the
+//! counter; a key untouched for longer than its limits remember is swept;
+//! and caps on tracked keys and on their bytes evict keys when a shard is
+//! full, so a client rotating millions of IPs, or sending the largest keys
+//! there are, cannot exhaust memory.
+//!
+//! Eviction takes expired keys first (they are equal to fresh ones), then
+//! the idlest, to the second (a key's last use is kept in ticks of about a
+//! second); among keys equally idle, those added last go first, so a burst
+//! of new keys evicts its own kind before the keys that were there. Inline
+//! checks' keys
+//! (any caller can make up a namespace) are at most half of a full shard's
+//! keys: past that, a new inline key evicts inline keys only, so a flood of
+//! made-up namespaces cannot evict the keys of the policies.
 
 mod keys;
 mod states;
@@ -94,6 +104,8 @@ pub struct StoreStats {
     pub expired: u64,
     /// Keys evicted, idlest first, because the store was full.
     pub evicted: u64,
+    /// Bytes the keys take (see [`Capacity::max_memory`]).
+    pub bytes: u64,
 }
 
 /// A shard's lock and state on cache lines of their own: two threads
@@ -116,6 +128,8 @@ pub struct Store {
     shards: Box<[Padded]>,
     hasher: KeyHasher,
     shard_cap: AtomicUsize,
+    /// The most bytes one shard's keys may take.
+    shard_bytes: AtomicUsize,
     /// Time origin of the ticks kept per entry.
     origin: Nanos,
     expired: AtomicU64,
@@ -134,22 +148,39 @@ fn shard_cap(max_keys: u64) -> usize {
     (max_keys.div_ceil(SHARDS as u64).clamp(1, u32::MAX as u64)) as usize
 }
 
+fn shard_bytes(max_memory: u64) -> usize {
+    (max_memory / SHARDS as u64).min(usize::MAX as u64) as usize
+}
+
+/// How much a store may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Keys tracked at most.
+    pub max_keys: u64,
+    /// Bytes their slots, index, text and states may take at most.
+    pub max_memory: u64,
+}
+
 impl Store {
-    /// An empty store holding at most about `max_keys` keys.
-    pub fn new(max_keys: u64, now: Nanos) -> Self {
+    /// An empty store holding at most `capacity`.
+    pub fn new(capacity: Capacity, now: Nanos) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             hasher: KeyHasher::default(),
-            shard_cap: AtomicUsize::new(shard_cap(max_keys)),
+            shard_cap: AtomicUsize::new(shard_cap(capacity.max_keys)),
+            shard_bytes: AtomicUsize::new(shard_bytes(capacity.max_memory)),
             origin: now,
             expired: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
         }
     }
 
-    /// Changes the cap; shards over it shrink as new keys arrive.
-    pub fn set_max_keys(&self, max_keys: u64) {
-        self.shard_cap.store(shard_cap(max_keys), Ordering::Relaxed);
+    /// Changes the caps; shards over them shrink as new keys arrive.
+    pub fn set_capacity(&self, capacity: Capacity) {
+        self.shard_cap
+            .store(shard_cap(capacity.max_keys), Ordering::Relaxed);
+        self.shard_bytes
+            .store(shard_bytes(capacity.max_memory), Ordering::Relaxed);
     }
 
     /// The hash of `key`, seeded per process so that clients cannot aim keys
@@ -267,30 +298,56 @@ impl Store {
         for shard in self.shards.iter() {
             let shard = lock(shard);
             stats.keys += shard.keys.len() as u64;
+            stats.bytes += shard.keys.bytes() as u64;
             stats.allowed += shard.allowed;
             stats.denied += shard.denied;
         }
         stats
     }
 
-    /// Makes room in a full shard for a key of `len` bytes: expired keys
-    /// first, then the idlest sixteenth at a time, so that the cost of
-    /// eviction is spread over many inserts.
-    fn make_room(&self, keys: &mut Keys, now: u32, len: usize) {
+    /// Makes room in a full shard for `key`, whose states hold `heap` bytes
+    /// outside its slot: expired keys first, then the idlest, a sixteenth
+    /// at a time so that the cost of eviction is spread over many inserts.
+    /// A new inline key, while inline keys are half the shard's keys or
+    /// more, evicts inline keys only.
+    fn make_room(&self, keys: &mut Keys, now: u32, key: &str, heap: usize) {
         let cap = self.shard_cap.load(Ordering::Relaxed);
-        let full = |keys: &Keys| keys.len() >= cap || !keys.has_room_for(len);
+        let bytes = self.shard_bytes.load(Ordering::Relaxed);
+        let full = |keys: &Keys| {
+            keys.len() >= cap || !keys.has_room_for(key.len()) || keys.bytes_with(key.len(), heap) > bytes
+        };
         if !full(keys) {
             return;
         }
         let expired = self.remove_expired(keys, now);
         self.expired.fetch_add(expired as u64, Ordering::Relaxed);
+        // Half of a full shard's keys, whichever cap made it full.
+        let inline_only = keys::is_inline(key) && keys.inline_len() * 2 >= keys.len();
+        let candidate = |key: &str| !inline_only || keys::is_inline(key);
         while full(keys) && keys.len() > 0 {
-            let target = (keys.len() + 1).saturating_sub(cap).max(keys.len() / 16).max(1);
-            let mut ages: Vec<u32> = keys.iter().map(|(_, entry)| entry.last_seen()).collect();
+            let candidates = if inline_only {
+                keys.inline_len()
+            } else {
+                keys.len()
+            };
+            if candidates == 0 {
+                break;
+            }
+            let target = (keys.len() + 1)
+                .saturating_sub(cap)
+                .max(candidates / 16)
+                .clamp(1, candidates);
+            let mut ages: Vec<u32> = keys
+                .iter()
+                .filter(|(k, _)| candidate(k))
+                .map(|(_, entry)| entry.last_seen())
+                .collect();
             let (_, &mut threshold, _) = ages.select_nth_unstable(target - 1);
             let mut left = target;
-            keys.retain(&self.hasher, |entry| {
-                let evict = left > 0 && entry.last_seen() <= threshold;
+            // From the last slot back: among keys as idle as the threshold,
+            // the ones added last go first.
+            keys.retain(&self.hasher, |_, key, entry| {
+                let evict = left > 0 && candidate(key) && entry.last_seen() <= threshold;
                 left -= evict as usize;
                 !evict
             });
@@ -299,7 +356,7 @@ impl Store {
     }
 
     fn remove_expired(&self, keys: &mut Keys, now: u32) -> usize {
-        keys.retain(&self.hasher, |entry| entry.expires > now)
+        keys.retain(&self.hasher, |_, _, entry| entry.expires > now)
     }
 }
 
@@ -342,9 +399,10 @@ impl Locked<'_> {
         let at = match keys.find(hash, key) {
             Some(at) => at,
             None => {
-                store.make_room(keys, ticks, key.len());
+                let limits = init();
+                store.make_room(keys, ticks, key, limits.heap_bytes());
                 let entry = Entry {
-                    limits: init(),
+                    limits,
                     seen: ticks,
                     expires,
                 };
@@ -389,6 +447,14 @@ impl Locked<'_> {
 mod tests {
     use super::*;
 
+    /// A capacity of `max_keys`, with memory to spare.
+    fn keys(max_keys: u64) -> Capacity {
+        Capacity {
+            max_keys,
+            max_memory: 1 << 40,
+        }
+    }
+
     fn touch(store: &Store, key: &str, now: Nanos) {
         touch_for(store, key, now, SECOND);
     }
@@ -401,7 +467,7 @@ mod tests {
     #[test]
     fn an_entry_is_48_bytes_and_its_changed_mark_survives_use_until_drained() {
         assert_eq!(std::mem::size_of::<Entry>(), 48);
-        let store = Store::new(1000, 0);
+        let store = Store::new(keys(1000), 0);
         let hash = store.hash("k");
         {
             let mut locked = store.lock(&[hash]);
@@ -425,7 +491,7 @@ mod tests {
 
     #[test]
     fn keeps_one_entry_per_key() {
-        let store = Store::new(1000, 0);
+        let store = Store::new(keys(1000), 0);
         touch(&store, "a", 0);
         touch(&store, "a", 1);
         touch(&store, "b", 2);
@@ -434,7 +500,7 @@ mod tests {
 
     #[test]
     fn sweeping_drops_keys_past_their_retention_only() {
-        let store = Store::new(1000, 0);
+        let store = Store::new(keys(1000), 0);
         touch(&store, "old", 0);
         touch(&store, "new", 5 * SECOND);
         assert_eq!(store.sweep(5 * SECOND), 1);
@@ -445,7 +511,7 @@ mod tests {
     #[test]
     fn never_holds_more_than_the_cap_and_evicts_the_idlest_first() {
         let max_keys = SHARDS as u64 * 10;
-        let store = Store::new(max_keys, 0);
+        let store = Store::new(keys(max_keys), 0);
         // A long-lived key, touched again and again.
         for i in 0..20_000u64 {
             let now = i * SECOND / 100;
@@ -460,7 +526,7 @@ mod tests {
 
     #[test]
     fn a_shard_whose_text_is_full_evicts_the_idlest_keys_for_a_new_one() {
-        let store = Store::new(1_000_000, 0);
+        let store = Store::new(keys(1_000_000), 0);
         for shard in store.shards.iter() {
             lock(shard).keys.limit_text(1_000);
         }
@@ -480,9 +546,110 @@ mod tests {
         assert!(store.stats().evicted >= 5_000 - 10 * SHARDS as u64);
     }
 
+    /// States like a policy's with `limits` limits: several live outside
+    /// the slot.
+    fn states(limits: usize) -> States {
+        let mut states = States::new();
+        let limit =
+            crate::limiter::Limit::SlidingWindow(crate::limiter::SlidingWindow::new("1/m".parse().unwrap()));
+        for _ in 0..limits {
+            states.push(limit.new_state());
+        }
+        states
+    }
+
+    #[test]
+    fn the_largest_keys_stay_within_the_memory_cap() {
+        let max_memory = 4 << 20;
+        let store = Store::new(
+            Capacity {
+                max_keys: 1_000_000,
+                max_memory,
+            },
+            0,
+        );
+        // The largest keys a check can make: about 1.1 KB, eight states.
+        let key = |i: u64| {
+            format!(
+                "\u{1}{}\0u{i:0>256}\0i{i:0>256}\0t{i:0>256}\0e{i:0>256}",
+                "n".repeat(64)
+            )
+        };
+        for i in 0..20_000u64 {
+            let hash = store.hash(&key(i));
+            store
+                .lock(&[hash])
+                .entry(hash, &key(i), i * SECOND / 100, 3600 * SECOND, || states(8));
+            assert!(
+                store.lock(&[hash]).get(hash, &key(i)).is_some(),
+                "a new key is kept"
+            );
+        }
+        let stats = store.stats();
+        assert!(stats.bytes <= max_memory, "{} of {max_memory}", stats.bytes);
+        assert!(stats.evicted > 10_000, "{stats:?}");
+    }
+
+    #[test]
+    fn made_up_namespaces_cannot_evict_a_policys_keys() {
+        let max_keys = SHARDS as u64 * 40;
+        let store = Store::new(keys(max_keys), 0);
+        let policy_key = |i: u64| format!("per_ip\0free\0i10.0.{}.{}", i / 256, i % 256);
+        for i in 0..(max_keys / 2) {
+            touch_for(&store, &policy_key(i), 0, 3600 * SECOND);
+        }
+        // A flood of inline keys, each newer than every policy key.
+        for i in 0..50_000u64 {
+            touch_for(
+                &store,
+                &format!("\u{1}junk-{i}\0ux"),
+                SECOND + i * SECOND / 100,
+                3600 * SECOND,
+            );
+        }
+        let kept = (0..max_keys / 2)
+            .filter(|i| {
+                let key = policy_key(*i);
+                let hash = store.hash(&key);
+                store.lock(&[hash]).get(hash, &key).is_some()
+            })
+            .count() as u64;
+        // Each shard keeps its policy keys while inline keys take at most
+        // half of it; only shards that hashed more than half their policy
+        // keys to them lose any, to their own inline keys' cap.
+        assert!(kept >= max_keys / 2 * 9 / 10, "{kept} of {}", max_keys / 2);
+        assert!(store.stats().keys <= max_keys);
+    }
+
+    #[test]
+    fn a_burst_of_new_keys_in_one_second_evicts_its_own_kind_first() {
+        let store = Store::new(keys(SHARDS as u64 * 16), 0);
+        let key = |i: u64| format!("k{i}");
+        // The store half full; then, within one tick, a burst of as many
+        // keys again and more.
+        for i in 0..(SHARDS as u64 * 8) {
+            touch_for(&store, &key(i), 0, 3600 * SECOND);
+        }
+        for i in (SHARDS as u64 * 8)..(SHARDS as u64 * 40) {
+            touch_for(&store, &key(i), 0, 3600 * SECOND);
+        }
+        let held = |i: u64| {
+            let hash = store.hash(&key(i));
+            store.lock(&[hash]).get(hash, &key(i)).is_some()
+        };
+        let first = (0..SHARDS as u64 * 8).filter(|i| held(*i)).count();
+        let burst = (SHARDS as u64 * 8..SHARDS as u64 * 40)
+            .filter(|i| held(*i))
+            .count();
+        // The keys there before the burst stay, but for shards the burst
+        // filled unevenly.
+        assert!(first >= SHARDS * 8 * 9 / 10, "{first} of {}", SHARDS * 8);
+        assert!(burst <= SHARDS * 8 * 11 / 10, "{burst}");
+    }
+
     #[test]
     fn locks_each_shard_once_whatever_the_order() {
-        let store = Store::new(1000, 0);
+        let store = Store::new(keys(1000), 0);
         let hashes: Vec<u64> = ["x", "y", "x", "z"].iter().map(|k| store.hash(k)).collect();
         let mut locked = store.lock(&hashes);
         for (key, hash) in ["x", "y", "x", "z"].iter().zip(&hashes) {

@@ -37,6 +37,17 @@ impl States {
         };
     }
 
+    /// Bytes these states hold outside their slot: a vector's, with the
+    /// allocator's header.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Many(states) if states.capacity() > 0 => {
+                states.capacity() * std::mem::size_of::<LimitState>() + 16
+            }
+            _ => 0,
+        }
+    }
+
     /// The states, as a vector.
     pub fn into_vec(self) -> Vec<LimitState> {
         match self {

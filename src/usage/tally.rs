@@ -13,7 +13,7 @@ use super::top::{ShardTop, TopK};
 use crate::engine::{CheckEvent, Recorder, Scope};
 
 /// Most scopes one shard tracks between drains.
-pub const MAX_SHARD_SCOPES: usize = 256;
+pub const MAX_SHARD_SCOPES: usize = 64;
 
 /// Who counts are about: a policy's tier, an inline namespace, or every
 /// namespace past the cap.

@@ -22,6 +22,29 @@ use std::sync::Arc;
 /// 1/16 of its shard's second, about 0.1% of all checks.
 pub const SHARD_SLOTS: usize = 16;
 
+/// The longest key a summary keeps whole. A longer one (only made-up
+/// inline keys get there: the largest a check can make is about 1.1 KB)
+/// keeps its start, [`crate::redact::MARK`] and 16 hex digits of its hash,
+/// so that however long the keys, a summary's memory stays bounded and two
+/// keys stay two.
+pub const MAX_KEY_BYTES: usize = 160;
+
+/// `key`, or its start and hash when it is longer than [`MAX_KEY_BYTES`].
+fn kept(key: &str, hash: u64, out: &mut String) {
+    out.clear();
+    if key.len() <= MAX_KEY_BYTES {
+        out.push_str(key);
+        return;
+    }
+    let mut end = MAX_KEY_BYTES - 24;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{}{}{hash:016x}", &key[..end], crate::redact::MARK);
+}
+
 /// Space-Saving over [`SHARD_SLOTS`] slots, keyed by the store's key hash.
 #[derive(Debug, Default)]
 pub struct ShardTop {
@@ -66,8 +89,7 @@ impl ShardTop {
         self.hashes[slot] = hash;
         self.counts[slot] = floor.saturating_add(1);
         self.errors[slot] = floor;
-        self.keys[slot].clear();
-        self.keys[slot].push_str(key);
+        kept(key, hash, &mut self.keys[slot]);
     }
 
     /// Nothing counted since the last [`take`](Self::take).
