@@ -595,7 +595,8 @@ mod tests {
         let max_keys = SHARDS as u64 * 40;
         let store = Store::new(keys(max_keys), 0);
         let policy_key = |i: u64| format!("per_ip\0free\0i10.0.{}.{}", i / 256, i % 256);
-        for i in 0..(max_keys / 2) {
+        let policy_keys = max_keys / 3;
+        for i in 0..policy_keys {
             touch_for(&store, &policy_key(i), 0, 3600 * SECOND);
         }
         // A flood of inline keys, each newer than every policy key.
@@ -607,17 +608,17 @@ mod tests {
                 3600 * SECOND,
             );
         }
-        let kept = (0..max_keys / 2)
+        let kept = (0..policy_keys)
             .filter(|i| {
                 let key = policy_key(*i);
                 let hash = store.hash(&key);
                 store.lock(&[hash]).get(hash, &key).is_some()
             })
             .count() as u64;
-        // Each shard keeps its policy keys while inline keys take at most
-        // half of it; only shards that hashed more than half their policy
-        // keys to them lose any, to their own inline keys' cap.
-        assert!(kept >= max_keys / 2 * 9 / 10, "{kept} of {}", max_keys / 2);
+        // Inline keys are at most half a full shard's keys: a shard keeps
+        // its policy keys, but for one that hashed more than half its cap
+        // of them (rare at a third on average), which loses the excess.
+        assert!(kept >= policy_keys * 97 / 100, "{kept} of {policy_keys}");
         assert!(store.stats().keys <= max_keys);
     }
 
