@@ -50,6 +50,14 @@ fn metric(node: &Node, sample: &str) -> u64 {
     node.metric(sample) as u64
 }
 
+/// Alerts `hammering` fired, over every node.
+fn fired(nodes: &[Node]) -> u64 {
+    nodes
+        .iter()
+        .map(|n| metric(n, "weir_alerts_total{rule=\"hammering\"}"))
+        .sum()
+}
+
 #[test]
 fn an_abuser_spread_over_three_nodes_fires_one_alert_and_is_penalized_everywhere() {
     // Before any node starts: the children inherit it.
@@ -117,11 +125,7 @@ fn an_abuser_spread_over_three_nodes_fires_one_alert_and_is_penalized_everywhere
         assert_eq!(alerts[0]["key"]["ip"], "203.0.113.66");
         assert_eq!(listed["missing"], json!([]));
     }
-    let fired: u64 = nodes
-        .iter()
-        .map(|n| metric(n, "weir_alerts_total{rule=\"hammering\"}"))
-        .sum();
-    assert_eq!(fired, 1);
+    assert_eq!(fired(&nodes), 1);
     let delivered: u64 = nodes
         .iter()
         .map(|n| metric(n, "weir_webhook_deliveries_total{result=\"delivered\"}"))
@@ -416,11 +420,7 @@ fn one_alert_for_an_abuser_moved_to_the_penalty_tier(count: usize) {
             "the penalty was applied once"
         );
     }
-    let fired: u64 = nodes
-        .iter()
-        .map(|n| metric(n, "weir_alerts_total{rule=\"hammering\"}"))
-        .sum();
-    assert_eq!(fired, 1);
+    assert_eq!(fired(&nodes), 1);
 }
 
 #[test]

@@ -241,8 +241,10 @@ fn resolve_tier<'c>(
         Some((policy.tier(&assigned.tier)?, assigned.until))
     });
     let declared = Subject::ALL.into_iter().find_map(|subject| {
+        // Usually empty: then no hashing at all.
         let table = config.assignments.table(subject);
-        policy.tier(table.get(request.key.get(subject.attr())?)?)
+        let id = request.key.get(subject.attr()).filter(|_| !table.is_empty())?;
+        policy.tier(table.get(id)?)
     });
     match (runtime, declared) {
         (Some((tier, until)), _) if tier.penalty => return Ok((tier, TierSource::Assignment, until)),
