@@ -11,9 +11,9 @@
 //!   replicated slot counters of the `weir-cluster` crate, and rate strings.
 //! - [`policy`]: policies, tiers, endpoint rules and limits, compiled.
 //! - [`config`]: the TOML config file, validated with line-level errors,
-//!   and the built-in default.
-//! - [`store`]: the sharded map from key to limit states, with expiry and a
-//!   cap on tracked keys.
+//!   the built-in default, and the file a node reads and reloads.
+//! - [`store`]: the sharded map from key to limit states, with expiry and
+//!   caps on tracked keys and on the memory they take.
 //! - [`engine`]: the decision path: resolve a request, ask every limit,
 //!   count all or nothing; atomic config swaps and tier assignments.
 //! - [`cluster`]: a node in a cluster: gossip membership, the counter and
