@@ -186,8 +186,10 @@ impl ConfigSync {
     /// included); one started with another file makes it the next version.
     fn settle(&mut self, engine: &Engine, sealer: &Sealer) {
         self.settled = true;
+        // The newest may be this node's own: just published, or from its
+        // earlier incarnation (a restart); only its file tells.
         let cluster = &self.newest.val;
-        if cluster.file == self.file || cluster.origin == self.me {
+        if cluster.file == self.file {
             return;
         }
         let running = engine.config();
@@ -327,6 +329,18 @@ mod tests {
         peer_sync.step(&peer, &sealer, [edited.as_str()].into_iter());
         peer_sync.step(&peer, &sealer, [published.as_str()].into_iter());
         assert_eq!((peer.config_version(), rate_of(&peer)), (5, "5/m".into()));
+    }
+
+    #[test]
+    fn a_node_restarted_with_another_file_wins_over_its_own_earlier_edit() {
+        let changed = A.replace("1/m", "5/m");
+        let (node, sealer) = (engine_with(&changed), sealer());
+        let mut sync = ConfigSync::new("c", &node);
+        sync.step(&node, &sealer, std::iter::empty());
+        // The cluster's newest: an edit this node id made before its restart.
+        let own_edit = gossiped(3, "c", &A.replace("1/m", "9/m"), Some(A));
+        sync.step(&node, &sealer, [own_edit.as_str()].into_iter());
+        assert_eq!((node.config_version(), rate_of(&node)), (4, "5/m".into()));
     }
 
     #[test]
