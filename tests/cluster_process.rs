@@ -140,6 +140,12 @@ fn three_nodes_hold_one_limit_and_survive_losing_a_node() {
     // A node crashes: the others keep deciding, and forget it once its
     // grace has passed.
     nodes[2].kill();
+    // Until it is forgotten, the survivors enforce two thirds of the
+    // 20-unit burst, and say so.
+    let fresh = json!({ "policy": "shared", "key": { "user": "dave" } });
+    nodes[0].wait_until(Duration::from_secs(10), "reporting the scaled limit", |n| {
+        n.post("/v1/check", &fresh)["limit"].as_u64() == Some(13)
+    });
     for node in &nodes[..2] {
         node.check(&request);
         node.wait_until(Duration::from_secs(40), "forgetting node-2", |n| {
