@@ -84,6 +84,11 @@ pub struct Assignments {
 }
 
 impl Assignments {
+    /// No assignment in any table.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.users.is_empty() && self.ips.is_empty() && self.endpoints.is_empty()
+    }
+
     /// The table of `subject`'s assignments.
     pub fn table(&self, subject: crate::engine::Subject) -> &HashMap<String, CompactString> {
         use crate::engine::Subject;

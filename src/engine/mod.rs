@@ -262,7 +262,7 @@ impl Engine {
         read: impl FnOnce(&Verdict<'_>) -> R,
     ) -> Result<R, CheckError> {
         self.with_config(|config| {
-            let (resolved, outcomes, scale) = KEY.with_borrow_mut(|key| {
+            let (resolved, outcomes) = KEY.with_borrow_mut(|key| {
                 key.clear();
                 let now = self.clock.now();
                 let resolved = resolve::resolve(config, &self.overlay, request, key, now)?;
@@ -279,7 +279,7 @@ impl Engine {
                 locked.count(&at.event(&resolved, allowed));
                 drop(locked);
                 self.observe(&resolved, key, allowed, now);
-                Ok::<_, CheckError>((resolved, outcomes, at.scale()))
+                Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
                 scope: resolved.scope,
@@ -287,7 +287,9 @@ impl Engine {
                 outcomes: &outcomes,
                 cost: resolved.cost,
                 deny: resolved.deny,
-                scale,
+                // Read again rather than carried out of the closure: a
+                // larger value to move costs every check a memcpy.
+                scale: self.cluster.shares().map_or(1.0, |s| s.scale()),
             }))
         })
     }

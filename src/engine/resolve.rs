@@ -236,16 +236,24 @@ fn resolve_tier<'c>(
     request: &CheckRequest,
     now: Nanos,
 ) -> Result<(&'c Tier, TierSource, Option<Nanos>), CheckError> {
-    let runtime = Subject::ALL.into_iter().find_map(|subject| {
-        let assigned = overlay.assigned(subject, request.key.get(subject.attr())?, now)?;
-        Some((policy.tier(&assigned.tier)?, assigned.until))
-    });
-    let declared = Subject::ALL.into_iter().find_map(|subject| {
-        // Usually empty: then no hashing at all.
-        let table = config.assignments.table(subject);
-        let id = request.key.get(subject.attr()).filter(|_| !table.is_empty())?;
-        policy.tier(table.get(id)?)
-    });
+    // Both are usually empty: then a check looks at neither.
+    let runtime = (!overlay.is_empty())
+        .then(|| {
+            Subject::ALL.into_iter().find_map(|subject| {
+                let assigned = overlay.assigned(subject, request.key.get(subject.attr())?, now)?;
+                Some((policy.tier(&assigned.tier)?, assigned.until))
+            })
+        })
+        .flatten();
+    let declared = (!config.assignments.is_empty())
+        .then(|| {
+            Subject::ALL.into_iter().find_map(|subject| {
+                let table = config.assignments.table(subject);
+                let id = request.key.get(subject.attr()).filter(|_| !table.is_empty())?;
+                policy.tier(table.get(id)?)
+            })
+        })
+        .flatten();
     match (runtime, declared) {
         (Some((tier, until)), _) if tier.penalty => return Ok((tier, TierSource::Assignment, until)),
         (_, Some(tier)) if tier.penalty => return Ok((tier, TierSource::Config, None)),

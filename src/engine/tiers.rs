@@ -127,6 +127,11 @@ impl TierOverlay {
         &self.tables[subject as usize]
     }
 
+    /// No assignment at all, as usual: a check need not look.
+    pub fn is_empty(&self) -> bool {
+        self.entries.load(Ordering::Acquire) == 0
+    }
+
     /// The assignment of `id` in force at `now`, if any.
     pub fn assigned(&self, subject: Subject, id: &str, now: Nanos) -> Option<Assigned> {
         if self.entries.load(Ordering::Acquire) == 0 {
