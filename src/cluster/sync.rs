@@ -18,7 +18,6 @@ use weir_cluster::{Column, NodeIdx};
 
 use super::Shared;
 use crate::clock::{Nanos, SECOND};
-use crate::limiter::LimitState;
 use crate::store::Entry;
 
 /// One column per limit of a key, as sent: `column(i)` gives limit `i`'s.
@@ -273,26 +272,13 @@ pub fn merge(shared: &Shared, batch: SyncBatch) {
         let hash = store.hash(&entry.key);
         let mut locked = store.lock(&[hash]);
         let keep = entry.keep_secs as Nanos * SECOND;
-        let fresh = || {
-            entry
-                .limits
-                .iter()
-                .map(|l| LimitState::for_spec(l.spec))
-                .collect()
-        };
-        let stored = locked.entry(hash, &entry.key, now, keep, fresh);
-        let same_layout = stored.limits.len() == entry.limits.len()
-            && stored
-                .limits
-                .iter()
-                .zip(&entry.limits)
-                .all(|(s, l)| s.spec() == l.spec);
-        if !same_layout {
+        let specs = entry.limits.iter().map(|l| l.spec);
+        let Some(stored) = locked.entry_laid_out(hash, &entry.key, now, keep, specs) else {
             // The nodes run different configs for a moment; the config
             // sync will settle it, and the next sync carries the counts.
             shared.stats.mismatched();
             continue;
-        }
+        };
         for (state, limit) in stored.limits.iter_mut().zip(&entry.limits) {
             state.merge_peer(node, limit.head, &limit.column());
         }

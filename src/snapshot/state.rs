@@ -21,7 +21,6 @@ use crate::alerts::{Alerts, Cooldown};
 use crate::clock::{Nanos, MILLI};
 use crate::config::Config;
 use crate::engine::{Engine, Subject};
-use crate::limiter::LimitState;
 use crate::store::SHARDS;
 
 /// Whose snapshot it is.
@@ -228,24 +227,11 @@ impl Applier<'_> {
         let store = self.engine.store();
         let hash = store.hash(&saved.key);
         let mut locked = store.lock(&[hash]);
-        let fresh = || {
-            saved
-                .limits
-                .iter()
-                .map(|l| LimitState::for_spec(l.spec))
-                .collect()
-        };
-        let entry = locked.entry(hash, &saved.key, self.now, keep, fresh);
-        let same_layout = entry.limits.len() == saved.limits.len()
-            && entry
-                .limits
-                .iter()
-                .zip(&saved.limits)
-                .all(|(s, l)| s.spec() == l.spec);
-        if !same_layout {
+        let specs = saved.limits.iter().map(|l| l.spec);
+        let Some(entry) = locked.entry_laid_out(hash, &saved.key, self.now, keep, specs) else {
             self.restored.skipped += 1;
             return;
-        }
+        };
         for (state, limit) in entry.limits.iter_mut().zip(&saved.limits) {
             let columns: Vec<(NodeIdx, Column)> = limit
                 .columns

@@ -415,6 +415,24 @@ impl Locked<'_> {
         entry
     }
 
+    /// The entry for `key` laid out for limits of the given `specs`, in
+    /// order: created with fresh states if new, `None` if the key is held
+    /// with another layout (the node runs another config for a moment).
+    /// How a peer's counts and a snapshot's find where they go.
+    pub fn entry_laid_out(
+        &mut self,
+        hash: u64,
+        key: &str,
+        now: Nanos,
+        retention: Nanos,
+        specs: impl Iterator<Item = u16> + Clone,
+    ) -> Option<&mut Entry> {
+        let fresh = || specs.clone().map(crate::limiter::LimitState::for_spec).collect();
+        let entry = self.entry(hash, key, now, retention, fresh);
+        let held = entry.limits.iter().map(|state| state.spec());
+        held.eq(specs).then_some(entry)
+    }
+
     /// The entry for `key` if it is tracked, without touching it.
     pub fn get(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
         let keys = &mut self.shard(hash).keys;
@@ -646,6 +664,25 @@ mod tests {
         // filled unevenly.
         assert!(first >= SHARDS * 8 * 9 / 10, "{first} of {}", SHARDS * 8);
         assert!(burst <= SHARDS * 8 * 11 / 10, "{burst}");
+    }
+
+    #[test]
+    fn counts_from_elsewhere_go_only_to_an_entry_of_their_layout() {
+        let store = Store::new(keys(1000), 0);
+        let hash = store.hash("k");
+        let mut locked = store.lock(&[hash]);
+        let created = locked.entry_laid_out(hash, "k", 0, SECOND, [3u16, 5].into_iter());
+        let specs: Vec<u16> = created.unwrap().limits.iter().map(|s| s.spec()).collect();
+        assert_eq!(specs, [3, 5], "a new key takes the layout given");
+        assert!(locked
+            .entry_laid_out(hash, "k", 0, SECOND, [3u16, 5].into_iter())
+            .is_some());
+        assert!(locked
+            .entry_laid_out(hash, "k", 0, SECOND, [3u16].into_iter())
+            .is_none());
+        assert!(locked
+            .entry_laid_out(hash, "k", 0, SECOND, [5u16, 3].into_iter())
+            .is_none());
     }
 
     #[test]
