@@ -99,21 +99,18 @@ impl ConfigSource {
             Some(path) => read(path)?,
             None => Config::builtin(),
         };
-        let source = Self {
-            path,
-            state: Mutex::new(State {
-                read: config.fingerprint,
-                failures: 0,
-                last: None,
-            }),
-        };
-        Ok((source, config))
+        Ok((Self::read_from(path, &config), config))
     }
 
     /// A source for an engine built from `config` in code: no file.
     pub fn none(config: &Config) -> Self {
+        Self::read_from(None, config)
+    }
+
+    /// The source at `path` (if any), from which `config` was just read.
+    fn read_from(path: Option<PathBuf>, config: &Config) -> Self {
         Self {
-            path: None,
+            path,
             state: Mutex::new(State {
                 read: config.fingerprint,
                 failures: 0,

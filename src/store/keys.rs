@@ -219,13 +219,13 @@ impl Keys {
         self.heap = self.heap.saturating_sub(slot.entry.limits.heap_bytes());
     }
 
-    /// Keeps only the keys that `keep` accepts, given each slot's number
-    /// (before any removal), key and entry; returns how many went.
-    pub fn retain(&mut self, hasher: &KeyHasher, mut keep: impl FnMut(usize, &str, &Entry) -> bool) -> usize {
+    /// Keeps only the keys that `keep` accepts, given each key and entry;
+    /// returns how many went.
+    pub fn retain(&mut self, hasher: &KeyHasher, mut keep: impl FnMut(&str, &Entry) -> bool) -> usize {
         let before = self.slots.len();
         // From the end: a slot moved into a freed place was already kept.
         for at in (0..before).rev() {
-            if !keep(at, self.key(at), &self.slots[at].entry) {
+            if !keep(self.key(at), &self.slots[at].entry) {
                 self.remove(hasher, at);
             }
         }
@@ -306,7 +306,7 @@ mod tests {
             let at = keys.find(hash_of(&hasher, name), name).unwrap();
             keys.entry_mut(at).expires = (i % 3 != 0) as u32;
         }
-        assert_eq!(keys.retain(&hasher, |_, _, e| e.expires > 0), 334);
+        assert_eq!(keys.retain(&hasher, |_, e| e.expires > 0), 334);
         assert_eq!(keys.len(), 666);
         for (i, name) in names.iter().enumerate() {
             let found = keys.find(hash_of(&hasher, name), name);
@@ -356,7 +356,7 @@ mod tests {
                     expires != (round % 4) as u32
                 }
             };
-            keys.retain(&hasher, |_, _, held| kept(held.expires));
+            keys.retain(&hasher, |_, held| kept(held.expires));
             model.retain(|_, expires| kept(*expires));
             assert_eq!(keys.len(), model.len());
             // The text holds the live keys, and at most as much again dead.
@@ -380,7 +380,7 @@ mod tests {
             keys.insert(&hasher, hash_of(&hasher, &name), &name, held);
         }
         let grown = keys.slots.capacity();
-        assert_eq!(keys.retain(&hasher, |_, _, e| e.expires > 0), 9_900);
+        assert_eq!(keys.retain(&hasher, |_, e| e.expires > 0), 9_900);
         assert!(
             keys.slots.capacity() <= 200,
             "{grown} -> {}",

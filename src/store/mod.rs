@@ -12,10 +12,9 @@
 //! the idlest, to the second (a key's last use is kept in ticks of about a
 //! second); among keys equally idle, those added last go first, so a burst
 //! of new keys evicts its own kind before the keys that were there. Inline
-//! checks' keys
-//! (any caller can make up a namespace) are at most half of a full shard's
-//! keys: past that, a new inline key evicts inline keys only, so a flood of
-//! made-up namespaces cannot evict the keys of the policies.
+//! checks' keys (any caller can make up a namespace) are at most half of a
+//! full shard's keys: past that, a new inline key evicts inline keys only,
+//! so a flood of made-up namespaces cannot evict the keys of the policies.
 
 mod keys;
 mod states;
@@ -346,7 +345,7 @@ impl Store {
             let mut left = target;
             // From the last slot back: among keys as idle as the threshold,
             // the ones added last go first.
-            keys.retain(&self.hasher, |_, key, entry| {
+            keys.retain(&self.hasher, |key, entry| {
                 let evict = left > 0 && candidate(key) && entry.last_seen() <= threshold;
                 left -= evict as usize;
                 !evict
@@ -356,7 +355,7 @@ impl Store {
     }
 
     fn remove_expired(&self, keys: &mut Keys, now: u32) -> usize {
-        keys.retain(&self.hasher, |_, _, entry| entry.expires > now)
+        keys.retain(&self.hasher, |_, entry| entry.expires > now)
     }
 }
 
