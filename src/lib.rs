@@ -9,6 +9,8 @@
 //! - [`clock`]: time as a trait; quanta in production, manual in tests.
 //! - [`limiter`]: the pure algorithms (token bucket, sliding window) over the
 //!   replicated slot counters of the `weir-cluster` crate, and rate strings.
+//! - [`key`]: what a key is (scope and attributes) and its one text
+//!   encoding.
 //! - [`policy`]: policies, tiers, endpoint rules and limits, compiled.
 //! - [`config`]: the TOML config file, validated with line-level errors,
 //!   the built-in default, and the file a node reads and reloads.
@@ -36,6 +38,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod engine;
+pub mod key;
 pub mod limiter;
 pub mod net;
 pub mod policy;

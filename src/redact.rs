@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::key::{self, Key, KeyAttr};
+
 /// Marks a redacted token: a token value itself never holds it.
 pub const MARK: char = '…';
 
@@ -32,24 +34,28 @@ pub fn token(value: &str) -> String {
     format!("{prefix}{MARK}{hex}")
 }
 
-/// A store key as shown: its token attribute (`t…`, see
-/// `engine::resolve`) redacted.
-pub fn store_key(key: &str) -> Cow<'_, str> {
-    if SHOW.load(Ordering::Relaxed) || !key.split('\0').any(|part| part.starts_with('t')) {
-        return Cow::Borrowed(key);
+/// Store key text as shown: its token attribute redacted. An alert
+/// rule's window shows its rule and the key's identity so. Text that is no
+/// key shows as [`MARK`] alone: what it holds cannot be told apart.
+pub fn store_key(text: &str) -> Cow<'_, str> {
+    if SHOW.load(Ordering::Relaxed) {
+        return Cow::Borrowed(text);
     }
-    // The first parts are the policy and tier (or namespace), not
-    // attributes.
-    let first_attr = attrs_start(key);
-    let parts: Vec<Cow<'_, str>> = key
-        .split('\0')
-        .enumerate()
-        .map(|(i, part)| match part.strip_prefix('t') {
-            Some(value) if i >= first_attr => Cow::Owned(format!("t{}", token(value))),
-            _ => Cow::Borrowed(part),
-        })
-        .collect();
-    Cow::Owned(parts.join("\0"))
+    let (window, identity) = match key::observed::parse(text) {
+        Some((_, identity)) => (&text[..text.len() - identity.len()], identity),
+        None => ("", text),
+    };
+    let Some(mut parsed) = Key::parse(identity) else {
+        return Cow::Owned(MARK.to_string());
+    };
+    let Some(value) = parsed.attrs.get(KeyAttr::Token) else {
+        return Cow::Borrowed(text);
+    };
+    let shown = token(value);
+    parsed.attrs.set(KeyAttr::Token, Some(&shown));
+    let mut out = window.to_string();
+    parsed.encode(&mut out);
+    Cow::Owned(out)
 }
 
 /// A URL as shown in the config view and logs: its scheme and host only.
@@ -63,15 +69,6 @@ pub fn url(value: &str) -> String {
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     let more = rest.len() > authority.len() || authority.len() > host.len();
     format!("{scheme}://{host}{}", if more { "/…" } else { "" })
-}
-
-/// Index of the first attribute part: after `policy NUL tier`, or after
-/// `SOH namespace`.
-fn attrs_start(key: &str) -> usize {
-    match key.starts_with('\u{1}') {
-        true => 1,
-        false => 2,
-    }
 }
 
 #[cfg(test)]
@@ -102,11 +99,13 @@ mod tests {
 
     #[test]
     fn only_the_token_attribute_of_a_store_key_is_redacted() {
-        let key = "tiered\0team\0tsk_live_secret_value\0uteam";
+        let key = "tiered\0team\0uteam\0tsk_live_secret_value";
         let shown = store_key(key);
         assert!(!shown.contains("secret"), "{shown}");
-        assert!(shown.starts_with("tiered\0team\0tsk_l…"), "{shown}");
-        assert!(shown.ends_with("\0uteam"));
+        assert!(shown.starts_with("tiered\0team\0uteam\0tsk_l…"), "{shown}");
+        let window = store_key("\u{2}rule\0tiered\0\0uteam\0tsk_live_secret_value");
+        assert!(window.starts_with("\u{2}rule\0tiered\0\0uteam\0tsk_l…"), "{window}");
+        assert_eq!(store_key("tiered\0team\0tsk_live_secret_value\0uteam"), MARK.to_string());
         // A tier or policy that starts with "t" is not an attribute.
         assert_eq!(store_key("trial\0tier\0uann"), "trial\0tier\0uann");
         let inline = store_key("\u{1}drf:token\0tabcdefgh12345678");

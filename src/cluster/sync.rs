@@ -283,7 +283,7 @@ pub fn merge(shared: &Shared, batch: SyncBatch) {
             state.merge_peer(node, limit.head, &limit.column());
         }
         merged += 1;
-        if entry.key.starts_with('\u{2}') {
+        if crate::key::observed::is(&entry.key) {
             observed.push(&entry.key);
         }
     }

@@ -15,18 +15,8 @@ use smallvec::SmallVec;
 use super::Denial;
 use crate::clock::{Nanos, MILLI};
 use crate::limiter::Outcome;
+use crate::key::Scope;
 use crate::policy::{AlgorithmName, NamedLimit};
-
-/// Who a check is about: the policy and tier, or the inline namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scope<'a> {
-    /// Policy name, for policy checks.
-    pub policy: Option<&'a str>,
-    /// Namespace, for inline checks.
-    pub namespace: Option<&'a str>,
-    /// Tier, for policy checks.
-    pub tier: Option<&'a str>,
-}
 
 /// A decision as the engine made it, borrowing from the config it used.
 #[derive(Debug, Clone, Copy)]
@@ -88,9 +78,9 @@ impl Verdict<'_> {
         let binding = self.binding().map(|i| &limits[i]);
         Decision {
             allowed,
-            policy: self.scope.policy,
-            namespace: self.scope.namespace,
-            tier: self.scope.tier,
+            policy: self.scope.policy(),
+            namespace: self.scope.namespace(),
+            tier: self.scope.tier(),
             cost: if allowed && !limits.is_empty() {
                 self.cost
             } else {
@@ -110,7 +100,7 @@ impl Verdict<'_> {
     fn denied(&self, deny: Denial) -> Decision<&str> {
         let wait = deny.until.map(|until| millis(until.saturating_sub(deny.now)));
         let report = LimitReport {
-            name: self.scope.tier.unwrap_or("deny").into(),
+            name: self.scope.tier().unwrap_or("deny").into(),
             algorithm: AlgorithmName::Deny,
             limit: 0,
             window_ms: wait.unwrap_or(0),
@@ -121,9 +111,9 @@ impl Verdict<'_> {
         };
         Decision {
             allowed: false,
-            policy: self.scope.policy,
-            namespace: self.scope.namespace,
-            tier: self.scope.tier,
+            policy: self.scope.policy(),
+            namespace: self.scope.namespace(),
+            tier: self.scope.tier(),
             cost: 0,
             limit: Some(0),
             remaining: Some(0),

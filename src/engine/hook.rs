@@ -11,40 +11,7 @@
 //! alerts set an [`AlarmSink`], called outside every lock and only for keys
 //! past a rule's threshold.
 
-use std::any::Any;
-
-use super::decision::Scope;
-
-/// One decision, as a recorder sees it. Borrowed: recording copies only
-/// what it keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckEvent<'a> {
-    /// Policy and tier, or the inline namespace.
-    pub scope: Scope<'a>,
-    /// The store key (layout in `engine::resolve`).
-    pub key: &'a str,
-    /// The store's hash of `key`.
-    pub key_hash: u64,
-    /// Every limit had room.
-    pub allowed: bool,
-    /// Units the request asked for (counted only if allowed).
-    pub cost: u32,
-    /// The scope is named in the config (a policy, or a namespace a rule
-    /// names): recorders keep it apart however many others there are.
-    pub named: bool,
-}
-
-/// Receives the decisions made on one store shard, under its lock.
-///
-/// `Any` lets the room that installed it reach its own type again when it
-/// drains.
-pub trait Recorder: Any + Send {
-    /// Called once per decision; must be quick: it runs on the check path.
-    fn record(&mut self, event: &CheckEvent<'_>);
-}
-
-/// Makes one recorder per shard.
-pub type RecorderFactory = dyn Fn() -> Box<dyn Recorder> + Send + Sync;
+pub use crate::store::{CheckEvent, Recorder, RecorderFactory};
 
 /// A key whose count for an alert rule reached the rule's threshold, as this
 /// node sees the cluster's count.
@@ -53,7 +20,7 @@ pub struct Alarm<'a> {
     /// The rule's name.
     pub rule: &'a str,
     /// The checked key's alert identity: its store key without the tier
-    /// (layout in `engine::resolve`), the same whatever tier decided.
+    /// ([`crate::key`]), the same whatever tier decided.
     pub key: &'a str,
     /// The count reached (at least the threshold).
     pub count: u64,

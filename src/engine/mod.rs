@@ -10,22 +10,24 @@
 //! either the old config or the new one, never a mix. Counters survive a swap
 //! wherever the key and the meaning of its slots stay the same.
 
+mod config_cell;
 mod decision;
 pub mod hook;
+mod observe;
 pub mod request;
 mod resolve;
 pub mod share;
 pub mod tiers;
+mod transaction;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use smallvec::SmallVec;
 use weir_cluster::nodes::NodeRegistry;
 
-pub use decision::{BatchDecision, Decision, LimitReport, Scope, Verdict};
+pub use crate::key::Scope;
+pub use decision::{BatchDecision, Decision, LimitReport, Verdict};
 pub use hook::{Alarm, AlarmSink, CheckEvent, Recorder, RecorderFactory};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use resolve::{Denial, TierSource};
@@ -34,40 +36,19 @@ pub use tiers::{AssignError, Assigned, Subject, TierChange, TierOverlay};
 
 use crate::clock::{Clock, Nanos};
 use crate::config::Config;
-use crate::limiter::{LimitState, Outcome};
-use crate::policy::{NamedLimit, Observed};
-use crate::store::{Entry, Locked, States, Store, StoreStats};
-use resolve::Resolved;
+use crate::store::{Store, StoreStats};
+use config_cell::ConfigCell;
+use transaction::{limits_of, At, Intent};
 
 thread_local! {
     /// Reused for every single check on this thread: building a key
     /// allocates nothing once the buffer has grown.
     static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
-
-    /// The same for the store keys of alert-rule observers.
-    static OBSERVED: RefCell<String> = RefCell::new(String::with_capacity(160));
-
-    /// This thread's copy of the config in force, with the engine and config
-    /// version it belongs to: a check then costs one plain atomic load
-    /// instead of a shared reference count or a hazard slot.
-    static SNAPSHOT: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
 }
-
-struct Snapshot {
-    engine: u64,
-    version: u64,
-    config: Arc<Config>,
-}
-
-/// Tells engines apart in the thread-local snapshot.
-static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The limiter: config, key store, clock.
 pub struct Engine {
-    id: u64,
-    config: ArcSwap<Config>,
-    /// Grows with every swap: what thread snapshots compare.
-    swaps: AtomicU64,
+    config: ConfigCell,
     /// The version shown to users; in a cluster, the cluster-wide version.
     version: AtomicU64,
     overlay: TierOverlay,
@@ -88,10 +69,8 @@ impl Engine {
     /// An engine enforcing `config`, reading time from `clock`.
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> Self {
         Self {
-            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             store: Store::new(config.capacity(), clock.now()),
-            config: ArcSwap::from_pointee(config),
-            swaps: AtomicU64::new(1),
+            config: ConfigCell::new(config),
             version: AtomicU64::new(1),
             overlay: TierOverlay::default(),
             cluster: ClusterView::default(),
@@ -149,46 +128,20 @@ impl Engine {
     /// version moves.
     pub fn replace_config(&self, config: Config) -> u64 {
         self.store.set_capacity(config.capacity());
-        self.config.store(Arc::new(config));
-        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        self.swaps.fetch_add(1, Ordering::SeqCst);
-        version
+        self.config.replace(config);
+        self.version.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Swaps in a config with a given version: one adopted from a peer.
     pub fn replace_config_at(&self, config: Config, version: u64) {
         self.store.set_capacity(config.capacity());
-        self.config.store(Arc::new(config));
+        self.config.replace(config);
         self.version.store(version, Ordering::SeqCst);
-        self.swaps.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Runs `f` with the config in force, borrowed from this thread's
-    /// snapshot when it is current. A re-entrant call (from inside `f`) that
-    /// finds the snapshot stale uses the shared copy instead.
+    /// Runs `f` with the config in force (see [`ConfigCell::with`]).
     fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
-        let version = self.swaps.load(Ordering::Acquire);
-        let current =
-            |s: &Option<Snapshot>| matches!(s, Some(s) if s.engine == self.id && s.version == version);
-        SNAPSHOT.with(|cell| {
-            // Refreshed only when stale, so a check borrows it once.
-            if !cell.try_borrow().is_ok_and(|slot| current(&slot)) {
-                if let Ok(mut slot) = cell.try_borrow_mut() {
-                    *slot = Some(Snapshot {
-                        engine: self.id,
-                        version,
-                        config: self.config.load_full(),
-                    });
-                }
-            }
-            match cell.try_borrow() {
-                Ok(slot) if current(&slot) => match &*slot {
-                    Some(snapshot) => f(&snapshot.config),
-                    None => f(&self.config.load()),
-                },
-                _ => f(&self.config.load()),
-            }
-        })
+        self.config.with(f)
     }
 
     /// Runtime tier assignments.
@@ -278,11 +231,11 @@ impl Engine {
                 let allowed = resolved.deny.is_none() && outcomes.iter().all(|o| o.allowed);
                 locked.count(&at.event(&resolved, allowed));
                 drop(locked);
-                self.observe(&resolved, key, allowed, now);
+                self.observe(&resolved, allowed, now);
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
-                scope: resolved.scope,
+                scope: resolved.key.scope,
                 limits: limits_of(&resolved),
                 outcomes: &outcomes,
                 cost: resolved.cost,
@@ -339,7 +292,7 @@ impl Engine {
                 .map(|(item, at)| {
                     let outcomes = self.transact(&mut locked, at, item, Intent::Take);
                     let verdict = Verdict {
-                        scope: item.scope,
+                        scope: item.key.scope,
                         limits: limits_of(item),
                         outcomes: &outcomes,
                         cost: item.cost,
@@ -364,8 +317,8 @@ impl Engine {
                 locked.count(&at.event(item, allowed));
             }
             drop(locked);
-            for (item, at) in resolved.iter().zip(&at) {
-                self.observe(item, at.key, allowed, now);
+            for item in &resolved {
+                self.observe(item, allowed, now);
             }
             Ok(BatchDecision { allowed, decisions })
         })
@@ -407,7 +360,7 @@ impl Engine {
             let intent = if refund { Intent::Give } else { Intent::Look };
             let outcomes = self.transact(&mut self.store.lock(&[hash]), &at, &resolved, intent);
             let verdict = Verdict {
-                scope: resolved.scope,
+                scope: resolved.key.scope,
                 limits: limits_of(&resolved),
                 outcomes: &outcomes,
                 cost: 0,
@@ -422,185 +375,6 @@ impl Engine {
         })
     }
 
-    /// The decision transaction on one key, its shard locked: every limit
-    /// decides, and then, by `intent`, the cost is counted in all of them
-    /// or in none ([`Intent::Take`]), given back ([`Intent::Give`]), or
-    /// nothing changes ([`Intent::Look`]). When this node's counts moved
-    /// and it has peers, the key is marked changed and queued for the next
-    /// counter sync.
-    fn transact(
-        &self,
-        locked: &mut Locked<'_>,
-        at: &At<'_>,
-        resolved: &Resolved<'_>,
-        intent: Intent,
-    ) -> Outcomes {
-        let limits = limits_of(resolved);
-        if limits.is_empty() {
-            return Outcomes::new();
-        }
-        let (now, cost, shares) = (at.now, resolved.cost, at.shares);
-        let entry = match intent {
-            Intent::Take => locked.entry(at.hash, at.key, now, retention(limits), || fresh(limits)),
-            Intent::Give | Intent::Look => match locked.get(at.hash, at.key) {
-                Some(entry) => entry,
-                // Nothing counted yet: what a fresh key would answer.
-                None => return evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
-            },
-        };
-        let (outcomes, changed) = match intent {
-            Intent::Take => {
-                let outcomes = decide(entry, limits, now, cost, shares);
-                let counted = cost > 0 && outcomes.iter().all(|o| o.allowed);
-                (outcomes, counted)
-            }
-            Intent::Give => {
-                reconcile(entry, limits);
-                for (state, limit) in entry.limits.iter_mut().zip(limits) {
-                    limit.limit.refund(state, now, cost);
-                }
-                (decide(entry, limits, now, 0, shares), true)
-            }
-            Intent::Look => (decide(entry, limits, now, 0, shares), false),
-        };
-        if changed && shares.is_some() && entry.mark_changed() {
-            locked.queue_changed(at.hash, at.key);
-        }
-        outcomes
-    }
-
-    /// Takes back what [`transact`](Self::transact) counted for a batch that
-    /// was denied as a whole; no one else has seen it, the locks are held.
-    fn roll_back(locked: &mut Locked<'_>, at: &At<'_>, resolved: &Resolved<'_>, cost: u32) {
-        let scale = at.scale();
-        if let Some(entry) = locked.get(at.hash, at.key) {
-            for (state, limit) in entry.limits.iter_mut().zip(limits_of(resolved)) {
-                limit.limit.undo_commit(state, at.now, cost, scale);
-            }
-        }
-    }
-}
-
-/// What a transaction does with the request's cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Intent {
-    /// A check: count it in every limit if all have room, else in none.
-    Take,
-    /// A refund: give it back to every limit.
-    Give,
-    /// A peek or key view: change nothing.
-    Look,
-}
-
-/// A key in the store at a moment, with the cluster as seen then: where a
-/// transaction happens.
-struct At<'k> {
-    key: &'k str,
-    hash: u64,
-    now: Nanos,
-    shares: Option<Shares>,
-}
-
-impl At<'_> {
-    /// The fraction of every limit enforced here (see [`Shares::scale`]).
-    fn scale(&self) -> f64 {
-        self.shares.map_or(1.0, |s| s.scale())
-    }
-
-    /// The decision as the shard's recorder sees it.
-    fn event<'e>(&'e self, resolved: &Resolved<'e>, allowed: bool) -> CheckEvent<'e> {
-        CheckEvent {
-            scope: resolved.scope,
-            key: self.key,
-            key_hash: self.hash,
-            allowed,
-            cost: resolved.cost,
-            named: resolved.named,
-        }
-    }
-}
-
-impl Engine {
-    /// Counts a check on `key` in the windows of the alert rules that watch
-    /// it (denials only, or every check), each in a replicated store entry
-    /// of its own under the key's alert identity (the key without its tier:
-    /// [`Resolved::alert_key`]); raises an alarm where the cluster's count
-    /// has reached the rule's threshold. Nothing happens until an alarm sink
-    /// is set.
-    fn observe(&self, resolved: &Resolved<'_>, key: &str, allowed: bool, now: Nanos) {
-        let observers = &resolved.observers;
-        let Some(sink) = self.alarms.get().filter(|_| !observers.is_empty()) else {
-            return;
-        };
-        let shares = self.cluster.shares();
-        for observer in observers
-            .iter()
-            .filter(|o| o.counts == Observed::Requests || !allowed)
-        {
-            OBSERVED.with_borrow_mut(|observed| {
-                observed.clear();
-                observed.push('\u{2}');
-                observed.push_str(&observer.rule);
-                observed.push('\0');
-                let alert_key_at = observed.len();
-                resolved.alert_key(key, observed);
-                let window = std::slice::from_ref(&observer.window);
-                let hash = self.store.hash(observed);
-                let mut locked = self.store.lock(&[hash]);
-                let entry = locked.entry(hash, observed, now, observer.window.retention, || fresh(window));
-                reconcile(entry, window);
-                let count = observer.count(&mut entry.limits[0], now, 1);
-                if shares.is_some() && entry.mark_changed() {
-                    locked.queue_changed(hash, observed);
-                }
-                drop(locked);
-                if count >= observer.threshold {
-                    sink.alarm(&Alarm {
-                        rule: &observer.rule,
-                        key: &observed[alert_key_at..],
-                        count,
-                        at: now,
-                    });
-                }
-            });
-        }
-    }
-}
-
-impl Engine {
-    /// Looks again at an alert rule's count after peers' counts were merged
-    /// into it (`observed_key` as [`observe`](Self::observe) builds it), and
-    /// raises an alarm if the cluster's count has reached the threshold: a
-    /// key whose checks stop right at the threshold still fires.
-    pub fn recheck_observed(&self, observed_key: &str) {
-        let Some(sink) = self.alarms.get() else {
-            return;
-        };
-        let Some((rule, key)) = observed_key
-            .strip_prefix('\u{2}')
-            .and_then(|k| k.split_once('\0'))
-        else {
-            return;
-        };
-        let now = self.clock.now();
-        let reached = self.with_config(|config| {
-            let observer = config.alerts.observers.get(rule)?;
-            let hash = self.store.hash(observed_key);
-            let mut locked = self.store.lock(&[hash]);
-            let entry = locked.get(hash, observed_key)?;
-            reconcile(entry, std::slice::from_ref(&observer.window));
-            let count = observer.count(&mut entry.limits[0], now, 0);
-            (count >= observer.threshold).then_some(count)
-        });
-        if let Some(count) = reached {
-            sink.alarm(&Alarm {
-                rule,
-                key,
-                count,
-                at: now,
-            });
-        }
-    }
 }
 
 /// What a key view shows (see [`Engine::explain`]).
@@ -612,104 +386,6 @@ pub struct Explained {
     pub tier_source: Option<TierSource>,
     /// The key in the store (and in usage summaries).
     pub store_key: String,
-}
-
-type Outcomes = SmallVec<[Outcome; 2]>;
-
-fn limits_of<'a>(resolved: &'a resolve::Resolved<'_>) -> &'a [NamedLimit] {
-    resolved.limits.as_deref().unwrap_or_default()
-}
-
-fn fresh(limits: &[NamedLimit]) -> States {
-    limits.iter().map(|l| l.limit.new_state()).collect()
-}
-
-fn retention(limits: &[NamedLimit]) -> Nanos {
-    limits.iter().map(|l| l.retention).max().unwrap_or(0)
-}
-
-/// Makes the entry's states match `limits` after a config change: a state
-/// whose layout still matches a limit is kept, others start fresh.
-fn reconcile(entry: &mut Entry, limits: &[NamedLimit]) {
-    let matches = entry.limits.len() == limits.len()
-        && entry.limits.iter().zip(limits).all(|(s, l)| s.spec() == l.spec);
-    if matches {
-        return;
-    }
-    let mut old: Vec<LimitState> = std::mem::take(&mut entry.limits).into_vec();
-    entry.limits = limits
-        .iter()
-        .map(|limit| {
-            let spec = limit.spec;
-            match old.iter().position(|s| s.spec() == spec) {
-                Some(i) => old.swap_remove(i),
-                None => limit.limit.new_state(),
-            }
-        })
-        .collect();
-}
-
-fn evaluate_all(
-    states: &mut [LimitState],
-    limits: &[NamedLimit],
-    now: Nanos,
-    cost: u32,
-    scale: f64,
-) -> Outcomes {
-    // Pushed one by one: collecting the zipped iterator costs the SmallVec
-    // more than the bucket decision itself (callgrind).
-    let mut outcomes = Outcomes::new();
-    for (limit, state) in limits.iter().zip(states.iter_mut()) {
-        outcomes.push(limit.limit.evaluate_scaled(state, now, cost, scale));
-    }
-    outcomes
-}
-
-/// Asks every limit, and counts the cost in all of them only if all allow.
-/// In a cluster (`shares`), a limit with room also needs this node's share
-/// of it (see [`share`]).
-fn decide(
-    entry: &mut Entry,
-    limits: &[NamedLimit],
-    now: Nanos,
-    cost: u32,
-    shares: Option<Shares>,
-) -> Outcomes {
-    reconcile(entry, limits);
-    let scale = shares.map_or(1.0, |s| s.scale());
-    let mut outcomes = evaluate_all(&mut entry.limits, limits, now, cost, scale);
-    // Limits that had room but not for this node's share (one bit each).
-    let mut share_denied = 0u64;
-    if let Some(shares) = shares.filter(|_| cost > 0) {
-        for (i, (outcome, state)) in outcomes.iter_mut().zip(entry.limits.iter()).enumerate() {
-            let available = outcome.remaining + cost as u64;
-            if outcome.allowed && !shares.allows(state.counter(), available, cost, now) {
-                outcome.allowed = false;
-                outcome.retry_after = Some(shares.until_next_interval(now));
-                share_denied |= 1 << (i % 64);
-            }
-        }
-    }
-    if outcomes.iter().all(|o| o.allowed) {
-        for (state, limit) in entry.limits.iter_mut().zip(limits) {
-            limit.limit.commit_scaled(state, now, cost, scale);
-            if let Some(shares) = shares.filter(|_| cost > 0) {
-                state.note_spent(shares.interval_of(now), cost);
-            }
-        }
-        return outcomes;
-    }
-    // Denied: limits that had room report what they hold, since their
-    // outcome assumed the cost would be counted and it was not.
-    let limits_and_states = limits.iter().zip(entry.limits.iter_mut());
-    for (i, (outcome, (limit, state))) in outcomes.iter_mut().zip(limits_and_states).enumerate() {
-        if outcome.allowed || share_denied & (1 << (i % 64)) != 0 {
-            let held = limit.limit.evaluate_scaled(state, now, 0, scale);
-            outcome.remaining = held.remaining;
-            outcome.reset_after = held.reset_after;
-        }
-    }
-    outcomes
 }
 
 #[cfg(test)]

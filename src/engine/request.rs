@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::key::Attrs;
 use crate::policy::{KeyAttr, KeySet, LimitSpec, MAX_COST};
 
 /// Longest value of one key attribute, in bytes.
@@ -40,6 +41,15 @@ impl RequestKey {
             KeyAttr::Token => self.token.as_deref(),
             KeyAttr::Endpoint => self.endpoint.as_deref(),
         }
+    }
+
+    /// The values of the attributes in `set` that the request has.
+    pub fn attrs(&self, set: KeySet) -> Attrs<'_> {
+        let mut attrs = Attrs::default();
+        for attr in set.iter() {
+            attrs.set(attr, self.get(attr));
+        }
+        attrs
     }
 
     /// The attributes present.

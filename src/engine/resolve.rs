@@ -1,31 +1,16 @@
 //! From a request to what to count: the policy, the tier, the endpoint rule,
 //! the limits, the cost, and the store key.
 //!
-//! Store keys are built into a caller's buffer so that a check on a known key
-//! allocates nothing. Their layout, with NUL between parts (NUL is refused in
-//! values and absent from names, so keys cannot collide):
-//! - policy: policy NUL tier NUL [`e` endpoint NUL] then, for each key
-//!   attribute in key order, one letter naming it (`u`ser, `i`p, `t`oken,
-//!   `e`ndpoint) and its value, NUL between attributes. The endpoint part
-//!   appears when an endpoint rule gives the endpoint limits of its own.
-//! - inline: SOH (0x01, which no name contains) namespace NUL, then the
-//!   attributes sent, as above.
-//!
-//! An alert rule counts a key whatever tier decides it, so its identity is
-//! the store key without the tier ([`Resolved::alert_key`]): for a policy,
-//! policy NUL NUL (an empty tier) and the policy's key attributes; an inline
-//! key has no tier and is its own.
-//!
-//! Short keys matter: a key of up to 24 bytes takes a 32-byte allocation,
-//! a longer one 48 or more, and there may be millions.
+//! The store key is written into a caller's buffer, so that a check on a
+//! known key allocates nothing; its text is [`crate::key`]'s.
 
 use std::borrow::Cow;
 
-use super::decision::Scope;
 use super::request::{CheckError, CheckRequest, Target};
 use super::tiers::{Subject, TierOverlay};
 use crate::clock::Nanos;
 use crate::config::Config;
+use crate::key::{Key, Scope};
 use crate::policy::{
     compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Observer, Policy, Tier, TierLimits, MAX_COST,
 };
@@ -46,7 +31,8 @@ pub enum TierSource {
 
 /// A request, resolved against a config.
 pub(super) struct Resolved<'c> {
-    pub scope: Scope<'c>,
+    /// The key counted; its text is in the caller's buffer.
+    pub key: Key<'c>,
     /// `None` for inline checks, which have no tiers.
     pub tier_source: Option<TierSource>,
     /// Alert rules counting this check's key.
@@ -56,9 +42,6 @@ pub(super) struct Resolved<'c> {
     /// A deny tier: nothing passes.
     pub deny: Option<Denial>,
     pub cost: u32,
-    /// Where the key attributes start in the store key: what follows the
-    /// tier and any endpoint part, both of which a tier change may alter.
-    pub attrs_at: usize,
     /// A policy, or an inline namespace the config names (see
     /// [`CheckEvent::named`](super::CheckEvent::named)).
     pub named: bool,
@@ -73,22 +56,6 @@ pub struct Denial {
     pub until: Option<Nanos>,
     /// When the check was made.
     pub now: Nanos,
-}
-
-impl Resolved<'_> {
-    /// Appends to `out` the key's identity for alert rules: `key` (this
-    /// request's store key) without its tier, so that a key moved to
-    /// another tier (a penalty) keeps its count, cooldown and owner.
-    pub fn alert_key(&self, key: &str, out: &mut String) {
-        match self.scope.policy {
-            Some(policy) => {
-                out.push_str(policy);
-                out.push_str("\0\0");
-                out.push_str(&key[self.attrs_at..]);
-            }
-            None => out.push_str(key),
-        }
-    }
 }
 
 /// Resolves `request` against `config`, writing its store key into `key`.
@@ -119,17 +86,15 @@ pub(super) fn resolve<'c>(
             if present.is_empty() {
                 return Err(CheckError::EmptyKey);
             }
-            key.push('\u{1}');
-            key.push_str(namespace);
-            key.push('\0');
-            let attrs_at = key.len();
-            push_attrs(key, request, present);
+            let scope = Scope::Inline { namespace };
+            let counted = Key {
+                scope,
+                endpoint_rule: None,
+                attrs: request.key.attrs(present),
+            };
+            counted.encode(key);
             Ok(Resolved {
-                scope: Scope {
-                    policy: None,
-                    namespace: Some(namespace),
-                    tier: None,
-                },
+                key: counted,
                 tier_source: None,
                 observers: match config.alerts.inline_observers.is_empty() {
                     true => Cow::Borrowed(&[]),
@@ -138,7 +103,6 @@ pub(super) fn resolve<'c>(
                 limits: Some(Cow::Owned(limits.into_vec())),
                 deny: None,
                 cost: request.cost.unwrap_or(1),
-                attrs_at,
                 named: config.alerts.named_namespaces.contains(namespace.as_str()),
             })
         }
@@ -149,7 +113,7 @@ fn resolve_policy<'c>(
     config: &'c Config,
     overlay: &TierOverlay,
     name: &str,
-    request: &CheckRequest,
+    request: &'c CheckRequest,
     key: &mut String,
     now: Nanos,
 ) -> Result<Resolved<'c>, CheckError> {
@@ -169,16 +133,19 @@ fn resolve_policy<'c>(
         .and_then(|e| policy.endpoint_rule(e));
     let endpoint_tier = rule.and_then(|rule| rule.tiers.iter().find(|t| t.name == tier.name));
 
-    key.push_str(&tier.key_prefix);
-    if let (Some(_), Some(endpoint)) = (endpoint_tier, request.key.endpoint.as_deref()) {
-        if !policy.key.contains(KeyAttr::Endpoint) {
-            key.push('e');
-            key.push_str(endpoint);
-            key.push('\0');
-        }
-    }
-    let attrs_at = key.len();
-    push_attrs(key, request, policy.key);
+    let scope = Scope::Policy {
+        policy: &policy.name,
+        tier: &tier.name,
+    };
+    let counted = Key {
+        scope,
+        // Limits of its own for the endpoint: counted apart.
+        endpoint_rule: endpoint_tier
+            .and(request.key.endpoint.as_deref())
+            .filter(|_| !policy.key.contains(KeyAttr::Endpoint)),
+        attrs: request.key.attrs(policy.key),
+    };
+    counted.encode(key);
 
     let (limits, deny) = match &endpoint_tier.unwrap_or(tier).limits {
         TierLimits::Unlimited => (None, None),
@@ -186,17 +153,12 @@ fn resolve_policy<'c>(
         TierLimits::Limited(limits) => (Some(Cow::Borrowed(&limits[..])), None),
     };
     Ok(Resolved {
-        scope: Scope {
-            policy: Some(&policy.name),
-            namespace: None,
-            tier: Some(&tier.name),
-        },
+        key: counted,
         tier_source: Some(tier_source),
         observers: Cow::Borrowed(&tier.observers),
         limits,
         deny,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),
-        attrs_at,
         named: true,
     })
 }
@@ -290,17 +252,4 @@ fn resolve_tier<'c>(
         return Ok((tier, TierSource::Config, None));
     }
     Ok((policy.default_tier(), TierSource::Default, None))
-}
-
-fn push_attrs(key: &mut String, request: &CheckRequest, attrs: KeySet) {
-    let values = attrs
-        .iter()
-        .filter_map(|attr| Some((attr, request.key.get(attr)?)));
-    for (i, (attr, value)) in values.enumerate() {
-        if i > 0 {
-            key.push('\0');
-        }
-        key.push(attr.tag());
-        key.push_str(value);
-    }
 }

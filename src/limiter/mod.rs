@@ -11,10 +11,12 @@
 //! - [`SlidingWindow`]: `count` per `window`, the oldest slot weighted by how
 //!   much of it still overlaps the window.
 
+mod algorithm;
 pub mod rate;
 mod sliding_window;
 mod token_bucket;
 
+pub use algorithm::AlgorithmName;
 pub use rate::{Rate, RateError};
 pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
@@ -26,7 +28,6 @@ use weir_cluster::nodes::ME;
 use weir_cluster::{Column, Epoch, NodeIdx, SlotCounter};
 
 use crate::clock::Nanos;
-use crate::policy::AlgorithmName;
 
 /// The state of one limit of one key.
 #[derive(Clone, Debug, Default)]

@@ -112,9 +112,6 @@ pub struct Tier {
     pub name: CompactString,
     /// Its limits.
     pub limits: TierLimits,
-    /// `policy NUL tier NUL`: how the store keys of this tier begin, built
-    /// once rather than on every check.
-    pub key_prefix: Box<str>,
     /// A check may name this tier itself.
     pub requestable: bool,
     /// An assignment to this tier wins over the tier a check names.

@@ -14,6 +14,7 @@ use std::ops::Range;
 use hashbrown::HashTable;
 
 use super::Entry;
+use crate::key::is_inline;
 #[cfg(test)]
 use super::States;
 
@@ -71,11 +72,6 @@ impl Default for Keys {
             inline: 0,
         }
     }
-}
-
-/// Whether a store key is an inline check's (see `engine::resolve`).
-pub fn is_inline(key: &str) -> bool {
-    key.starts_with('\u{1}')
 }
 
 /// Bytes an index entry costs: a slot number and hashbrown's control byte.

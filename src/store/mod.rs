@@ -17,6 +17,7 @@
 //! so a flood of made-up namespaces cannot evict the keys of the policies.
 
 mod keys;
+mod recorder;
 mod states;
 
 use std::hash::BuildHasher;
@@ -26,12 +27,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use smallvec::SmallVec;
 
 use keys::{KeyHasher, Keys};
+pub use recorder::{CheckEvent, Recorder, RecorderFactory};
 pub use states::States;
 
 use crate::clock::Nanos;
 #[cfg(test)]
 use crate::clock::SECOND;
-use crate::engine::hook::{CheckEvent, Recorder, RecorderFactory};
 
 /// Number of shards: enough that two cores rarely meet on one lock.
 pub const SHARDS: usize = 64;
@@ -321,8 +322,8 @@ impl Store {
         let expired = self.remove_expired(keys, now);
         self.expired.fetch_add(expired as u64, Ordering::Relaxed);
         // Half of a full shard's keys, whichever cap made it full.
-        let inline_only = keys::is_inline(key) && keys.inline_len() * 2 >= keys.len();
-        let candidate = |key: &str| !inline_only || keys::is_inline(key);
+        let inline_only = crate::key::is_inline(key) && keys.inline_len() * 2 >= keys.len();
+        let candidate = |key: &str| !inline_only || crate::key::is_inline(key);
         while full(keys) && keys.len() > 0 {
             let candidates = if inline_only {
                 keys.inline_len()

@@ -15,6 +15,7 @@ use super::tally::{Counts, ScopeId};
 use super::top::{Counted, TopK};
 pub use crate::cluster::peer_http::MissingNode;
 use crate::engine::RequestKey;
+use crate::key::{Key, KeyAttr};
 
 /// Whose a store key is: policy and tier, or namespace; and its attributes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,35 +34,26 @@ pub struct KeyLabel {
 }
 
 impl KeyLabel {
-    /// Reads a store key (layout in `engine::resolve`): `policy NUL tier NUL
-    /// attrs`, or `SOH namespace NUL attrs`, attributes NUL-separated, each a
-    /// letter and its value.
+    /// Reads store key text ([`crate::key`]); an endpoint rule's part shows
+    /// as the endpoint. Text that is no key (from a confused peer) reads
+    /// as an empty label.
     pub fn of_store_key(store_key: &str) -> Self {
-        let mut label = KeyLabel::default();
-        let mut parts = store_key.split('\0');
-        match store_key.strip_prefix('\u{1}') {
-            Some(rest) => {
-                parts = rest.split('\0');
-                label.namespace = parts.next().map(String::from);
-            }
-            None => {
-                label.policy = parts.next().map(String::from);
-                // Empty in an alert key, which has no tier.
-                label.tier = parts.next().filter(|t| !t.is_empty()).map(String::from);
-            }
+        let Some(key) = Key::parse(store_key) else {
+            return KeyLabel::default();
+        };
+        let owned = |value: Option<&str>| value.map(String::from);
+        KeyLabel {
+            policy: owned(key.scope.policy()),
+            // Empty in an alert identity, which has no tier.
+            tier: owned(key.scope.tier().filter(|tier| !tier.is_empty())),
+            namespace: owned(key.scope.namespace()),
+            key: RequestKey {
+                user: owned(key.attrs.get(KeyAttr::User)),
+                ip: owned(key.attrs.get(KeyAttr::Ip)),
+                token: owned(key.attrs.get(KeyAttr::Token)),
+                endpoint: owned(key.attrs.get(KeyAttr::Endpoint).or(key.endpoint_rule)),
+            },
         }
-        for part in parts {
-            let mut chars = part.chars();
-            let slot = match chars.next() {
-                Some('u') => &mut label.key.user,
-                Some('i') => &mut label.key.ip,
-                Some('t') => &mut label.key.token,
-                Some('e') => &mut label.key.endpoint,
-                _ => continue,
-            };
-            *slot = Some(chars.as_str().to_string());
-        }
-        label
     }
 
     /// The label as people see it: an API token redacted

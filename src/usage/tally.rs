@@ -45,21 +45,19 @@ impl ScopeId {
     }
 
     fn matches(&self, scope: &Scope<'_>) -> bool {
-        match (self, scope.namespace) {
-            (ScopeId::Policy { policy, tier }, None) => {
-                Some(policy.as_str()) == scope.policy && Some(tier.as_str()) == scope.tier
-            }
-            (ScopeId::Namespace(name), Some(namespace)) => name == namespace,
+        match (self, *scope) {
+            (ScopeId::Policy { policy, tier }, Scope::Policy { policy: p, tier: t }) => policy == p && tier == t,
+            (ScopeId::Namespace(name), Scope::Inline { namespace }) => name == namespace,
             _ => false,
         }
     }
 
     fn of(scope: &Scope<'_>) -> Self {
-        match scope.namespace {
-            Some(namespace) => ScopeId::Namespace(namespace.into()),
-            None => ScopeId::Policy {
-                policy: scope.policy.unwrap_or_default().into(),
-                tier: scope.tier.unwrap_or_default().into(),
+        match *scope {
+            Scope::Inline { namespace } => ScopeId::Namespace(namespace.into()),
+            Scope::Policy { policy, tier } => ScopeId::Policy {
+                policy: policy.into(),
+                tier: tier.into(),
             },
         }
     }
@@ -148,7 +146,7 @@ impl ShardTally {
         }
         let index = match self.scopes.iter().position(|t| t.id.matches(scope)) {
             Some(index) => index,
-            None if self.scopes.len() < MAX_SHARD_SCOPES || named || scope.namespace.is_none() => {
+            None if self.scopes.len() < MAX_SHARD_SCOPES || named || scope.namespace().is_none() => {
                 self.scopes.push(ScopeTally::new(ScopeId::of(scope), named));
                 self.scopes.len() - 1
             }

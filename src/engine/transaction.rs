@@ -1,0 +1,212 @@
+//! The per-key transaction: on one key, its shard locked, every limit
+//! decides, and the cost is counted in all of them or in none (or given
+//! back, or only looked at). The facade in `engine/mod.rs` resolves the
+//! request and locks; this module decides.
+
+use smallvec::SmallVec;
+
+use super::hook::CheckEvent;
+use super::resolve::Resolved;
+use super::share::Shares;
+use super::Engine;
+use crate::clock::Nanos;
+use crate::limiter::{LimitState, Outcome};
+use crate::policy::NamedLimit;
+use crate::store::{Entry, Locked, States};
+
+impl Engine {
+    /// The decision transaction on one key, its shard locked: every limit
+    /// decides, and then, by `intent`, the cost is counted in all of them
+    /// or in none ([`Intent::Take`]), given back ([`Intent::Give`]), or
+    /// nothing changes ([`Intent::Look`]). When this node's counts moved
+    /// and it has peers, the key is marked changed and queued for the next
+    /// counter sync.
+    pub(super) fn transact(
+        &self,
+        locked: &mut Locked<'_>,
+        at: &At<'_>,
+        resolved: &Resolved<'_>,
+        intent: Intent,
+    ) -> Outcomes {
+        let limits = limits_of(resolved);
+        if limits.is_empty() {
+            return Outcomes::new();
+        }
+        let (now, cost, shares) = (at.now, resolved.cost, at.shares);
+        let entry = match intent {
+            Intent::Take => locked.entry(at.hash, at.key, now, retention(limits), || fresh(limits)),
+            Intent::Give | Intent::Look => match locked.get(at.hash, at.key) {
+                Some(entry) => entry,
+                // Nothing counted yet: what a fresh key would answer.
+                None => return evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
+            },
+        };
+        let (outcomes, changed) = match intent {
+            Intent::Take => {
+                let outcomes = decide(entry, limits, now, cost, shares);
+                let counted = cost > 0 && outcomes.iter().all(|o| o.allowed);
+                (outcomes, counted)
+            }
+            Intent::Give => {
+                reconcile(entry, limits);
+                for (state, limit) in entry.limits.iter_mut().zip(limits) {
+                    limit.limit.refund(state, now, cost);
+                }
+                (decide(entry, limits, now, 0, shares), true)
+            }
+            Intent::Look => (decide(entry, limits, now, 0, shares), false),
+        };
+        if changed && shares.is_some() && entry.mark_changed() {
+            locked.queue_changed(at.hash, at.key);
+        }
+        outcomes
+    }
+
+    /// Takes back what [`transact`](Self::transact) counted for a batch that
+    /// was denied as a whole; no one else has seen it, the locks are held.
+    pub(super) fn roll_back(locked: &mut Locked<'_>, at: &At<'_>, resolved: &Resolved<'_>, cost: u32) {
+        let scale = at.scale();
+        if let Some(entry) = locked.get(at.hash, at.key) {
+            for (state, limit) in entry.limits.iter_mut().zip(limits_of(resolved)) {
+                limit.limit.undo_commit(state, at.now, cost, scale);
+            }
+        }
+    }
+}
+
+/// What a transaction does with the request's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Intent {
+    /// A check: count it in every limit if all have room, else in none.
+    Take,
+    /// A refund: give it back to every limit.
+    Give,
+    /// A peek or key view: change nothing.
+    Look,
+}
+
+/// A key in the store at a moment, with the cluster as seen then: where a
+/// transaction happens.
+pub(super) struct At<'k> {
+    pub key: &'k str,
+    pub hash: u64,
+    pub now: Nanos,
+    pub shares: Option<Shares>,
+}
+
+impl At<'_> {
+    /// The fraction of every limit enforced here (see [`Shares::scale`]).
+    pub fn scale(&self) -> f64 {
+        self.shares.map_or(1.0, |s| s.scale())
+    }
+
+    /// The decision as the shard's recorder sees it.
+    pub fn event<'e>(&'e self, resolved: &Resolved<'e>, allowed: bool) -> CheckEvent<'e> {
+        CheckEvent {
+            scope: resolved.key.scope,
+            key: self.key,
+            key_hash: self.hash,
+            allowed,
+            cost: resolved.cost,
+            named: resolved.named,
+        }
+    }
+}
+
+pub(super) type Outcomes = SmallVec<[Outcome; 2]>;
+
+pub(super) fn limits_of<'a>(resolved: &'a Resolved<'_>) -> &'a [NamedLimit] {
+    resolved.limits.as_deref().unwrap_or_default()
+}
+
+pub(super) fn fresh(limits: &[NamedLimit]) -> States {
+    limits.iter().map(|l| l.limit.new_state()).collect()
+}
+
+pub(super) fn retention(limits: &[NamedLimit]) -> Nanos {
+    limits.iter().map(|l| l.retention).max().unwrap_or(0)
+}
+
+/// Makes the entry's states match `limits` after a config change: a state
+/// whose layout still matches a limit is kept, others start fresh.
+pub(super) fn reconcile(entry: &mut Entry, limits: &[NamedLimit]) {
+    let matches = entry.limits.len() == limits.len()
+        && entry.limits.iter().zip(limits).all(|(s, l)| s.spec() == l.spec);
+    if matches {
+        return;
+    }
+    let mut old: Vec<LimitState> = std::mem::take(&mut entry.limits).into_vec();
+    entry.limits = limits
+        .iter()
+        .map(|limit| {
+            let spec = limit.spec;
+            match old.iter().position(|s| s.spec() == spec) {
+                Some(i) => old.swap_remove(i),
+                None => limit.limit.new_state(),
+            }
+        })
+        .collect();
+}
+
+pub(super) fn evaluate_all(
+    states: &mut [LimitState],
+    limits: &[NamedLimit],
+    now: Nanos,
+    cost: u32,
+    scale: f64,
+) -> Outcomes {
+    // Pushed one by one: collecting the zipped iterator costs the SmallVec
+    // more than the bucket decision itself (callgrind).
+    let mut outcomes = Outcomes::new();
+    for (limit, state) in limits.iter().zip(states.iter_mut()) {
+        outcomes.push(limit.limit.evaluate_scaled(state, now, cost, scale));
+    }
+    outcomes
+}
+
+/// Asks every limit, and counts the cost in all of them only if all allow.
+/// In a cluster (`shares`), a limit with room also needs this node's share
+/// of it (see [`share`]).
+pub(super) fn decide(
+    entry: &mut Entry,
+    limits: &[NamedLimit],
+    now: Nanos,
+    cost: u32,
+    shares: Option<Shares>,
+) -> Outcomes {
+    reconcile(entry, limits);
+    let scale = shares.map_or(1.0, |s| s.scale());
+    let mut outcomes = evaluate_all(&mut entry.limits, limits, now, cost, scale);
+    // Limits that had room but not for this node's share (one bit each).
+    let mut share_denied = 0u64;
+    if let Some(shares) = shares.filter(|_| cost > 0) {
+        for (i, (outcome, state)) in outcomes.iter_mut().zip(entry.limits.iter()).enumerate() {
+            let available = outcome.remaining + cost as u64;
+            if outcome.allowed && !shares.allows(state.counter(), available, cost, now) {
+                outcome.allowed = false;
+                outcome.retry_after = Some(shares.until_next_interval(now));
+                share_denied |= 1 << (i % 64);
+            }
+        }
+    }
+    if outcomes.iter().all(|o| o.allowed) {
+        for (state, limit) in entry.limits.iter_mut().zip(limits) {
+            limit.limit.commit_scaled(state, now, cost, scale);
+            if let Some(shares) = shares.filter(|_| cost > 0) {
+                state.note_spent(shares.interval_of(now), cost);
+            }
+        }
+        return outcomes;
+    }
+    // Denied: limits that had room report what they hold, since their
+    // outcome assumed the cost would be counted and it was not.
+    let limits_and_states = limits.iter().zip(entry.limits.iter_mut());
+    for (i, (outcome, (limit, state))) in outcomes.iter_mut().zip(limits_and_states).enumerate() {
+        if outcome.allowed || share_denied & (1 << (i % 64)) != 0 {
+            let held = limit.limit.evaluate_scaled(state, now, 0, scale);
+            outcome.remaining = held.remaining;
+            outcome.reset_after = held.reset_after;
+        }
+    }
+    outcomes
+}
