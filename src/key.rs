@@ -89,6 +89,24 @@ pub enum Scope<'a> {
 }
 
 impl<'a> Scope<'a> {
+    /// The text every key of this scope starts with.
+    pub fn prefix(&self) -> Box<str> {
+        let mut out = String::new();
+        self.encode(&mut out);
+        out.into()
+    }
+
+    fn encode(&self, out: &mut String) {
+        match *self {
+            Scope::Policy { policy, tier } => push_parts(out, policy, tier),
+            Scope::Inline { namespace } => {
+                out.push(INLINE);
+                out.push_str(namespace);
+                out.push('\0');
+            }
+        }
+    }
+
     /// The policy, for a policy's key.
     pub fn policy(&self) -> Option<&'a str> {
         match *self {
@@ -119,6 +137,11 @@ impl<'a> Scope<'a> {
 pub struct Attrs<'a>([Option<&'a str>; 4]);
 
 impl<'a> Attrs<'a> {
+    /// The values by attribute, in [`KeyAttr::ALL`]'s order.
+    pub fn new(values: [Option<&'a str>; 4]) -> Self {
+        Self(values)
+    }
+
     /// The value of `attr`, if the key has it.
     pub fn get(&self, attr: KeyAttr) -> Option<&'a str> {
         self.0[attr as usize]
@@ -159,20 +182,24 @@ impl<'a> Key<'a> {
     /// Appends the key's text to `out`; returns where its attributes start
     /// in `out`.
     pub fn encode(&self, out: &mut String) -> usize {
-        match self.scope {
-            Scope::Policy { policy, tier } => {
-                push_parts(out, policy, tier);
-                if let Some(endpoint) = self.endpoint_rule {
-                    out.push(KeyAttr::Endpoint.tag());
-                    out.push_str(endpoint);
-                    out.push('\0');
-                }
-            }
-            Scope::Inline { namespace } => {
-                out.push(INLINE);
-                out.push_str(namespace);
-                out.push('\0');
-            }
+        self.scope.encode(out);
+        self.encode_after_scope(out)
+    }
+
+    /// [`encode`](Self::encode) with the scope's text already written:
+    /// `prefix`, from [`Scope::prefix`] of this key's scope, made once per
+    /// tier rather than on every check.
+    pub fn encode_with(&self, prefix: &str, out: &mut String) -> usize {
+        debug_assert_eq!(prefix, self.scope.prefix().as_ref());
+        out.push_str(prefix);
+        self.encode_after_scope(out)
+    }
+
+    fn encode_after_scope(&self, out: &mut String) -> usize {
+        if let (Scope::Policy { .. }, Some(endpoint)) = (self.scope, self.endpoint_rule) {
+            out.push(KeyAttr::Endpoint.tag());
+            out.push_str(endpoint);
+            out.push('\0');
         }
         let attrs_at = out.len();
         self.encode_attrs(out);
@@ -202,10 +229,13 @@ impl<'a> Key<'a> {
     }
 
     fn encode_attrs(&self, out: &mut String) {
-        for (i, (attr, value)) in self.attrs.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for (attr, value) in KeyAttr::ALL.into_iter().zip(self.attrs.0) {
+            let Some(value) = value else { continue };
+            if !first {
                 out.push('\0');
             }
+            first = false;
             out.push(attr.tag());
             out.push_str(value);
         }

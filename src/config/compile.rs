@@ -124,7 +124,7 @@ fn compile_policy(
             format!("policy {name:?}: key needs at least one of user, ip, token, endpoint"),
         );
     }
-    let tiers = compile_tiers(&format!("policy {name:?}"), &section.tiers, problems);
+    let tiers = compile_tiers(name, &format!("policy {name:?}"), &section.tiers, problems);
     if section.tiers.is_empty() {
         problems.push(span.clone(), format!("policy {name:?} has no tiers"));
     }
@@ -193,12 +193,13 @@ fn compile_endpoint(
     }
     EndpointRule {
         cost: section.cost,
-        tiers: compile_tiers(&context, &section.tiers, problems),
+        tiers: compile_tiers(policy, &context, &section.tiers, problems),
         matched: Default::default(),
     }
 }
 
 fn compile_tiers(
+    policy: &str,
     context: &str,
     sections: &BTreeMap<String, Spanned<TierSection>>,
     problems: &mut Problems<'_>,
@@ -225,6 +226,7 @@ fn compile_tiers(
             Some(Tier {
                 name: CompactString::from(name.as_str()),
                 limits,
+                key_prefix: crate::key::Scope::Policy { policy, tier: name }.prefix(),
                 requestable: options.requestable,
                 penalty,
                 observers: Box::new([]),

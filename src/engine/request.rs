@@ -45,11 +45,8 @@ impl RequestKey {
 
     /// The values of the attributes in `set` that the request has.
     pub fn attrs(&self, set: KeySet) -> Attrs<'_> {
-        let mut attrs = Attrs::default();
-        for attr in set.iter() {
-            attrs.set(attr, self.get(attr));
-        }
-        attrs
+        let pick = |attr| self.get(attr).filter(|_| set.contains(attr));
+        Attrs::new(KeyAttr::ALL.map(pick))
     }
 
     /// The attributes present.

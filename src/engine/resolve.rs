@@ -145,7 +145,7 @@ fn resolve_policy<'c>(
             .filter(|_| !policy.key.contains(KeyAttr::Endpoint)),
         attrs: request.key.attrs(policy.key),
     };
-    counted.encode(key);
+    counted.encode_with(&tier.key_prefix, key);
 
     let (limits, deny) = match &endpoint_tier.unwrap_or(tier).limits {
         TierLimits::Unlimited => (None, None),

@@ -112,6 +112,9 @@ pub struct Tier {
     pub name: CompactString,
     /// Its limits.
     pub limits: TierLimits,
+    /// The text its keys start with ([`crate::key::Scope::prefix`]), made
+    /// once rather than on every check.
+    pub key_prefix: Box<str>,
     /// A check may name this tier itself.
     pub requestable: bool,
     /// An assignment to this tier wins over the tier a check names.
