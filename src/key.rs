@@ -28,6 +28,9 @@ const INLINE: char = '\u{1}';
 /// Starts an alert rule's window.
 const OBSERVED: char = '\u{2}';
 
+/// The letters naming the attributes inside key text, in key order.
+const TAGS: [char; 4] = ['u', 'i', 't', 'e'];
+
 /// A request attribute that can form part of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,12 +51,7 @@ impl KeyAttr {
 
     /// The letter naming the attribute inside key text.
     pub fn tag(self) -> char {
-        match self {
-            KeyAttr::User => 'u',
-            KeyAttr::Ip => 'i',
-            KeyAttr::Token => 't',
-            KeyAttr::Endpoint => 'e',
-        }
+        TAGS[self as usize]
     }
 
     fn of_tag(tag: u8) -> Option<KeyAttr> {
@@ -229,15 +227,17 @@ impl<'a> Key<'a> {
     }
 
     fn encode_attrs(&self, out: &mut String) {
-        let mut first = true;
-        for (attr, value) in KeyAttr::ALL.into_iter().zip(self.attrs.0) {
-            let Some(value) = value else { continue };
-            if !first {
-                out.push('\0');
+        let mut after_first = false;
+        // Slices, not array iterators: this runs on every check.
+        for (tag, value) in TAGS.iter().zip(&self.attrs.0) {
+            if let Some(value) = value {
+                if after_first {
+                    out.push('\0');
+                }
+                after_first = true;
+                out.push(*tag);
+                out.push_str(value);
             }
-            first = false;
-            out.push(attr.tag());
-            out.push_str(value);
         }
     }
 

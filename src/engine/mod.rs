@@ -231,11 +231,11 @@ impl Engine {
                 let allowed = resolved.deny.is_none() && outcomes.iter().all(|o| o.allowed);
                 locked.count(&at.event(&resolved, allowed));
                 drop(locked);
-                self.observe(&resolved, allowed, now);
+                self.observe(&resolved, key, allowed, now);
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
-                scope: resolved.key.scope,
+                scope: resolved.scope,
                 limits: limits_of(&resolved),
                 outcomes: &outcomes,
                 cost: resolved.cost,
@@ -292,7 +292,7 @@ impl Engine {
                 .map(|(item, at)| {
                     let outcomes = self.transact(&mut locked, at, item, Intent::Take);
                     let verdict = Verdict {
-                        scope: item.key.scope,
+                        scope: item.scope,
                         limits: limits_of(item),
                         outcomes: &outcomes,
                         cost: item.cost,
@@ -317,8 +317,8 @@ impl Engine {
                 locked.count(&at.event(item, allowed));
             }
             drop(locked);
-            for item in &resolved {
-                self.observe(item, allowed, now);
+            for (item, at) in resolved.iter().zip(&at) {
+                self.observe(item, at.key, allowed, now);
             }
             Ok(BatchDecision { allowed, decisions })
         })
@@ -360,7 +360,7 @@ impl Engine {
             let intent = if refund { Intent::Give } else { Intent::Look };
             let outcomes = self.transact(&mut self.store.lock(&[hash]), &at, &resolved, intent);
             let verdict = Verdict {
-                scope: resolved.key.scope,
+                scope: resolved.scope,
                 limits: limits_of(&resolved),
                 outcomes: &outcomes,
                 cost: 0,

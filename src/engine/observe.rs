@@ -10,7 +10,7 @@ use super::resolve::Resolved;
 use super::transaction::{fresh, reconcile};
 use super::Engine;
 use crate::clock::Nanos;
-use crate::key;
+use crate::key::{self, Key};
 use crate::policy::Observed;
 
 thread_local! {
@@ -19,15 +19,19 @@ thread_local! {
 }
 
 impl Engine {
-    /// Counts a check in the windows of the alert rules that watch its key
-    /// (denials only, or every check), each in a replicated store entry of
-    /// its own under the key's alert identity (the key without its tier:
-    /// [`Key::encode_identity`](crate::key::Key::encode_identity)); raises
-    /// an alarm where the cluster's count has reached the rule's threshold.
-    /// Nothing happens until an alarm sink is set.
-    pub(super) fn observe(&self, resolved: &Resolved<'_>, allowed: bool, now: Nanos) {
+    /// Counts a check on `key` (its text) in the windows of the alert rules
+    /// that watch it (denials only, or every check), each in a replicated
+    /// store entry of its own under the key's alert identity (the key
+    /// without its tier: [`Key::encode_identity`]); raises an alarm where
+    /// the cluster's count has reached the rule's threshold. Nothing
+    /// happens until an alarm sink is set.
+    pub(super) fn observe(&self, resolved: &Resolved<'_>, key: &str, allowed: bool, now: Nanos) {
         let observers = &resolved.observers;
         let Some(sink) = self.alarms.get().filter(|_| !observers.is_empty()) else {
+            return;
+        };
+        // Read back from the text: only checks that rules watch pay for it.
+        let Some(key) = Key::parse(key) else {
             return;
         };
         let shares = self.cluster.shares();
@@ -38,7 +42,7 @@ impl Engine {
             OBSERVED.with_borrow_mut(|observed| {
                 observed.clear();
                 let identity_at = key::observed::start(&observer.rule, observed);
-                resolved.key.encode_identity(observed);
+                key.encode_identity(observed);
                 let window = std::slice::from_ref(&observer.window);
                 let hash = self.store.hash(observed);
                 let mut locked = self.store.lock(&[hash]);

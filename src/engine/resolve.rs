@@ -31,8 +31,9 @@ pub enum TierSource {
 
 /// A request, resolved against a config.
 pub(super) struct Resolved<'c> {
-    /// The key counted; its text is in the caller's buffer.
-    pub key: Key<'c>,
+    /// Whose limits: the scope of the key, whose text is in the caller's
+    /// buffer.
+    pub scope: Scope<'c>,
     /// `None` for inline checks, which have no tiers.
     pub tier_source: Option<TierSource>,
     /// Alert rules counting this check's key.
@@ -94,7 +95,7 @@ pub(super) fn resolve<'c>(
             };
             counted.encode(key);
             Ok(Resolved {
-                key: counted,
+                scope,
                 tier_source: None,
                 observers: match config.alerts.inline_observers.is_empty() {
                     true => Cow::Borrowed(&[]),
@@ -153,7 +154,7 @@ fn resolve_policy<'c>(
         TierLimits::Limited(limits) => (Some(Cow::Borrowed(&limits[..])), None),
     };
     Ok(Resolved {
-        key: counted,
+        scope,
         tier_source: Some(tier_source),
         observers: Cow::Borrowed(&tier.observers),
         limits,

@@ -103,7 +103,7 @@ impl At<'_> {
     /// The decision as the shard's recorder sees it.
     pub fn event<'e>(&'e self, resolved: &Resolved<'e>, allowed: bool) -> CheckEvent<'e> {
         CheckEvent {
-            scope: resolved.key.scope,
+            scope: resolved.scope,
             key: self.key,
             key_hash: self.hash,
             allowed,
