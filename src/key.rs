@@ -369,8 +369,13 @@ mod tests {
     fn key() -> impl Strategy<Value = Owned> {
         let attrs = proptest::array::uniform4(proptest::option::of(value()))
             .prop_filter("a key has an attribute", |a| a.iter().any(Option::is_some));
-        (name(), proptest::option::of(name()), proptest::option::of(value()), attrs).prop_map(
-            |(scope, tier, endpoint, attrs)| {
+        (
+            name(),
+            proptest::option::of(name()),
+            proptest::option::of(value()),
+            attrs,
+        )
+            .prop_map(|(scope, tier, endpoint, attrs)| {
                 // An endpoint rule's part: policies only, and only when the
                 // attributes leave the endpoint out.
                 let endpoint_rule = endpoint.filter(|_| tier.is_some() && attrs[3].is_none());
@@ -379,8 +384,7 @@ mod tests {
                     endpoint_rule,
                     attrs,
                 }
-            },
-        )
+            })
     }
 
     proptest! {
@@ -436,7 +440,9 @@ mod tests {
         };
         assert_eq!(key.to_text(), "api\0free\0ePOST /x\0ualice\0ttk");
         let inline = Key {
-            scope: Scope::Inline { namespace: "drf:anon" },
+            scope: Scope::Inline {
+                namespace: "drf:anon",
+            },
             endpoint_rule: None,
             attrs,
         };

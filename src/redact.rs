@@ -104,8 +104,14 @@ mod tests {
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.starts_with("tiered\0team\0uteam\0tsk_l…"), "{shown}");
         let window = store_key("\u{2}rule\0tiered\0\0uteam\0tsk_live_secret_value");
-        assert!(window.starts_with("\u{2}rule\0tiered\0\0uteam\0tsk_l…"), "{window}");
-        assert_eq!(store_key("tiered\0team\0tsk_live_secret_value\0uteam"), MARK.to_string());
+        assert!(
+            window.starts_with("\u{2}rule\0tiered\0\0uteam\0tsk_l…"),
+            "{window}"
+        );
+        assert_eq!(
+            store_key("tiered\0team\0tsk_live_secret_value\0uteam"),
+            MARK.to_string()
+        );
         // A tier or policy that starts with "t" is not an attribute.
         assert_eq!(store_key("trial\0tier\0uann"), "trial\0tier\0uann");
         let inline = store_key("\u{1}drf:token\0tabcdefgh12345678");

@@ -14,8 +14,8 @@ use smallvec::SmallVec;
 
 use super::Denial;
 use crate::clock::{Nanos, MILLI};
-use crate::limiter::Outcome;
 use crate::key::Scope;
+use crate::limiter::Outcome;
 use crate::policy::{AlgorithmName, NamedLimit};
 
 /// A decision as the engine made it, borrowing from the config it used.
@@ -34,6 +34,9 @@ pub struct Verdict<'a> {
     /// The fraction of every limit this node enforced: below 1 while it
     /// cannot reach part of its cluster. Reports show the limit enforced.
     pub scale: f64,
+    /// When the check was made (engine time, Unix ns): where a quota's
+    /// reset instant is counted from.
+    pub now: Nanos,
 }
 
 impl Verdict<'_> {
@@ -73,7 +76,7 @@ impl Verdict<'_> {
             .limits
             .iter()
             .zip(self.outcomes)
-            .map(|(limit, outcome)| LimitReport::new(limit, outcome, self.scale))
+            .map(|(limit, outcome)| LimitReport::new(limit, outcome, self.scale, self.now))
             .collect();
         let binding = self.binding().map(|i| &limits[i]);
         Decision {
@@ -90,6 +93,7 @@ impl Verdict<'_> {
             remaining: binding.map(|b| b.remaining),
             reset_after_ms: binding.map_or(0, |b| b.reset_after_ms),
             retry_after_ms: binding.and_then(|b| b.retry_after_ms),
+            reset_at: binding.and_then(|b| b.reset_at),
             limits,
         }
     }
@@ -108,6 +112,7 @@ impl Verdict<'_> {
             remaining: 0,
             reset_after_ms: wait.unwrap_or(0),
             retry_after_ms: wait,
+            reset_at: None,
         };
         Decision {
             allowed: false,
@@ -119,6 +124,7 @@ impl Verdict<'_> {
             remaining: Some(0),
             reset_after_ms: wait.unwrap_or(0),
             retry_after_ms: wait,
+            reset_at: None,
             limits: SmallVec::from_iter([report]),
         }
     }
@@ -149,6 +155,23 @@ pub struct LimitReport {
     /// When denied by this limit: time until the request would fit; null if
     /// it never can (cost above capacity).
     pub retry_after_ms: Option<u64>,
+    /// A quota's next reset, RFC 3339; absent for other limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<ResetAt>,
+}
+
+/// An instant shown as RFC 3339 (whole seconds, UTC): when a quota resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetAt(pub Nanos);
+
+impl Serialize for ResetAt {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let second = (self.0 / crate::clock::SECOND).min(i64::MAX as u64) as i64;
+        match jiff::Timestamp::from_second(second) {
+            Ok(at) => serializer.collect_str(&at),
+            Err(_) => serializer.serialize_none(),
+        }
+    }
 }
 
 /// Nanoseconds to milliseconds, rounded up.
@@ -158,7 +181,7 @@ fn millis(nanos: Nanos) -> u64 {
 
 impl LimitReport {
     /// The report of `limit` enforced at `scale` (see [`Verdict::scale`]).
-    fn new(limit: &NamedLimit, outcome: &Outcome, scale: f64) -> Self {
+    fn new(limit: &NamedLimit, outcome: &Outcome, scale: f64, now: Nanos) -> Self {
         let capacity = limit.limit.capacity() as u64;
         Self {
             name: limit.name.clone(),
@@ -172,6 +195,10 @@ impl LimitReport {
             remaining: outcome.remaining,
             reset_after_ms: millis(outcome.reset_after),
             retry_after_ms: outcome.retry_after.filter(|_| !outcome.allowed).map(millis),
+            reset_at: match limit.limit.algorithm() {
+                AlgorithmName::Quota => Some(ResetAt(now.saturating_add(outcome.reset_after))),
+                _ => None,
+            },
         }
     }
 }
@@ -201,6 +228,9 @@ pub struct Decision<S = CompactString> {
     /// When denied: time until the request would fit; null if allowed or if
     /// it never can.
     pub retry_after_ms: Option<u64>,
+    /// When the limit reported resets, RFC 3339, if it is a quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<ResetAt>,
     /// Every limit's own answer.
     pub limits: SmallVec<[LimitReport; 2]>,
 }
@@ -217,6 +247,7 @@ impl Decision<&str> {
             remaining: self.remaining,
             reset_after_ms: self.reset_after_ms,
             retry_after_ms: self.retry_after_ms,
+            reset_at: self.reset_at,
             limits: self.limits.clone(),
         }
     }

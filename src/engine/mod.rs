@@ -215,9 +215,9 @@ impl Engine {
         read: impl FnOnce(&Verdict<'_>) -> R,
     ) -> Result<R, CheckError> {
         self.with_config(|config| {
+            let now = self.clock.now();
             let (resolved, outcomes) = KEY.with_borrow_mut(|key| {
                 key.clear();
-                let now = self.clock.now();
                 let resolved = resolve::resolve(config, &self.overlay, request, key, now)?;
                 let hash = self.store.hash(key);
                 let at = At {
@@ -243,6 +243,7 @@ impl Engine {
                 // Read again rather than carried out of the closure: a
                 // larger value to move costs every check a memcpy.
                 scale: self.cluster.shares().map_or(1.0, |s| s.scale()),
+                now,
             }))
         })
     }
@@ -298,6 +299,7 @@ impl Engine {
                         cost: item.cost,
                         deny: item.deny,
                         scale: at.scale(),
+                        now,
                     };
                     verdict.to_decision()
                 })
@@ -366,6 +368,7 @@ impl Engine {
                 cost: 0,
                 deny: resolved.deny,
                 scale: at.scale(),
+                now,
             };
             Ok(Explained {
                 decision: verdict.to_decision(),
@@ -374,7 +377,6 @@ impl Engine {
             })
         })
     }
-
 }
 
 /// What a key view shows (see [`Engine::explain`]).
@@ -541,5 +543,45 @@ mod tests {
             })
             .unwrap();
         assert_eq!(inner, (true, Some(7)));
+    }
+
+    #[test]
+    fn a_monthly_quota_in_new_york_resets_at_local_midnight_after_a_daylight_saving_month() {
+        let plans = "[policies.api]\nkey = [\"token\"]\ndefault_tier = \"free\"\n[policies.api.tiers.free]\nlimits = [{ name = \"monthly\", algorithm = \"quota\", limit = 3, period = \"month\", reset = { timezone = \"America/New_York\" } }]\n";
+        // 2027-03-31 23:59 in New York (EDT, UTC-4 since the 14th).
+        let before = 1_806_551_940 * SECOND;
+        let clock = Arc::new(ManualClock::new(before));
+        let engine = Engine::new(Config::parse(plans).unwrap(), clock.clone());
+        let check = CheckRequest::policy(
+            "api",
+            RequestKey {
+                token: Some("tk".into()),
+                ..RequestKey::default()
+            },
+        );
+        for _ in 0..3 {
+            assert!(engine.check(&check).unwrap().allowed);
+        }
+        let denied = engine.check(&check).unwrap();
+        assert!(!denied.allowed);
+        assert_eq!(
+            denied.retry_after_ms,
+            Some(60_000),
+            "one minute to April, local time"
+        );
+        let shown = serde_json::to_value(&denied).unwrap();
+        assert_eq!(shown["reset_at"], "2027-04-01T04:00:00Z", "{shown}");
+        clock.advance(std::time::Duration::from_secs(59));
+        assert!(!engine.check(&check).unwrap().allowed, "still March in New York");
+        clock.advance(std::time::Duration::from_secs(1));
+        let april = engine.check(&check).unwrap();
+        assert!(april.allowed);
+        assert_eq!(april.remaining, Some(2));
+        // A raised quota counts what this month already used.
+        engine.replace_config(Config::parse(&plans.replace("limit = 3", "limit = 5")).unwrap());
+        assert_eq!(engine.check(&check).unwrap().remaining, Some(3));
+        // A new calendar is a new count.
+        engine.replace_config(Config::parse(&plans.replace("America/New_York", "UTC")).unwrap());
+        assert_eq!(engine.check(&check).unwrap().remaining, Some(2));
     }
 }

@@ -10,6 +10,8 @@ pub enum AlgorithmName {
     TokenBucket,
     /// Count per window.
     SlidingWindow,
+    /// Count per calendar period.
+    Quota,
     /// A deny tier (`deny = true`), reported as one limit of capacity 0;
     /// never a limit's algorithm in a config or a check.
     #[serde(skip_deserializing)]
@@ -23,6 +25,7 @@ impl AlgorithmName {
         match self {
             AlgorithmName::TokenBucket => "token_bucket",
             AlgorithmName::SlidingWindow => "sliding_window",
+            AlgorithmName::Quota => "quota",
             AlgorithmName::Deny => "deny",
         }
     }

@@ -10,13 +10,17 @@
 //!   records consumption so that peers can charge it too.
 //! - [`SlidingWindow`]: `count` per `window`, the oldest slot weighted by how
 //!   much of it still overlaps the window.
+//! - [`Quota`]: `limit` per calendar day, week or month in a time zone, one
+//!   slot per period.
 
 mod algorithm;
+mod quota;
 pub mod rate;
 mod sliding_window;
 mod token_bucket;
 
 pub use algorithm::AlgorithmName;
+pub use quota::{Calendar, Period, Quota};
 pub use rate::{Rate, RateError};
 pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
@@ -132,14 +136,18 @@ pub enum Limit {
     TokenBucket(TokenBucket),
     /// See [`SlidingWindow`].
     SlidingWindow(SlidingWindow),
+    /// See [`Quota`].
+    Quota(Quota),
 }
 
 impl Limit {
-    /// Width of one counter slot.
+    /// Width of one counter slot; a quota's slots are its periods, of the
+    /// period's nominal length.
     pub fn slot_width(&self) -> Nanos {
         match self {
             Limit::TokenBucket(bucket) => bucket.slot_width(),
             Limit::SlidingWindow(window) => window.slot_width(),
+            Limit::Quota(quota) => quota.window(),
         }
     }
 
@@ -149,6 +157,7 @@ impl Limit {
         match self {
             Limit::TokenBucket(bucket) => bucket.burst(),
             Limit::SlidingWindow(window) => window.limit(),
+            Limit::Quota(quota) => quota.limit(),
         }
     }
 
@@ -158,6 +167,7 @@ impl Limit {
         match self {
             Limit::TokenBucket(bucket) => bucket.fill_time(),
             Limit::SlidingWindow(window) => window.window(),
+            Limit::Quota(quota) => quota.window(),
         }
     }
 
@@ -166,6 +176,7 @@ impl Limit {
         match self {
             Limit::TokenBucket(_) => AlgorithmName::TokenBucket,
             Limit::SlidingWindow(_) => AlgorithmName::SlidingWindow,
+            Limit::Quota(_) => AlgorithmName::Quota,
         }
     }
 
@@ -176,7 +187,13 @@ impl Limit {
         // The name, not the enum: the fingerprint is part of the sync and
         // snapshot formats and must not move.
         let name = self.algorithm().as_str();
-        let hash = foldhash::quality::FixedState::with_seed(0x77e1).hash_one((name, self.slot_width()));
+        let fingerprint = foldhash::quality::FixedState::with_seed(0x77e1);
+        let hash = match self {
+            // What a quota's slots mean is its calendar: a changed limit
+            // keeps the period's count, a changed calendar starts afresh.
+            Limit::Quota(quota) => fingerprint.hash_one((name, quota.calendar().identity())),
+            _ => fingerprint.hash_one((name, self.slot_width())),
+        };
         // Never 0, so that a default state never matches a real limit.
         (hash as u16).max(1)
     }
@@ -184,6 +201,10 @@ impl Limit {
     /// How long a state stays meaningful without requests; after that it is
     /// equal to a fresh state and can be dropped.
     pub fn retention(&self) -> Nanos {
+        if let Limit::Quota(quota) = self {
+            // The period's count, for as long as the longest period.
+            return quota.longest_period();
+        }
         // Saturating: a bucket with a huge burst and a slow rate takes
         // longer to fill than a u64 of nanoseconds holds (found by fuzzing).
         let ring = (weir_cluster::RING as Nanos).saturating_mul(self.slot_width());
@@ -213,6 +234,7 @@ impl Limit {
         match self {
             Limit::TokenBucket(bucket) => bucket.evaluate(state, now, cost, scale),
             Limit::SlidingWindow(window) => window.evaluate(state, now, cost, scale),
+            Limit::Quota(quota) => quota.evaluate(state, now, cost, scale),
         }
     }
 
@@ -249,7 +271,7 @@ impl Limit {
                 bucket.give_back(state, now, units, 1.0);
                 units
             }
-            Limit::SlidingWindow(_) => counted,
+            Limit::SlidingWindow(_) | Limit::Quota(_) => counted,
         }
     }
 }

@@ -12,8 +12,8 @@ use compact_str::CompactString;
 
 mod vocabulary;
 
-use crate::limiter::{Limit, Rate, SlidingWindow, TokenBucket};
-pub use vocabulary::{AlgorithmName, KeyAttr, LimitSpec};
+use crate::limiter::{Calendar, Limit, Quota, Rate, SlidingWindow, TokenBucket};
+pub use vocabulary::{AlgorithmName, KeyAttr, LimitSpec, ResetDay, ResetSpec};
 
 /// Most limits one tier (or one inline check) may have.
 pub const MAX_LIMITS: usize = 8;
@@ -329,8 +329,16 @@ pub fn is_valid_name(name: &str) -> bool {
 /// A message saying what is wrong: a bad rate, a zero burst, a burst on a
 /// sliding window, or a bad name.
 pub fn compile_limit(spec: &LimitSpec) -> Result<NamedLimit, String> {
+    if spec.algorithm == AlgorithmName::Quota {
+        return compile_quota(spec);
+    }
+    if spec.limit.is_some() || spec.period.is_some() || spec.reset.is_some() {
+        return Err("limit, period and reset apply to quota limits only".into());
+    }
     let rate: Rate = spec
         .rate
+        .as_deref()
+        .ok_or("rate is required, such as \"100/minute\"")?
         .parse()
         .map_err(|e: crate::limiter::RateError| e.to_string())?;
     let limit = match (spec.algorithm, spec.burst) {
@@ -347,17 +355,40 @@ pub fn compile_limit(spec: &LimitSpec) -> Result<NamedLimit, String> {
         (AlgorithmName::Deny, _) => {
             return Err("deny is a tier option (deny = true), not an algorithm".into())
         }
+        (AlgorithmName::Quota, _) => unreachable!("compiled by compile_quota"),
     };
-    let name = match &spec.name {
-        Some(name) if !is_valid_name(name) => {
-            return Err(format!(
-                "limit name {name:?} must be 1-{MAX_NAME} characters of A-Z a-z 0-9 _ - . : /"
-            ));
-        }
-        Some(name) => CompactString::from(name.as_str()),
-        None => CompactString::from(rate.to_string()),
-    };
-    Ok(NamedLimit::new(name, limit))
+    Ok(NamedLimit::new(limit_name(spec, || rate.to_string())?, limit))
+}
+
+/// A quota: `limit` per `period`, starting as `reset` says.
+fn compile_quota(spec: &LimitSpec) -> Result<NamedLimit, String> {
+    if spec.rate.is_some() || spec.burst.is_some() {
+        return Err("a quota takes limit and period, not rate or burst".into());
+    }
+    let count = spec.limit.ok_or("a quota needs limit: the units per period")?;
+    if count == 0 {
+        return Err("a quota's limit must be at least 1".into());
+    }
+    let period = spec
+        .period
+        .ok_or("a quota needs period: \"day\", \"week\" or \"month\"")?;
+    let reset = spec.reset.clone().unwrap_or_default();
+    let day = reset.day.as_ref().map_or(Ok(1), ResetDay::number)?;
+    let zone = reset.timezone.as_deref().unwrap_or("UTC");
+    let calendar = Calendar::new(period, day, reset.hour.unwrap_or(0), zone)?;
+    let name = limit_name(spec, || format!("{count}/{}", period.as_str()))?;
+    Ok(NamedLimit::new(name, Limit::Quota(Quota::new(count, calendar))))
+}
+
+/// The limit's name as given, checked, or else the one `default` makes.
+fn limit_name(spec: &LimitSpec, default: impl FnOnce() -> String) -> Result<CompactString, String> {
+    match &spec.name {
+        Some(name) if !is_valid_name(name) => Err(format!(
+            "limit name {name:?} must be 1-{MAX_NAME} characters of A-Z a-z 0-9 _ - . : /"
+        )),
+        Some(name) => Ok(CompactString::from(name.as_str())),
+        None => Ok(CompactString::from(default())),
+    }
 }
 
 /// Checks and compiles a list of limits, as a tier or an inline check has.
@@ -388,10 +419,38 @@ mod tests {
 
     fn spec(algorithm: AlgorithmName, rate: &str, burst: Option<u32>) -> LimitSpec {
         LimitSpec {
-            name: None,
-            algorithm,
-            rate: rate.into(),
             burst,
+            ..LimitSpec::rated(algorithm, rate)
+        }
+    }
+
+    fn quota(toml: &str) -> Result<NamedLimit, String> {
+        compile_limit(&toml::from_str::<LimitSpec>(toml).unwrap())
+    }
+
+    #[test]
+    fn a_quota_compiles_from_limit_period_and_reset() {
+        let monthly = quota("algorithm = \"quota\"\nlimit = 1000\nperiod = \"month\"\nreset = { day = 1, hour = 0, timezone = \"America/New_York\" }").unwrap();
+        assert_eq!(
+            (monthly.name.as_str(), monthly.limit.capacity()),
+            ("1000/month", 1000)
+        );
+        let weekly =
+            quota("algorithm = \"quota\"\nlimit = 5\nperiod = \"week\"\nreset = { day = \"friday\" }")
+                .unwrap();
+        assert_eq!(weekly.limit.algorithm(), AlgorithmName::Quota);
+        for (toml, problem) in [
+            ("algorithm = \"quota\"\nperiod = \"day\"", "needs limit"),
+            ("algorithm = \"quota\"\nlimit = 5", "needs period"),
+            ("algorithm = \"quota\"\nlimit = 0\nperiod = \"day\"", "at least 1"),
+            ("algorithm = \"quota\"\nlimit = 5\nperiod = \"day\"\nrate = \"5/d\"", "not rate or burst"),
+            ("algorithm = \"quota\"\nlimit = 5\nperiod = \"week\"\nreset = { day = \"someday\" }", "no weekday"),
+            ("algorithm = \"quota\"\nlimit = 5\nperiod = \"month\"\nreset = { timezone = \"Nowhere/Town\" }", "unknown time zone"),
+            ("algorithm = \"sliding_window\"\nrate = \"5/m\"\nperiod = \"day\"", "quota limits only"),
+            ("algorithm = \"sliding_window\"", "rate is required"),
+        ] {
+            let error = quota(toml).unwrap_err();
+            assert!(error.contains(problem), "{toml}: {error}");
         }
     }
 

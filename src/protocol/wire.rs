@@ -205,6 +205,7 @@ fn algorithm_code(algorithm: AlgorithmName) -> u8 {
         AlgorithmName::TokenBucket => 0,
         AlgorithmName::SlidingWindow => 1,
         AlgorithmName::Deny => 2,
+        AlgorithmName::Quota => 3,
     }
 }
 
@@ -223,15 +224,14 @@ impl TryFrom<WireCheck> for CheckRequest {
                             1 => AlgorithmName::SlidingWindow,
                             other => {
                                 return Err(CheckError::InvalidLimits(format!(
-                                    "algorithm {other} is neither 0 (token bucket) nor 1 (sliding window)"
+                                    "algorithm {other} is neither 0 (token bucket) nor 1 (sliding window); quotas are for policies and HTTP inline checks"
                                 )))
                             }
                         };
                         Ok(LimitSpec {
                             name: limit.name,
-                            algorithm,
-                            rate: limit.rate,
                             burst: limit.burst,
+                            ..LimitSpec::rated(algorithm, &limit.rate)
                         })
                     })
                     .collect::<Result<_, _>>()?;
@@ -363,12 +363,7 @@ requestable = true
         let inline = CheckRequest {
             target: Target::Inline {
                 namespace: "drf:anon".into(),
-                limits: vec![LimitSpec {
-                    name: None,
-                    algorithm: AlgorithmName::SlidingWindow,
-                    rate: "1/minute".into(),
-                    burst: None,
-                }],
+                limits: vec![LimitSpec::rated(AlgorithmName::SlidingWindow, "1/minute")],
             },
             key: user("c"),
             tier: None,

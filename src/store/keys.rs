@@ -14,9 +14,9 @@ use std::ops::Range;
 use hashbrown::HashTable;
 
 use super::Entry;
-use crate::key::is_inline;
 #[cfg(test)]
 use super::States;
+use crate::key::is_inline;
 
 /// Hashes keys: the store's per-process seeded hasher.
 pub type KeyHasher = foldhash::fast::RandomState;

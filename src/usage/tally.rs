@@ -46,7 +46,9 @@ impl ScopeId {
 
     fn matches(&self, scope: &Scope<'_>) -> bool {
         match (self, *scope) {
-            (ScopeId::Policy { policy, tier }, Scope::Policy { policy: p, tier: t }) => policy == p && tier == t,
+            (ScopeId::Policy { policy, tier }, Scope::Policy { policy: p, tier: t }) => {
+                policy == p && tier == t
+            }
             (ScopeId::Namespace(name), Scope::Inline { namespace }) => name == namespace,
             _ => false,
         }

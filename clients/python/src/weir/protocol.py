@@ -24,8 +24,10 @@ MAX_FRAME = 64 * 1024
 HEADER = struct.Struct("<I2sBBQ")
 HEADER_LEN = 12
 
+# What inline limits may carry over the binary protocol.
 ALGORITHMS = {"token_bucket": 0, "sliding_window": 1}
-ALGORITHM_NAMES = {code: name for name, code in ALGORITHMS.items()}
+# What replies report: also a deny tier and a calendar quota (docs/protocol.md).
+ALGORITHM_NAMES = {0: "token_bucket", 1: "sliding_window", 2: "deny", 3: "quota"}
 
 
 class Op(IntEnum):
