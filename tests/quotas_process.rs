@@ -105,7 +105,16 @@ fn a_monthly_quota_reports_its_reset_and_survives_a_kill_through_its_snapshot() 
 #[test]
 fn the_headers_show_the_quota_and_the_seconds_to_its_reset() {
     let config = config_file("quota-headers", PLANS);
-    let node = Node::start_standalone("quota-headers", &config);
+    let node = Node::launch(
+        "quota-headers",
+        &config,
+        Addrs::loopback(),
+        &Launch {
+            extra: &["--read-token", "r3ad"],
+            standalone: true,
+            ..Launch::default()
+        },
+    );
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use weir_cluster::nodes::NodeRegistry;
 
 pub use crate::key::Scope;
-pub use decision::{BatchDecision, Decision, LimitReport, Verdict};
+pub use decision::{BatchDecision, Decision, LimitReport, ResetAt, Verdict};
 pub use hook::{Alarm, AlarmSink, CheckEvent, Recorder, RecorderFactory};
 pub use request::{CheckError, CheckRequest, RequestKey, Target, MAX_BATCH};
 pub use resolve::{Denial, TierSource};

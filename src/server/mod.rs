@@ -26,6 +26,7 @@ pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod process;
+pub mod quota;
 pub mod tls;
 pub mod usage;
 
@@ -125,6 +126,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster", get(ops::cluster))
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/usage/key", get(usage::get_key))
+        .route("/v1/quota", get(quota::get_quota))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/dashboard", get(dashboard::index))
