@@ -1,6 +1,7 @@
 //! `POST /v1/check`, `POST /v1/check/batch`, `POST /v1/refund`: JSON in,
 //! decision out, 200 when allowed and 429 when denied, with rate-limit
-//! headers on both.
+//! headers on both; a denial as problem details for a client that accepts
+//! them ([`super::problem`]).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, JsonBody};
 use super::headers::add_rate_limit_headers;
+use super::problem::{self, Problem, WantsProblem};
 use super::App;
 use crate::engine::{CheckRequest, Decision, RequestKey, Target};
 use crate::policy::LimitSpec;
@@ -64,12 +66,37 @@ const REPLY_BYTES: usize = 640;
 /// its likely size and a header map with room for every header, so neither
 /// grows on the hot path (growing them took about a tenth of weir's CPU
 /// under a check load).
-fn respond<T: Serialize, S>(allowed: bool, headline: Option<&Decision<S>>, body: &T) -> Response {
-    let status = if allowed {
-        StatusCode::OK
-    } else {
-        StatusCode::TOO_MANY_REQUESTS
-    };
+///
+/// A denial goes out as problem details when `problem` (the client asked)
+/// and a decision heads it.
+fn respond<T: Serialize, S: AsRef<str>>(
+    app: &App,
+    allowed: bool,
+    headline: Option<&Decision<S>>,
+    body: &T,
+    problem: WantsProblem,
+) -> Response {
+    match (allowed, headline, problem) {
+        (false, Some(denied), WantsProblem(true)) => {
+            let problem = Problem::of(denied, body, &app.engine.config());
+            encode(
+                StatusCode::TOO_MANY_REQUESTS,
+                problem::MEDIA_TYPE,
+                headline,
+                &problem,
+            )
+        }
+        (true, ..) => encode(StatusCode::OK, "application/json", headline, body),
+        (false, ..) => encode(StatusCode::TOO_MANY_REQUESTS, "application/json", headline, body),
+    }
+}
+
+fn encode<T: Serialize, S>(
+    status: StatusCode,
+    media_type: &'static str,
+    headline: Option<&Decision<S>>,
+    body: &T,
+) -> Response {
     let mut json = Vec::with_capacity(REPLY_BYTES);
     if let Err(error) = serde_json::to_writer(&mut json, body) {
         // Only a failing Serialize impl can get here; ours cannot fail.
@@ -77,7 +104,7 @@ fn respond<T: Serialize, S>(allowed: bool, headline: Option<&Decision<S>>, body:
         return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message).into_response();
     }
     let mut headers = HeaderMap::with_capacity(REPLY_HEADERS);
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
     if let Some(decision) = headline {
         add_rate_limit_headers(&mut headers, decision);
@@ -91,13 +118,14 @@ fn respond<T: Serialize, S>(allowed: bool, headline: Option<&Decision<S>>, body:
 /// `POST /v1/check`.
 pub async fn check(
     State(app): State<Arc<App>>,
+    problem: WantsProblem,
     JsonBody(body): JsonBody<CheckBody>,
 ) -> Result<Response, ApiError> {
     let request = CheckRequest::try_from(body)?;
     // Encoded straight from the engine's verdict, names borrowed.
     let response = app.engine.check_with(&request, |verdict| {
         let decision = verdict.view();
-        respond(decision.allowed, Some(&decision), &decision)
+        respond(&app, decision.allowed, Some(&decision), &decision, problem)
     })?;
     Ok(response)
 }
@@ -113,6 +141,7 @@ pub struct BatchBody {
 /// first denied check, or else the one with the fewest units left.
 pub async fn check_batch(
     State(app): State<Arc<App>>,
+    problem: WantsProblem,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
     let requests = body
@@ -129,7 +158,7 @@ pub async fn check_batch(
             .filter(|d| d.remaining.is_some())
             .min_by_key(|d| d.remaining),
     };
-    Ok(respond(batch.allowed, headline, &batch))
+    Ok(respond(&app, batch.allowed, headline, &batch, problem))
 }
 
 /// `POST /v1/refund`: gives `cost` units back; answers with the key's state.
@@ -140,5 +169,11 @@ pub async fn refund(
     let request = CheckRequest::try_from(body)?;
     let decision = app.engine.refund(&request)?;
     // Always 200: the refund was made, whatever the key's state.
-    Ok(respond(true, Some(&decision), &decision))
+    Ok(respond(
+        &app,
+        true,
+        Some(&decision),
+        &decision,
+        WantsProblem(false),
+    ))
 }

@@ -25,6 +25,7 @@ pub mod latency;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
+pub mod problem;
 pub mod process;
 pub mod quota;
 pub mod tls;

@@ -7,4 +7,5 @@ mod checks;
 mod errors;
 mod harness;
 mod openapi;
+mod problems;
 mod usage;
