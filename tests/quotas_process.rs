@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::nodes::{config_file, start_cluster, Addrs, Launch, Node};
+use support::webhooks::{start_receiver, WEBHOOK_SECRET};
 
 const PLANS: &str = r#"
 [policies.api]
@@ -214,4 +215,54 @@ fn an_unknown_time_zone_is_refused_with_the_line_and_a_clear_message() {
     assert_eq!(node.put("/v1/config", "t0ken", &bad), 400);
     let reset_31 = PLANS.replace("period = \"day\"", "period = \"month\", reset = { day = 32 }");
     assert_eq!(node.put("/v1/config", "t0ken", &reset_31), 400);
+}
+
+#[test]
+fn a_quota_warning_reaches_the_webhook_once_per_key_from_a_cluster() {
+    std::env::set_var("WEIR_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let (receiver, received) = start_receiver(0);
+    let text = format!(
+        r#"{PLANS}
+[alerts]
+webhook_secret_env = "WEIR_TEST_WEBHOOK_SECRET"
+
+[[alerts.rules]]
+name = "team-at-80"
+policy = "api"
+when = "quota"
+threshold = 0.8
+severity = "info"
+notify = ["http://{receiver}/hook"]
+"#
+    );
+    let config = config_file("quota-warning", &text);
+    let nodes = start_cluster(3, &config, &[]);
+    // 300 a day: the warning at 240, one customer's calls round robin.
+    let mut admitted = 0;
+    let mut sent = 0;
+    while admitted < 260 {
+        admitted += nodes[sent % 3].check(&check("tok-team")) as u32;
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time for any second alarm to arrive, too.
+    std::thread::sleep(Duration::from_secs(2));
+    let hooks = received.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let alert = &hooks[0].0;
+    assert_eq!(alert["rule"], "team-at-80");
+    assert_eq!(alert["when"], "quota");
+    assert_eq!(alert["threshold"], 0.8);
+    assert_eq!(alert["tier"], "team");
+    let used = alert["count"].as_f64().unwrap();
+    assert!((240.0..250.0).contains(&used), "{alert}");
+    let fired: f64 = nodes
+        .iter()
+        .map(|n| n.metric("weir_alerts_total{rule=\"team-at-80\"}"))
+        .sum();
+    assert_eq!(fired, 1.0);
 }

@@ -554,6 +554,17 @@ fn slack_text(record: &AlertRecord) -> String {
     let penalty = record.penalty.as_ref().map_or(String::new(), |p| {
         format!("; moved to tier {} until {}", p.tier, rfc3339(p.until_ms))
     });
+    if record.when == crate::config::file::RuleWhen::Quota {
+        return format!(
+            "weir alert *{}* ({:?}): {scope} {} used {} units, {}% of a quota, on node {}{penalty}",
+            record.rule,
+            record.severity,
+            key.join(" "),
+            record.count,
+            record.threshold * 100.0,
+            record.node
+        );
+    }
     format!(
         "weir alert *{}* ({:?}): {scope} {} reached {} ({:?}, threshold {} per {} s) on node {}{penalty}",
         record.rule,

@@ -19,7 +19,7 @@ use super::file::{
 use crate::clock::{Nanos, SECOND};
 use crate::limiter::rate::parse_period;
 use crate::limiter::{Limit, Rate, SlidingWindow};
-use crate::policy::{is_valid_name, NamedLimit, Observed, Observer, Policy};
+use crate::policy::{is_valid_name, AlgorithmName, NamedLimit, Observed, Observer, Policy, QuotaRule};
 
 /// Most rules in a config.
 pub const MAX_RULES: usize = 64;
@@ -260,17 +260,35 @@ fn compile_rule(
     let when = *rule.when.get_ref();
     let threshold = *rule.threshold.get_ref();
     let valid = match when {
-        RuleWhen::DeniedRatio => threshold > 0.0 && threshold <= 1.0,
+        RuleWhen::DeniedRatio | RuleWhen::Quota => threshold > 0.0 && threshold <= 1.0,
         _ => threshold >= 1.0 && threshold <= u32::MAX as f64 && threshold.fract() == 0.0,
     };
     if !valid {
         let message = match when {
             RuleWhen::DeniedRatio => "threshold of a denied_ratio rule must be a fraction above 0, at most 1",
+            RuleWhen::Quota => "threshold of a quota rule is the share of the quota used: above 0, at most 1",
             _ => "threshold must be a whole number of checks, at least 1",
         };
         problems.push(rule.threshold.span(), message);
     }
-    let within = duration(&rule.within, "within", problems);
+    let within = match (&rule.within, when) {
+        (Some(text), RuleWhen::Quota) => {
+            problems.push(
+                text.span(),
+                "a quota rule counts over the quota's period: leave out within",
+            );
+            None
+        }
+        (None, RuleWhen::Quota) => Some(0),
+        (Some(text), _) => duration(text, "within", problems),
+        (None, _) => {
+            problems.push(spanned.span(), "within is required, such as within = \"1m\"");
+            None
+        }
+    };
+    if when == RuleWhen::Quota {
+        quota_rule_problems(rule, spanned, &target, declared, problems);
+    }
     let cooldown = match &rule.cooldown {
         Some(text) => duration(text, "cooldown", problems),
         None => Some(DEFAULT_COOLDOWN),
@@ -367,11 +385,44 @@ fn compile_rule(
     })
 }
 
+/// A quota rule watches a policy (or every policy) that has quotas.
+fn quota_rule_problems(
+    rule: &RuleSection,
+    spanned: &Spanned<RuleSection>,
+    target: &Option<RuleTarget>,
+    declared: &BTreeMap<String, Spanned<PolicySection>>,
+    problems: &mut Problems<'_>,
+) {
+    let has_quota = |policy: &Spanned<PolicySection>| {
+        let tiers = policy.get_ref().tiers.values();
+        tiers
+            .flat_map(|tier| &tier.get_ref().limits)
+            .any(|limit| limit.get_ref().algorithm == AlgorithmName::Quota)
+    };
+    match target {
+        Some(RuleTarget::Namespace(_)) => {
+            let span = rule.namespace.as_ref().map_or(spanned.span(), |n| n.span());
+            problems.push(
+                span,
+                "a quota rule watches a policy's quotas, not an inline namespace",
+            );
+        }
+        Some(RuleTarget::Policy(name)) if !declared.get(name.as_str()).is_some_and(has_quota) => {
+            let span = rule.policy.as_ref().map_or(spanned.span(), |p| p.span());
+            problems.push(
+                span,
+                format!("policy {name:?} has no quota limit for this rule to watch"),
+            );
+        }
+        _ => {}
+    }
+}
+
 fn observer(rule: &AlertRule) -> Option<Observer> {
     let counts = match rule.when {
         RuleWhen::Denied => Observed::Denied,
         RuleWhen::Requests => Observed::Requests,
-        RuleWhen::DeniedRatio => return None,
+        RuleWhen::DeniedRatio | RuleWhen::Quota => return None,
     };
     // A period validated above; a capacity no count reaches.
     let within = std::num::NonZeroU64::new(rule.within)?;
@@ -387,6 +438,10 @@ fn observer(rule: &AlertRule) -> Option<Observer> {
 
 fn attach_observers(rules: &mut AlertRules, policies: &mut [Policy]) {
     for rule in &rules.rules {
+        if rule.when == RuleWhen::Quota {
+            attach_quota_rule(rule, policies);
+            continue;
+        }
         let Some(observer) = observer(rule) else {
             continue;
         };
@@ -410,6 +465,26 @@ fn attach_observers(rules: &mut AlertRules, policies: &mut [Policy]) {
         let mut observers = std::mem::take(entry).into_vec();
         observers.push(observer);
         *entry = observers.into();
+    }
+}
+
+/// Puts a quota rule on every tier it watches (endpoint rules' tiers
+/// included: their quotas are the tier's too).
+fn attach_quota_rule(rule: &AlertRule, policies: &mut [Policy]) {
+    let watcher = QuotaRule {
+        rule: rule.name.clone(),
+        share: rule.threshold,
+    };
+    for policy in policies.iter_mut() {
+        let name = policy.name.clone();
+        let endpoint_tiers = policy.endpoints.values_mut().flat_map(|e| e.tiers.iter_mut());
+        for tier in policy.tiers.iter_mut().chain(endpoint_tiers) {
+            if rule.watches(Some(&name), None, Some(&tier.name)) {
+                let mut watchers = std::mem::take(&mut tier.quota_rules).into_vec();
+                watchers.push(watcher.clone());
+                tier.quota_rules = watchers.into();
+            }
+        }
     }
 }
 
@@ -533,5 +608,38 @@ within = "forever"
             "{error}"
         );
         assert!(Config::parse(&source.replace("tier = \"free\", for", "tier = \"blocked\", for")).is_ok());
+    }
+
+    #[test]
+    fn a_quota_rule_watches_the_quotas_of_a_policy_and_says_what_is_wrong() {
+        let plans = "[policies.api]\nkey = [\"token\"]\ndefault_tier = \"free\"\n[policies.api.tiers.free]\nlimits = [{ algorithm = \"quota\", limit = 100, period = \"month\" }]\n";
+        let rule =
+            "[[alerts.rules]]\nname = \"eighty\"\npolicy = \"api\"\nwhen = \"quota\"\nthreshold = 0.8\n";
+        let config = Config::parse(&format!("{plans}{POLICY}[alerts]\n{rule}")).unwrap();
+        let free = config.policy("api").unwrap().tier("free").unwrap();
+        assert_eq!(free.quota_rules.len(), 1);
+        assert_eq!(free.quota_rules[0].share, 0.8);
+        assert!(free.observers.is_empty(), "no window of its own");
+
+        for (change, problem) in [
+            (rule.replace("0.8", "80"), "share of the quota used"),
+            (format!("{rule}within = \"1m\"\n"), "leave out within"),
+            (
+                rule.replace("policy = \"api\"", "policy = \"per_ip\""),
+                "no quota limit",
+            ),
+            (
+                rule.replace("policy = \"api\"", "namespace = \"drf\""),
+                "not an inline namespace",
+            ),
+            (rule.replace("quota", "denied"), "within is required"),
+        ] {
+            let error = Config::parse(&format!("{plans}{POLICY}[alerts]\n{change}")).unwrap_err();
+            let messages: Vec<String> = error.problems.into_iter().map(|p| p.message).collect();
+            assert!(
+                messages.iter().any(|m| m.contains(problem)),
+                "{change}: {messages:?}"
+            );
+        }
     }
 }

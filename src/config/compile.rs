@@ -230,6 +230,7 @@ fn compile_tiers(
                 requestable: options.requestable,
                 penalty,
                 observers: Box::new([]),
+                quota_rules: Box::new([]),
             })
         })
         .collect()

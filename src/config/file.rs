@@ -201,10 +201,13 @@ pub struct RuleSection {
     pub namespace: Option<Spanned<String>>,
     /// What is counted.
     pub when: Spanned<RuleWhen>,
-    /// Checks per key (`denied`, `requests`), or a fraction (`denied_ratio`).
+    /// Checks per key (`denied`, `requests`), or a fraction (`denied_ratio`,
+    /// and `quota`: the share of a quota used).
     pub threshold: Spanned<f64>,
-    /// The window counted over, such as `"1m"`.
-    pub within: Spanned<String>,
+    /// The window counted over, such as `"1m"`; none for `quota`, whose
+    /// window is the quota's period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Spanned<String>>,
     /// The same key does not fire the rule again sooner; default 10m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<Spanned<String>>,
@@ -239,6 +242,9 @@ pub enum RuleWhen {
     Requests,
     /// Denied over all checks of the whole policy.
     DeniedRatio,
+    /// A key's use of a calendar quota reached a share of it: once per key
+    /// and period.
+    Quota,
 }
 
 /// How loud an alert is.

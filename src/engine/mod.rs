@@ -232,6 +232,9 @@ impl Engine {
                 locked.count(&at.event(&resolved, allowed));
                 drop(locked);
                 self.observe(&resolved, key, allowed, now);
+                if allowed {
+                    self.watch_quotas(&resolved, key, &outcomes, now);
+                }
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
@@ -287,6 +290,9 @@ impl Engine {
                 .collect();
             let hashes: Vec<u64> = at.iter().map(|at| at.hash).collect();
             let mut locked = self.store.lock(&hashes);
+            // Each check's outcomes, for the quota rules once it is known
+            // whether the batch counted.
+            let mut outcomes_of = Vec::with_capacity(requests.len());
             let mut decisions: Vec<Decision> = resolved
                 .iter()
                 .zip(&at)
@@ -301,7 +307,9 @@ impl Engine {
                         scale: at.scale(),
                         now,
                     };
-                    verdict.to_decision()
+                    let decision = verdict.to_decision();
+                    outcomes_of.push(outcomes);
+                    decision
                 })
                 .collect();
             let allowed = decisions.iter().all(|d| d.allowed);
@@ -319,8 +327,11 @@ impl Engine {
                 locked.count(&at.event(item, allowed));
             }
             drop(locked);
-            for (item, at) in resolved.iter().zip(&at) {
+            for ((item, at), outcomes) in resolved.iter().zip(&at).zip(&outcomes_of) {
                 self.observe(item, at.key, allowed, now);
+                if allowed {
+                    self.watch_quotas(item, at.key, outcomes, now);
+                }
             }
             Ok(BatchDecision { allowed, decisions })
         })
@@ -583,5 +594,50 @@ mod tests {
         // A new calendar is a new count.
         engine.replace_config(Config::parse(&plans.replace("America/New_York", "UTC")).unwrap());
         assert_eq!(engine.check(&check).unwrap().remaining, Some(2));
+    }
+
+    #[test]
+    fn quota_rules_fire_once_as_a_keys_use_crosses_each_share_and_again_next_period() {
+        let plans = "[policies.api]\nkey = [\"token\"]\ndefault_tier = \"free\"\n[policies.api.tiers.free]\nlimits = [{ name = \"daily\", algorithm = \"quota\", limit = 10, period = \"day\" }]\n[alerts]\n[[alerts.rules]]\nname = \"half\"\npolicy = \"api\"\nwhen = \"quota\"\nthreshold = 0.5\n[[alerts.rules]]\nname = \"all\"\npolicy = \"api\"\nwhen = \"quota\"\nthreshold = 1.0\n";
+        // 2027-01-10 12:00 UTC.
+        let clock = Arc::new(ManualClock::new(1_799_582_400 * SECOND));
+        let engine = Engine::new(Config::parse(plans).unwrap(), clock.clone());
+        let sink = Arc::new(Collect::default());
+        engine.set_alarm_sink(sink.clone());
+        let mut check = CheckRequest::policy(
+            "api",
+            RequestKey {
+                token: Some("tk".into()),
+                ..RequestKey::default()
+            },
+        );
+        check.cost = Some(3);
+        for _ in 0..3 {
+            assert!(engine.check(&check).unwrap().allowed);
+        }
+        check.cost = Some(1);
+        assert!(engine.check(&check).unwrap().allowed, "the tenth unit");
+        assert!(!engine.check(&check).unwrap().allowed);
+        let fired = |sink: &Collect| -> Vec<(String, u64)> {
+            sink.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(rule, _, count)| (rule.clone(), *count))
+                .collect()
+        };
+        // 3, 6 (past 5: "half"), 9, 10 ("all"); a denial fires nothing.
+        assert_eq!(fired(&sink), [("half".to_string(), 6), ("all".to_string(), 10)]);
+        assert!(sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, key, _)| key == "api\0\0ttk"));
+        clock.advance(std::time::Duration::from_secs(12 * 3600));
+        for _ in 0..5 {
+            assert!(engine.check(&check).unwrap().allowed);
+        }
+        assert_eq!(fired(&sink).len(), 3, "a new day, a new crossing");
     }
 }

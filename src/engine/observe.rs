@@ -7,11 +7,12 @@ use std::cell::RefCell;
 
 use super::hook::Alarm;
 use super::resolve::Resolved;
-use super::transaction::{fresh, reconcile};
+use super::transaction::{fresh, limits_of, reconcile};
 use super::Engine;
 use crate::clock::Nanos;
 use crate::key::{self, Key};
-use crate::policy::Observed;
+use crate::limiter::Outcome;
+use crate::policy::{AlgorithmName, Observed};
 
 thread_local! {
     /// Reused for every window's store key on this thread.
@@ -95,6 +96,53 @@ impl Engine {
                 count,
                 at: now,
             });
+        }
+    }
+}
+
+impl Engine {
+    /// Raises an alarm for each quota rule (`when = "quota"`) whose share
+    /// of a quota this allowed check took the key's use to: the check that
+    /// crosses the mark, so once per key and period on the node that
+    /// counted it (the alerts room drops a second node's alarm for the same
+    /// crossing within the rule's cooldown).
+    pub(super) fn watch_quotas(&self, resolved: &Resolved<'_>, key: &str, outcomes: &[Outcome], now: Nanos) {
+        let cost = resolved.cost as u64;
+        let Some(sink) = self
+            .alarms
+            .get()
+            .filter(|_| cost > 0 && !resolved.quota_rules.is_empty())
+        else {
+            return;
+        };
+        let scale = self.cluster.shares().map_or(1.0, |s| s.scale());
+        let mut identity = None;
+        for (limit, outcome) in limits_of(resolved).iter().zip(outcomes) {
+            if limit.limit.algorithm() != AlgorithmName::Quota {
+                continue;
+            }
+            // The quota this node enforces, and what the check left of it.
+            let quota = (limit.limit.capacity() as f64 * scale.min(1.0)) as u64;
+            let used = quota.saturating_sub(outcome.remaining);
+            for rule in resolved.quota_rules {
+                let mark = ((rule.share * quota as f64).ceil() as u64).max(1);
+                if used.saturating_sub(cost) >= mark || used < mark {
+                    continue;
+                }
+                let identity = identity.get_or_insert_with(|| {
+                    let mut text = String::new();
+                    if let Some(key) = Key::parse(key) {
+                        key.encode_identity(&mut text);
+                    }
+                    text
+                });
+                sink.alarm(&Alarm {
+                    rule: &rule.rule,
+                    key: identity,
+                    count: used,
+                    at: now,
+                });
+            }
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::clock::Nanos;
 use crate::config::Config;
 use crate::key::{Key, Scope};
 use crate::policy::{
-    compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Observer, Policy, Tier, TierLimits, MAX_COST,
+    compile_limits, is_valid_name, KeyAttr, KeySet, NamedLimit, Observer, Policy, QuotaRule, Tier,
+    TierLimits, MAX_COST,
 };
 
 /// Where a check's tier came from.
@@ -38,6 +39,8 @@ pub(super) struct Resolved<'c> {
     pub tier_source: Option<TierSource>,
     /// Alert rules counting this check's key.
     pub observers: Cow<'c, [Observer]>,
+    /// Alert rules watching the key's use of its quotas.
+    pub quota_rules: &'c [QuotaRule],
     /// `None` for an unlimited or deny tier.
     pub limits: Option<Cow<'c, [NamedLimit]>>,
     /// A deny tier: nothing passes.
@@ -97,6 +100,7 @@ pub(super) fn resolve<'c>(
             Ok(Resolved {
                 scope,
                 tier_source: None,
+                quota_rules: &[],
                 observers: match config.alerts.inline_observers.is_empty() {
                     true => Cow::Borrowed(&[]),
                     false => Cow::Owned(config.alerts.inline(namespace).cloned().collect()),
@@ -157,6 +161,7 @@ fn resolve_policy<'c>(
         scope,
         tier_source: Some(tier_source),
         observers: Cow::Borrowed(&tier.observers),
+        quota_rules: &endpoint_tier.unwrap_or(tier).quota_rules,
         limits,
         deny,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),

@@ -121,6 +121,18 @@ pub struct Tier {
     pub penalty: bool,
     /// Alert rules counting this tier's keys (see `config::alerts`).
     pub observers: Box<[Observer]>,
+    /// Alert rules watching how much of its quotas a key has used.
+    pub quota_rules: Box<[QuotaRule]>,
+}
+
+/// An alert rule (`when = "quota"`) on a tier's quotas: it fires when a
+/// check takes a key's use of a quota to `share` of it or past.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuotaRule {
+    /// The rule's name.
+    pub rule: CompactString,
+    /// The share of the quota (above 0, at most 1).
+    pub share: f64,
 }
 
 impl Observer {
