@@ -266,3 +266,48 @@ notify = ["http://{receiver}/hook"]
         .sum();
     assert_eq!(fired, 1.0);
 }
+
+#[test]
+fn a_customers_own_quota_set_at_runtime_reaches_every_node_and_keeps_its_token_secret() {
+    let config = config_file("quota-override", PLANS);
+    let nodes = start_cluster(3, &config, &["--admin-token", "t0ken"]);
+    let team = check("tok-team");
+    for _ in 0..50 {
+        assert!(nodes[0].check(&team));
+    }
+    let own = format!("{PLANS}\n[quota_overrides.tokens]\n\"tok-team\" = {{ daily = 1000 }}\n");
+    assert_eq!(nodes[1].put("/v1/config", "t0ken", &own), 200);
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(10), "using the customer's own quota", |n| {
+            n.peek_remaining(&team) == Some(950)
+        });
+    }
+    let usage = nodes[2]
+        .get_as("/v1/quota?policy=api&token=tok-team", "t0ken")
+        .unwrap();
+    let daily = &usage["quotas"][0];
+    assert_eq!(
+        (daily["limit"].as_u64(), daily["used"].as_u64()),
+        (Some(1000), Some(50)),
+        "{usage}"
+    );
+    assert_eq!(
+        daily["own_quota"],
+        json!({ "subject": "token", "tier_quota": 300 })
+    );
+    assert_eq!(
+        nodes[2].peek_remaining(&check("tok-other")),
+        Some(1000),
+        "free: a month's 1000"
+    );
+    let shown = nodes[0].get_as("/v1/config", "t0ken").unwrap();
+    assert_eq!(
+        shown["config"]["quota_overrides"]["tokens"],
+        json!({ "count": 1 }),
+        "{shown}"
+    );
+    assert!(
+        !shown.to_string().contains("tok-team"),
+        "a token is a secret: {shown}"
+    );
+}

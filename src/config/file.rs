@@ -23,6 +23,10 @@ pub struct ConfigFile {
     /// Server-side tier assignments.
     #[serde(default)]
     pub assignments: AssignmentsSection,
+    /// Per-customer quotas: a token, user, IP or endpoint's own quota for
+    /// a quota limit, by the limit's name.
+    #[serde(default, skip_serializing_if = "QuotaOverridesSection::is_empty")]
+    pub quota_overrides: QuotaOverridesSection,
     /// Abuse alert rules.
     #[serde(default)]
     pub alerts: AlertsSection,
@@ -175,6 +179,35 @@ pub struct AssignmentsSection {
     pub endpoints: BTreeMap<String, Spanned<String>>,
 }
 
+/// One subject's own quotas: limit name to units per period.
+pub type OwnQuotas = Spanned<BTreeMap<String, u32>>;
+
+/// `[quota_overrides]`: one customer's own quota for a limit of their
+/// tier, by token, user, IP or endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverridesSection {
+    /// Token to its quotas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, OwnQuotas>,
+    /// User to its quotas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, OwnQuotas>,
+    /// Client IP to its quotas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ips: BTreeMap<String, OwnQuotas>,
+    /// Endpoint to its quotas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, OwnQuotas>,
+}
+
+impl QuotaOverridesSection {
+    /// No override in any table.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.users.is_empty() && self.ips.is_empty() && self.endpoints.is_empty()
+    }
+}
+
 /// `[alerts]`: abuse rules and where their alerts go.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +335,7 @@ pub fn shape_problems(source: &str) -> Vec<ShapeProblem> {
         match key.get_ref().as_ref() {
             "store" => problems.extend(shape_of::<StoreSection>(value)),
             "assignments" => problems.extend(shape_of::<AssignmentsSection>(value)),
+            "quota_overrides" => problems.extend(shape_of::<QuotaOverridesSection>(value)),
             "policies" => match value.get_ref() {
                 DeValue::Table(policies) => {
                     problems.extend(policies.values().filter_map(shape_of::<PolicySection>));
@@ -329,7 +363,7 @@ pub fn shape_problems(source: &str) -> Vec<ShapeProblem> {
             other => problems.push((
                 key.span(),
                 format!(
-                    "unknown field `{other}`, expected one of `store`, `policies`, `assignments`, `alerts`"
+                    "unknown field `{other}`, expected one of `store`, `policies`, `assignments`, `quota_overrides`, `alerts`"
                 ),
             )),
         }

@@ -9,6 +9,7 @@
 pub mod alerts;
 mod compile;
 pub mod file;
+pub mod overrides;
 pub mod source;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use compact_str::CompactString;
 use alerts::AlertRules;
 pub use compile::MAX_KEYS_LIMIT;
 use file::ConfigFile;
+pub use overrides::{Override, QuotaOverrides};
 
 use crate::policy::Policy;
 
@@ -42,6 +44,8 @@ pub struct Config {
     pub policies: Vec<Policy>,
     /// Tier assignments declared in the file.
     pub assignments: Assignments,
+    /// Customers' own quotas.
+    pub quota_overrides: QuotaOverrides,
     /// Most keys to track.
     pub max_keys: u64,
     /// Most bytes the tracked keys may take.
@@ -177,6 +181,7 @@ impl Config {
         let mut problems = compile::Problems::new(source);
         let (mut policies, assignments, capacity) = compile::compile(&file, &mut problems);
         let alerts = alerts::compile(&file.alerts, &file.policies, &mut policies, &mut problems);
+        let quota_overrides = overrides::compile(&file.quota_overrides, &policies, &mut problems);
         let mut problems = problems.into_vec();
         if !problems.is_empty() {
             problems.sort_by_key(|p| (p.line, p.column));
@@ -189,6 +194,7 @@ impl Config {
             file,
             policies,
             assignments,
+            quota_overrides,
             max_keys: capacity.max_keys,
             max_memory: capacity.max_memory,
             alerts,

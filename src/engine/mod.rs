@@ -640,4 +640,42 @@ mod tests {
         }
         assert_eq!(fired(&sink).len(), 3, "a new day, a new crossing");
     }
+
+    #[test]
+    fn a_customers_own_quota_replaces_the_tiers_and_keeps_what_they_used() {
+        let plans = "[policies.api]\nkey = [\"token\"]\ndefault_tier = \"free\"\n[policies.api.tiers.free]\nlimits = [{ name = \"monthly\", algorithm = \"quota\", limit = 3, period = \"month\" }]\n";
+        let engine = Engine::new(
+            Config::parse(plans).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        );
+        let token = |token: &str| {
+            CheckRequest::policy(
+                "api",
+                RequestKey {
+                    token: Some(token.into()),
+                    ..RequestKey::default()
+                },
+            )
+        };
+        for _ in 0..3 {
+            assert!(engine.check(&token("acme")).unwrap().allowed);
+        }
+        assert!(!engine.check(&token("acme")).unwrap().allowed);
+        let own = format!("{plans}[quota_overrides.tokens]\nacme = {{ monthly = 10 }}\n");
+        engine.replace_config(Config::parse(&own).unwrap());
+        let acme = engine.check(&token("acme")).unwrap();
+        assert_eq!(
+            (acme.allowed, acme.limit, acme.remaining),
+            (true, Some(10), Some(6))
+        );
+        let other = engine.check(&token("other")).unwrap();
+        assert_eq!((other.limit, other.remaining), (Some(3), Some(2)));
+        let unknown = Config::parse(&own.replace("monthly = 10", "yearly = 10")).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("\"yearly\" is no quota limit's name; the quota limits are: monthly"),
+            "{unknown}"
+        );
+    }
 }

@@ -155,7 +155,14 @@ fn resolve_policy<'c>(
     let (limits, deny) = match &endpoint_tier.unwrap_or(tier).limits {
         TierLimits::Unlimited => (None, None),
         TierLimits::Deny => (None, Some(Denial { until: lapses, now })),
-        TierLimits::Limited(limits) => (Some(Cow::Borrowed(&limits[..])), None),
+        // A customer's own quota, where the config gives one.
+        TierLimits::Limited(limits) => match config.quota_overrides.is_empty() {
+            true => (Some(Cow::Borrowed(&limits[..])), None),
+            false => match config.quota_overrides.apply(limits, &request.key) {
+                Some(own) => (Some(Cow::Owned(own)), None),
+                None => (Some(Cow::Borrowed(&limits[..])), None),
+            },
+        },
     };
     Ok(Resolved {
         scope,

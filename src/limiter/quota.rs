@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use jiff::civil::Date;
@@ -205,9 +206,11 @@ impl Calendar {
 }
 
 /// The current period, cached: start and length in seconds, packed in one
-/// word so that a check reads both with one load. Clones start empty.
-#[derive(Default)]
-struct PeriodCache(AtomicU64);
+/// word so that a check reads both with one load. Clones share it: they
+/// have the same calendar (a customer's own quota, say), so the same
+/// periods.
+#[derive(Default, Clone)]
+struct PeriodCache(Arc<AtomicU64>);
 
 impl PeriodCache {
     fn get(&self, now: i64) -> Option<(i64, i64)> {
@@ -221,12 +224,6 @@ impl PeriodCache {
         if let (Ok(start), Ok(len)) = (u32::try_from(start), u32::try_from(end - start)) {
             self.0.store((start as u64) << 32 | len as u64, Ordering::Relaxed);
         }
-    }
-}
-
-impl Clone for PeriodCache {
-    fn clone(&self) -> Self {
-        Self::default()
     }
 }
 
@@ -263,6 +260,15 @@ impl Quota {
     /// Units per period.
     pub fn limit(&self) -> u32 {
         self.limit
+    }
+
+    /// The same quota with `limit` units per period: the same calendar, so
+    /// the same count.
+    pub fn with_limit(&self, limit: u32) -> Self {
+        Self {
+            limit,
+            ..self.clone()
+        }
     }
 
     /// When its periods start.

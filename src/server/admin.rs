@@ -53,14 +53,17 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The config in force, as JSON. Token assignments are secrets and are
-/// reported as a count only; webhook URLs show their scheme and host only
+/// The config in force, as JSON. Token assignments and tokens' own quotas
+/// are secrets and are reported as a count only; webhook URLs show their scheme and host only
 /// ([`crate::redact::url`]); the alert rules (what an abuser must stay
 /// under) only to a `reader` (read or admin token), others get their count.
 pub fn describe_config(app: &App, reader: bool) -> Value {
     let config = app.engine.config();
     let mut file = serde_json::to_value(&config.file).unwrap_or(Value::Null);
     file["assignments"]["tokens"] = json!({ "count": config.file.assignments.tokens.len() });
+    if !config.file.quota_overrides.tokens.is_empty() {
+        file["quota_overrides"]["tokens"] = json!({ "count": config.file.quota_overrides.tokens.len() });
+    }
     if let Some(rules) = file["alerts"]["rules"].as_array_mut() {
         for url in rules
             .iter_mut()

@@ -52,6 +52,20 @@ pub struct QuotaUse {
     pub remaining: u64,
     /// When the period resets, RFC 3339 UTC.
     pub resets_at: Option<ResetAt>,
+    /// The customer's own quota (`[quota_overrides]`), when one is in
+    /// force: by which of their attributes, and the tier's quota it
+    /// replaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_quota: Option<OwnQuota>,
+}
+
+/// A customer's own quota, as `GET /v1/quota` shows it.
+#[derive(Debug, Serialize)]
+pub struct OwnQuota {
+    /// `token`, `user`, `ip` or `endpoint`.
+    pub subject: &'static str,
+    /// The tier's quota, which it replaces.
+    pub tier_quota: u32,
 }
 
 /// `GET /v1/quota` answer.
@@ -119,7 +133,15 @@ pub async fn get_quota(
             let Limit::Quota(quota) = &named.limit else {
                 return None;
             };
+            let own_quota = config
+                .quota_overrides
+                .find(&request.key, &report.name)
+                .map(|own| OwnQuota {
+                    subject: own.subject.name(),
+                    tier_quota: quota.limit(),
+                });
             Some(QuotaUse {
+                own_quota,
                 name: report.name.to_string(),
                 period: quota.calendar().period().as_str(),
                 timezone: quota.calendar().zone_name().to_string(),
