@@ -24,6 +24,15 @@ key = ["user"]
 default_tier = "free"
 [policies.p.tiers.free]
 limits = [{ name = "burst", algorithm = "token_bucket", rate = "1/m", burst = 2 }]
+
+[policies.trial]
+key = ["user"]
+default_tier = "free"
+[policies.trial.tiers.free]
+limits = [
+  { name = "burst", algorithm = "token_bucket", rate = "1/m", burst = 2 },
+  { name = "strict", algorithm = "token_bucket", rate = "1/m", burst = 1, mode = "shadow" },
+]
 "#;
 
 struct Server {
@@ -144,6 +153,21 @@ async fn hello_ping_check_peek_refund_and_check_many() {
         (reply.opcode, batch.allowed, batch.decisions.len()),
         (Opcode::Batch, false, 3)
     );
+}
+
+#[tokio::test]
+async fn shadow_limits_are_left_out_of_binary_answers() {
+    let server = start(BinaryLimits::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut trial = check("t");
+    trial.target = WireTarget::Policy("trial".into());
+    for (id, allowed) in [(1, true), (2, true), (3, false)] {
+        let decision: WireDecision =
+            decode(&ask(&mut stream, Opcode::Check, id, encode(&trial)).await.body).unwrap();
+        assert_eq!(decision.allowed, allowed, "the enforced burst of 2 decides");
+        let names: Vec<&str> = decision.limits.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["burst"]);
+    }
 }
 
 #[tokio::test]

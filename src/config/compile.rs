@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::file::{ConfigFile, EndpointSection, PolicySection, TierSection};
 use super::{Assignments, Problem};
 use crate::policy::{
-    compile_limit, is_valid_name, EndpointRule, KeySet, NamedLimit, Policy, Tier, TierLimits, MAX_COST,
+    compile_limit, is_valid_name, EndpointRule, KeySet, Mode, NamedLimit, Policy, Tier, TierLimits, MAX_COST,
     MAX_LIMITS, MAX_NAME,
 };
 use crate::store::Capacity;
@@ -124,7 +124,13 @@ fn compile_policy(
             format!("policy {name:?}: key needs at least one of user, ip, token, endpoint"),
         );
     }
-    let tiers = compile_tiers(name, &format!("policy {name:?}"), &section.tiers, problems);
+    let tiers = compile_tiers(
+        name,
+        section.mode,
+        &format!("policy {name:?}"),
+        &section.tiers,
+        problems,
+    );
     if section.tiers.is_empty() {
         problems.push(span.clone(), format!("policy {name:?} has no tiers"));
     }
@@ -137,7 +143,7 @@ fn compile_policy(
     }
     let mut endpoints = HashMap::new();
     for endpoint in &section.endpoints {
-        let rule = compile_endpoint(name, endpoint, &section.tiers, problems);
+        let rule = compile_endpoint(name, section.mode, endpoint, &section.tiers, problems);
         let endpoint_name = endpoint.get_ref().endpoint.clone();
         if endpoints.insert(endpoint_name.clone(), rule).is_some() {
             problems.push(
@@ -162,6 +168,7 @@ fn compile_policy(
 
 fn compile_endpoint(
     policy: &str,
+    mode: Option<Mode>,
     section: &Spanned<EndpointSection>,
     policy_tiers: &BTreeMap<String, Spanned<TierSection>>,
     problems: &mut Problems<'_>,
@@ -193,13 +200,14 @@ fn compile_endpoint(
     }
     EndpointRule {
         cost: section.cost,
-        tiers: compile_tiers(policy, &context, &section.tiers, problems),
+        tiers: compile_tiers(policy, mode, &context, &section.tiers, problems),
         matched: Default::default(),
     }
 }
 
 fn compile_tiers(
     policy: &str,
+    mode: Option<Mode>,
     context: &str,
     sections: &BTreeMap<String, Spanned<TierSection>>,
     problems: &mut Problems<'_>,
@@ -214,7 +222,7 @@ fn compile_tiers(
                     format!("{context}: tier names must be 1-{MAX_NAME} characters of A-Z a-z 0-9 _ - . : /"),
                 );
             }
-            let limits = compile_tier_limits(&context, section, problems)?;
+            let limits = compile_tier_limits(&context, mode, section, problems)?;
             let options = section.get_ref();
             let penalty = options.penalty || options.deny;
             if penalty && options.requestable {
@@ -238,6 +246,7 @@ fn compile_tiers(
 
 fn compile_tier_limits(
     context: &str,
+    mode: Option<Mode>,
     section: &Spanned<TierSection>,
     problems: &mut Problems<'_>,
 ) -> Option<TierLimits> {
@@ -286,7 +295,11 @@ fn compile_tier_limits(
                     limit.name
                 ),
             ),
-            Ok(limit) => limits.push(limit),
+            Ok(mut limit) => {
+                // The policy's mode, where the limit gives none.
+                limit.shadow |= spec.get_ref().mode.is_none() && mode == Some(Mode::Shadow);
+                limits.push(limit)
+            }
             Err(message) => problems.push(spec.span(), format!("{context}: limit {}: {message}", i + 1)),
         }
     }

@@ -121,6 +121,10 @@ pub struct PolicySection {
     /// Per-endpoint costs and limits.
     #[serde(default)]
     pub endpoints: Vec<Spanned<EndpointSection>>,
+    /// `shadow` makes every limit of the policy a shadow limit, but for
+    /// those that say `mode = "enforce"` themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::policy::Mode>,
 }
 
 /// `[policies.NAME.tiers.TIER]`.

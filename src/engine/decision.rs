@@ -16,7 +16,7 @@ use super::Denial;
 use crate::clock::{Nanos, MILLI};
 use crate::key::Scope;
 use crate::limiter::Outcome;
-use crate::policy::{AlgorithmName, NamedLimit};
+use crate::policy::{AlgorithmName, Mode, NamedLimit};
 
 /// A decision as the engine made it, borrowing from the config it used.
 #[derive(Debug, Clone, Copy)]
@@ -40,18 +40,19 @@ pub struct Verdict<'a> {
 }
 
 impl Verdict<'_> {
-    /// Every limit had room (and the cost was counted); never in a deny
-    /// tier.
+    /// Every enforced limit had room (and the cost was counted); never in a
+    /// deny tier. Shadow limits do not count.
     pub fn allowed(&self) -> bool {
-        self.deny.is_none() && self.outcomes.iter().all(|o| o.allowed)
+        self.deny.is_none() && super::transaction::enforced_allow(self.limits, self.outcomes)
     }
 
-    /// The limit to report as "the" limit: when denied, the one that makes
-    /// the caller wait longest (one that can never pass outranks any wait);
-    /// when allowed, the one with the fewest units left. `None` when there
-    /// are no limits.
+    /// The enforced limit to report as "the" limit: when denied, the one
+    /// that makes the caller wait longest (one that can never pass outranks
+    /// any wait); when allowed, the one with the fewest units left. `None`
+    /// when no limit is enforced.
     pub fn binding(&self) -> Option<usize> {
-        let indexed = self.outcomes.iter().enumerate();
+        let enforced = |(i, _): &(usize, &Outcome)| !self.limits[*i].shadow;
+        let indexed = self.outcomes.iter().enumerate().filter(enforced);
         if self.allowed() {
             let capacity = |i: usize| self.limits[i].limit.capacity();
             indexed
@@ -79,6 +80,13 @@ impl Verdict<'_> {
             .map(|(limit, outcome)| LimitReport::new(limit, outcome, self.scale, self.now))
             .collect();
         let binding = self.binding().map(|i| &limits[i]);
+        let shadow_denied = self
+            .limits
+            .iter()
+            .zip(self.outcomes)
+            .filter(|(limit, outcome)| limit.shadow && !outcome.allowed)
+            .map(|(limit, _)| limit.name.as_str())
+            .collect();
         Decision {
             allowed,
             policy: self.scope.policy(),
@@ -95,6 +103,7 @@ impl Verdict<'_> {
             retry_after_ms: binding.and_then(|b| b.retry_after_ms),
             reset_at: binding.and_then(|b| b.reset_at),
             limits,
+            shadow_denied,
         }
     }
 
@@ -113,6 +122,7 @@ impl Verdict<'_> {
             reset_after_ms: wait.unwrap_or(0),
             retry_after_ms: wait,
             reset_at: None,
+            mode: Mode::Enforce,
         };
         Decision {
             allowed: false,
@@ -126,6 +136,7 @@ impl Verdict<'_> {
             retry_after_ms: wait,
             reset_at: None,
             limits: SmallVec::from_iter([report]),
+            shadow_denied: Vec::new(),
         }
     }
 
@@ -158,6 +169,9 @@ pub struct LimitReport {
     /// A quota's next reset, RFC 3339; absent for other limits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<ResetAt>,
+    /// `enforce`, or `shadow` for a limit that is counted and reported but
+    /// never decides.
+    pub mode: Mode,
 }
 
 /// An instant shown as RFC 3339 (whole seconds, UTC): when a quota resets.
@@ -199,6 +213,7 @@ impl LimitReport {
                 AlgorithmName::Quota => Some(ResetAt(now.saturating_add(outcome.reset_after))),
                 _ => None,
             },
+            mode: limit.mode(),
         }
     }
 }
@@ -231,8 +246,19 @@ pub struct Decision<S = CompactString> {
     /// When the limit reported resets, RFC 3339, if it is a quota.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<ResetAt>,
-    /// Every limit's own answer.
+    /// Every limit's own answer, shadow limits included.
     pub limits: SmallVec<[LimitReport; 2]>,
+    /// The shadow limits that would have denied this check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow_denied: Vec<S>,
+}
+
+impl<S> Decision<S> {
+    /// The reports of the enforced limits: what headers and the binary
+    /// protocol show.
+    pub fn enforced(&self) -> impl Iterator<Item = &LimitReport> {
+        self.limits.iter().filter(|limit| limit.mode == Mode::Enforce)
+    }
 }
 
 impl Decision<&str> {
@@ -249,6 +275,11 @@ impl Decision<&str> {
             retry_after_ms: self.retry_after_ms,
             reset_at: self.reset_at,
             limits: self.limits.clone(),
+            shadow_denied: self
+                .shadow_denied
+                .iter()
+                .map(|name| CompactString::from(*name))
+                .collect(),
         }
     }
 }

@@ -38,7 +38,7 @@ use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::store::{Store, StoreStats};
 use config_cell::ConfigCell;
-use transaction::{limits_of, At, Intent};
+use transaction::{enforced_allow, limits_of, shadow_denied, At, Intent};
 
 thread_local! {
     /// Reused for every single check on this thread: building a key
@@ -228,9 +228,12 @@ impl Engine {
                 };
                 let mut locked = self.store.lock(&[hash]);
                 let outcomes = self.transact(&mut locked, &at, &resolved, Intent::Take);
-                let allowed = resolved.deny.is_none() && outcomes.iter().all(|o| o.allowed);
-                locked.count(&at.event(&resolved, allowed));
+                let limits = limits_of(&resolved);
+                let allowed = resolved.deny.is_none() && enforced_allow(limits, &outcomes);
+                let shadow_denied = shadow_denied(limits, &outcomes, allowed);
+                locked.count(&at.event(&resolved, allowed, &shadow_denied));
                 drop(locked);
+                drop(shadow_denied);
                 self.observe(&resolved, key, allowed, now);
                 if allowed {
                     self.watch_quotas(&resolved, key, &outcomes, now);
@@ -316,15 +319,17 @@ impl Engine {
             if !allowed {
                 // Later checks first, so a key repeated in the batch is
                 // given back in the reverse order it was taken.
-                for ((decision, item), at) in decisions.iter_mut().zip(&resolved).zip(&at).rev() {
+                let taken = decisions.iter_mut().zip(&resolved).zip(&at).zip(&outcomes_of);
+                for (((decision, item), at), outcomes) in taken.rev() {
                     if decision.allowed && decision.cost > 0 {
-                        Self::roll_back(&mut locked, at, item, decision.cost);
+                        Self::roll_back(&mut locked, at, item, outcomes, decision.cost);
                         decision.roll_back();
                     }
                 }
             }
-            for (item, at) in resolved.iter().zip(&at).rev() {
-                locked.count(&at.event(item, allowed));
+            for ((item, at), outcomes) in resolved.iter().zip(&at).zip(&outcomes_of).rev() {
+                let shadow_denied = shadow_denied(limits_of(item), outcomes, allowed);
+                locked.count(&at.event(item, allowed, &shadow_denied));
             }
             drop(locked);
             for ((item, at), outcomes) in resolved.iter().zip(&at).zip(&outcomes_of) {
@@ -677,5 +682,89 @@ mod tests {
                 .contains("\"yearly\" is no quota limit's name; the quota limits are: monthly"),
             "{unknown}"
         );
+    }
+
+    #[test]
+    fn a_shadow_limit_counts_as_if_enforced_beside_the_others_and_never_decides() {
+        let tiers = "[policies.p]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.p.tiers.t]\nlimits = [{ name = \"real\", algorithm = \"sliding_window\", rate = \"3/m\" }, { name = \"strict\", algorithm = \"sliding_window\", rate = \"1/m\", mode = \"shadow\" }]\n";
+        let engine = Engine::new(
+            Config::parse(tiers).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        );
+        let first = engine.check(&user("a")).unwrap();
+        assert!(first.allowed && first.shadow_denied.is_empty());
+        assert_eq!(
+            (first.limit, first.remaining),
+            (Some(3), Some(2)),
+            "the enforced limit reports"
+        );
+        assert_eq!(first.limits[1].mode, crate::policy::Mode::Shadow);
+        assert_eq!(first.limits[1].remaining, 0, "counted in the shadow limit too");
+        for remaining in [1, 0] {
+            let next = engine.check(&user("a")).unwrap();
+            assert!(next.allowed, "a shadow limit never denies");
+            assert_eq!(next.remaining, Some(remaining));
+            assert_eq!(next.shadow_denied, ["strict"]);
+        }
+        let denied = engine.check(&user("a")).unwrap();
+        assert!(!denied.allowed);
+        assert_eq!(denied.shadow_denied, ["strict"], "it would deny too");
+        // Enforced at last: it kept its count (one check, the first).
+        engine.replace_config(Config::parse(&tiers.replace(", mode = \"shadow\"", "")).unwrap());
+        let enforced = engine.check(&user("a")).unwrap();
+        assert!(!enforced.allowed);
+        assert!(enforced.shadow_denied.is_empty());
+        let fresh = engine.check(&user("b")).unwrap();
+        assert!(fresh.allowed);
+        assert_eq!(fresh.remaining, Some(0), "the strict limit binds now");
+    }
+
+    #[test]
+    fn a_denied_batch_takes_back_only_what_its_shadow_limits_counted() {
+        let tiers = "[policies.p]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.p.tiers.t]\nlimits = [{ name = \"real\", algorithm = \"token_bucket\", rate = \"1/h\", burst = 5 }, { name = \"strict\", algorithm = \"token_bucket\", rate = \"1/h\", burst = 1, mode = \"shadow\" }]\n[policies.q]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.q.tiers.t]\nlimits = [{ algorithm = \"token_bucket\", rate = \"1/h\", burst = 1 }]\n";
+        let engine = Engine::new(
+            Config::parse(tiers).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        );
+        let other = CheckRequest::policy(
+            "q",
+            RequestKey {
+                user: Some("a".into()),
+                ..RequestKey::default()
+            },
+        );
+        engine.check(&other).unwrap();
+        // Two checks of p (the second one over the shadow burst), then q, which is empty: all rolled back.
+        let batch = engine
+            .check_batch(&[
+                CheckRequest::policy(
+                    "p",
+                    RequestKey {
+                        user: Some("a".into()),
+                        ..RequestKey::default()
+                    },
+                ),
+                CheckRequest::policy(
+                    "p",
+                    RequestKey {
+                        user: Some("a".into()),
+                        ..RequestKey::default()
+                    },
+                ),
+                other,
+            ])
+            .unwrap();
+        assert!(!batch.allowed);
+        let peek = engine
+            .explain(&CheckRequest::policy(
+                "p",
+                RequestKey {
+                    user: Some("a".into()),
+                    ..RequestKey::default()
+                },
+            ))
+            .unwrap();
+        let remaining: Vec<u64> = peek.decision.limits.iter().map(|l| l.remaining).collect();
+        assert_eq!(remaining, [5, 1], "nothing kept, nothing taken back twice");
     }
 }

@@ -118,7 +118,7 @@ impl Engine {
         let scale = self.cluster.shares().map_or(1.0, |s| s.scale());
         let mut identity = None;
         for (limit, outcome) in limits_of(resolved).iter().zip(outcomes) {
-            if limit.limit.algorithm() != AlgorithmName::Quota {
+            if limit.shadow || limit.limit.algorithm() != AlgorithmName::Quota {
                 continue;
             }
             // The quota this node enforces, and what the check left of it.

@@ -44,7 +44,7 @@ impl Engine {
         let (outcomes, changed) = match intent {
             Intent::Take => {
                 let outcomes = decide(entry, limits, now, cost, shares);
-                let counted = cost > 0 && outcomes.iter().all(|o| o.allowed);
+                let counted = cost > 0 && enforced_allow(limits, &outcomes);
                 (outcomes, counted)
             }
             Intent::Give => {
@@ -64,11 +64,22 @@ impl Engine {
 
     /// Takes back what [`transact`](Self::transact) counted for a batch that
     /// was denied as a whole; no one else has seen it, the locks are held.
-    pub(super) fn roll_back(locked: &mut Locked<'_>, at: &At<'_>, resolved: &Resolved<'_>, cost: u32) {
+    /// `outcomes` are the transaction's: a shadow limit that would have
+    /// denied counted nothing to take back.
+    pub(super) fn roll_back(
+        locked: &mut Locked<'_>,
+        at: &At<'_>,
+        resolved: &Resolved<'_>,
+        outcomes: &[Outcome],
+        cost: u32,
+    ) {
         let scale = at.scale();
         if let Some(entry) = locked.get(at.hash, at.key) {
-            for (state, limit) in entry.limits.iter_mut().zip(limits_of(resolved)) {
-                limit.limit.undo_commit(state, at.now, cost, scale);
+            let counted = entry.limits.iter_mut().zip(limits_of(resolved)).zip(outcomes);
+            for ((state, limit), outcome) in counted {
+                if !limit.shadow || outcome.allowed {
+                    limit.limit.undo_commit(state, at.now, cost, scale);
+                }
             }
         }
     }
@@ -101,8 +112,14 @@ impl At<'_> {
     }
 
     /// The decision as the shard's recorder sees it.
-    pub fn event<'e>(&'e self, resolved: &Resolved<'e>, allowed: bool) -> CheckEvent<'e> {
+    pub fn event<'e>(
+        &'e self,
+        resolved: &Resolved<'e>,
+        allowed: bool,
+        shadow_denied: &'e [&'e str],
+    ) -> CheckEvent<'e> {
         CheckEvent {
+            shadow_denied,
             scope: resolved.scope,
             key: self.key,
             key_hash: self.hash,
@@ -167,6 +184,38 @@ pub(super) fn evaluate_all(
 /// Asks every limit, and counts the cost in all of them only if all allow.
 /// In a cluster (`shares`), a limit with room also needs this node's share
 /// of it (see [`share`]).
+/// The shadow limits that would have denied a check the enforced limits
+/// allowed: what enforcing them would change. Empty, without a look at the
+/// outcomes, for a denied check.
+pub(super) fn shadow_denied<'l>(
+    limits: &'l [NamedLimit],
+    outcomes: &[Outcome],
+    allowed: bool,
+) -> ShadowDenied<'l> {
+    let would_deny = |(limit, outcome): &(&'l NamedLimit, &Outcome)| limit.shadow && !outcome.allowed;
+    match allowed {
+        true => limits
+            .iter()
+            .zip(outcomes)
+            .filter(would_deny)
+            .map(|(limit, _)| limit.name.as_str())
+            .collect(),
+        false => ShadowDenied::new(),
+    }
+}
+
+/// Names of shadow limits, on the stack for up to two.
+pub(super) type ShadowDenied<'l> = SmallVec<[&'l str; 2]>;
+
+/// Whether every enforced limit allows: the answer. Shadow limits never
+/// change it.
+pub(super) fn enforced_allow(limits: &[NamedLimit], outcomes: &[Outcome]) -> bool {
+    limits
+        .iter()
+        .zip(outcomes)
+        .all(|(limit, outcome)| limit.shadow || outcome.allowed)
+}
+
 pub(super) fn decide(
     entry: &mut Entry,
     limits: &[NamedLimit],
@@ -189,23 +238,31 @@ pub(super) fn decide(
             }
         }
     }
-    if outcomes.iter().all(|o| o.allowed) {
-        for (state, limit) in entry.limits.iter_mut().zip(limits) {
+    // Counted where the enforced limits all allow: in each of them, and in
+    // each shadow limit that would allow too, as though it were enforced
+    // beside them. A limit whose outcome assumed the cost but did not
+    // count it reports what it holds instead (one bit each).
+    let allowed = enforced_allow(limits, &outcomes);
+    let mut held = 0u64;
+    let counted = entry.limits.iter_mut().zip(limits).zip(outcomes.iter());
+    for (i, ((state, limit), outcome)) in counted.enumerate() {
+        if allowed && outcome.allowed {
             limit.limit.commit_scaled(state, now, cost, scale);
             if let Some(shares) = shares.filter(|_| cost > 0) {
                 state.note_spent(shares.interval_of(now), cost);
             }
+        } else if outcome.allowed || share_denied & (1 << (i % 64)) != 0 {
+            held |= 1 << (i % 64);
         }
-        return outcomes;
     }
-    // Denied: limits that had room report what they hold, since their
-    // outcome assumed the cost would be counted and it was not.
-    let limits_and_states = limits.iter().zip(entry.limits.iter_mut());
-    for (i, (outcome, (limit, state))) in outcomes.iter_mut().zip(limits_and_states).enumerate() {
-        if outcome.allowed || share_denied & (1 << (i % 64)) != 0 {
-            let held = limit.limit.evaluate_scaled(state, now, 0, scale);
-            outcome.remaining = held.remaining;
-            outcome.reset_after = held.reset_after;
+    if held != 0 {
+        let limits_and_states = limits.iter().zip(entry.limits.iter_mut());
+        for (i, (outcome, (limit, state))) in outcomes.iter_mut().zip(limits_and_states).enumerate() {
+            if held & (1 << (i % 64)) != 0 {
+                let held = limit.limit.evaluate_scaled(state, now, 0, scale);
+                outcome.remaining = held.remaining;
+                outcome.reset_after = held.reset_after;
+            }
         }
     }
     outcomes

@@ -13,7 +13,7 @@ use compact_str::CompactString;
 mod vocabulary;
 
 use crate::limiter::{Calendar, Limit, Quota, Rate, SlidingWindow, TokenBucket};
-pub use vocabulary::{AlgorithmName, KeyAttr, LimitSpec, ResetDay, ResetSpec};
+pub use vocabulary::{AlgorithmName, KeyAttr, LimitSpec, Mode, ResetDay, ResetSpec};
 
 /// Most limits one tier (or one inline check) may have.
 pub const MAX_LIMITS: usize = 8;
@@ -79,16 +79,29 @@ pub struct NamedLimit {
     pub spec: u16,
     /// [`Limit::retention`].
     pub retention: crate::clock::Nanos,
+    /// A shadow limit: counted and reported, never deciding. Not part of
+    /// [`spec`](Self::spec), so a limit switched between modes keeps its
+    /// counts.
+    pub shadow: bool,
 }
 
 impl NamedLimit {
-    /// `limit` called `name`.
+    /// `limit` called `name`, enforced.
     pub fn new(name: CompactString, limit: Limit) -> Self {
         Self {
             name,
             spec: limit.spec_id(),
             retention: limit.retention(),
             limit,
+            shadow: false,
+        }
+    }
+
+    /// Whether it is reported as `enforce` or `shadow`.
+    pub fn mode(&self) -> Mode {
+        match self.shadow {
+            true => Mode::Shadow,
+            false => Mode::Enforce,
         }
     }
 }
@@ -341,6 +354,12 @@ pub fn is_valid_name(name: &str) -> bool {
 /// A message saying what is wrong: a bad rate, a zero burst, a burst on a
 /// sliding window, or a bad name.
 pub fn compile_limit(spec: &LimitSpec) -> Result<NamedLimit, String> {
+    let mut limit = compile_algorithm(spec)?;
+    limit.shadow = spec.mode == Some(Mode::Shadow);
+    Ok(limit)
+}
+
+fn compile_algorithm(spec: &LimitSpec) -> Result<NamedLimit, String> {
     if spec.algorithm == AlgorithmName::Quota {
         return compile_quota(spec);
     }

@@ -34,6 +34,22 @@ pub struct LimitSpec {
     /// for months, Monday for weeks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<ResetSpec>,
+    /// `enforce` (the default) or `shadow`: counted, reported, never
+    /// deciding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// Whether a limit decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// It decides: a request passes only if it has room.
+    #[default]
+    Enforce,
+    /// It counts each request as it would if it were enforced beside the
+    /// enforced limits, and is reported, but never changes the answer.
+    Shadow,
 }
 
 impl LimitSpec {
@@ -48,6 +64,7 @@ impl LimitSpec {
             limit: None,
             period: None,
             reset: None,
+            mode: None,
         }
     }
 }

@@ -279,7 +279,7 @@ impl<S: AsRef<str>> From<&Decision<S>> for WireDecision {
             remaining: decision.remaining,
             reset_after_ms: decision.reset_after_ms,
             retry_after_ms: decision.retry_after_ms,
-            limits: decision.limits.iter().map(WireReport::from).collect(),
+            limits: decision.enforced().map(WireReport::from).collect(),
         }
     }
 }
@@ -301,8 +301,9 @@ impl<S: AsRef<str>> Encode for DecisionBody<'_, S> {
         d.reset_after_ms.encode(e)?;
         d.retry_after_ms.encode(e)?;
         // A sequence: its length as a u64, then the items (as `Vec`).
-        (d.limits.len() as u64).encode(e)?;
-        for report in &d.limits {
+        // Shadow limits are not part of this protocol version's answer.
+        (d.enforced().count() as u64).encode(e)?;
+        for report in d.enforced() {
             report.name.as_str().encode(e)?;
             algorithm_code(report.algorithm).encode(e)?;
             report.limit.encode(e)?;

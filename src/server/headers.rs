@@ -10,7 +10,8 @@
 //!   (seconds from now) for the limit closest to denying.
 //! - `Retry-After` (seconds) on a denial that can succeed later.
 //!
-//! An unlimited tier gets none of them.
+//! Shadow limits are not in them (they decide nothing); an unlimited tier
+//! gets none of them.
 
 use std::fmt::Write;
 
@@ -36,13 +37,14 @@ fn insert_number(headers: &mut HeaderMap, name: &'static str, value: u64) {
 
 /// Adds the rate-limit headers for `decision` to `headers`.
 pub fn add_rate_limit_headers<S>(headers: &mut HeaderMap, decision: &Decision<S>) {
-    if decision.limits.is_empty() {
+    let enforced = decision.enforced().count();
+    if enforced == 0 {
         return;
     }
     // About 40 bytes per limit in each list.
-    let mut policy = String::with_capacity(48 * decision.limits.len());
-    let mut state = String::with_capacity(48 * decision.limits.len());
-    for (i, limit) in decision.limits.iter().enumerate() {
+    let mut policy = String::with_capacity(48 * enforced);
+    let mut state = String::with_capacity(48 * enforced);
+    for (i, limit) in decision.enforced().enumerate() {
         let separator = if i == 0 { "" } else { ", " };
         let window = seconds(limit.window_ms).max(1);
         // Writing to a String cannot fail.

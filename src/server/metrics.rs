@@ -192,6 +192,23 @@ fn usage_series(app: &App, snapshot: &mut Snapshot) {
         "Checks by policy (or inline namespace), tier and result; counted once a second",
         checks,
     );
+    let shadow = usage
+        .shadow_totals()
+        .into_iter()
+        .map(|(id, limit, count)| {
+            let (policy, tier) = scope_labels(&id);
+            (
+                vec![("policy", policy), ("tier", tier), ("limit", limit.to_string())],
+                count as f64,
+            )
+        })
+        .collect();
+    snapshot.add(
+        "weir_shadow_denied",
+        MetricType::Counter,
+        "Checks the enforced limits allowed that a shadow limit would have denied, by policy, tier and shadow limit",
+        shadow,
+    );
     snapshot.add(
         "weir_check_units",
         MetricType::Counter,

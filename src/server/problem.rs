@@ -65,8 +65,7 @@ impl<'a, T> Problem<'a, T> {
     /// penalty).
     pub fn of<S: AsRef<str>>(denied: &'a Decision<S>, body: &'a T, config: &Config) -> Self {
         let violated: Vec<&str> = denied
-            .limits
-            .iter()
+            .enforced()
             .filter(|limit| !limit.allowed)
             .map(|limit| limit.name.as_str())
             .collect();

@@ -125,8 +125,7 @@ pub async fn get_quota(
         _ => &[],
     };
     let quotas = decision
-        .limits
-        .iter()
+        .enforced()
         .filter(|report| report.algorithm == AlgorithmName::Quota)
         .filter_map(|report| {
             let named = limits.iter().find(|limit| limit.name == report.name)?;

@@ -24,6 +24,9 @@ pub struct CheckEvent<'a> {
     /// The scope is named in the config (a policy, or a namespace a rule
     /// names): recorders keep it apart however many others there are.
     pub named: bool,
+    /// Shadow limits that would have denied a check the enforced limits
+    /// allowed (empty but for those).
+    pub shadow_denied: &'a [&'a str],
 }
 
 /// Receives the decisions made on one store shard, under its lock.

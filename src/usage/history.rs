@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::tally::{Counts, Drained, ScopeId};
+use compact_str::CompactString;
+
+use super::tally::{add_shadow, Counts, Drained, ScopeId, ShadowCounts};
 use super::top::TopK;
 
 /// Seconds kept at 1 s resolution.
@@ -76,6 +78,8 @@ struct Series {
     minutes: Ring,
     /// Since the node started, for metrics.
     total: Counts,
+    /// Per shadow limit, since the node started, for metrics.
+    shadow_total: ShadowCounts,
 }
 
 /// Heavy hitters, allowed and denied.
@@ -310,7 +314,11 @@ impl History {
             seconds: Ring::new(SECONDS_KEPT),
             minutes: Ring::new(MINUTES_KEPT),
             total: Counts::default(),
+            shadow_total: ShadowCounts::new(),
         });
+        for (limit, count) in &drained.shadow_limits {
+            add_shadow(&mut series.shadow_total, limit, *count);
+        }
         series.seconds.add(second, &drained.counts);
         series.minutes.add(second / 60, &drained.counts);
         series.total.add(&drained.counts);
@@ -330,6 +338,18 @@ impl History {
     /// Counts per scope since start, for metrics.
     pub fn totals(&self) -> Vec<(ScopeId, Counts)> {
         self.series.iter().map(|(id, s)| (id.clone(), s.total)).collect()
+    }
+
+    /// Per scope and shadow limit, the allowed checks it would have denied
+    /// since start, for metrics.
+    pub fn shadow_totals(&self) -> Vec<(ScopeId, CompactString, u64)> {
+        let mut totals = Vec::new();
+        for (id, series) in &self.series {
+            for (limit, count) in &series.shadow_total {
+                totals.push((id.clone(), limit.clone(), *count));
+            }
+        }
+        totals
     }
 
     /// Counts per covered scope over `range` ending at `now` (Unix
@@ -423,6 +443,7 @@ mod tests {
             },
             top_allowed: top,
             top_denied: TopK::new(8),
+            shadow_limits: Vec::new(),
             named: true,
         }
     }

@@ -198,6 +198,12 @@ impl Usage {
         self.history().totals()
     }
 
+    /// Per scope and shadow limit, the allowed checks it would have denied
+    /// since start, for metrics.
+    pub fn shadow_totals(&self) -> Vec<(ScopeId, compact_str::CompactString, u64)> {
+        self.history().shadow_totals()
+    }
+
     /// Keys per heavy-hitter summary.
     pub fn top_k(&self) -> usize {
         self.history().settings().top_k

@@ -76,6 +76,10 @@ pub struct Counts {
     pub allowed_cost: u64,
     /// Units denied checks asked for.
     pub denied_cost: u64,
+    /// Allowed checks that a shadow limit would have denied: what
+    /// enforcing the shadow limits would have changed.
+    #[serde(default)]
+    pub shadow_denied: u64,
 }
 
 impl Counts {
@@ -85,6 +89,7 @@ impl Counts {
         self.denied += other.denied;
         self.allowed_cost += other.allowed_cost;
         self.denied_cost += other.denied_cost;
+        self.shadow_denied += other.shadow_denied;
     }
 
     /// Nothing counted.
@@ -101,6 +106,18 @@ struct ScopeTally {
     counts: Counts,
     top_allowed: ShardTop,
     top_denied: ShardTop,
+    shadow_limits: ShadowCounts,
+}
+
+/// Per shadow limit (by name), the allowed checks it would have denied.
+pub type ShadowCounts = Vec<(CompactString, u64)>;
+
+/// Adds `count` for `limit` to `counts`.
+pub fn add_shadow(counts: &mut ShadowCounts, limit: &str, count: u64) {
+    match counts.iter_mut().find(|(name, _)| name == limit) {
+        Some((_, sum)) => *sum += count,
+        None => counts.push((limit.into(), count)),
+    }
 }
 
 impl ScopeTally {
@@ -111,6 +128,7 @@ impl ScopeTally {
             counts: Counts::default(),
             top_allowed: ShardTop::default(),
             top_denied: ShardTop::default(),
+            shadow_limits: ShadowCounts::new(),
         }
     }
 }
@@ -126,6 +144,8 @@ pub struct Drained {
     pub top_allowed: TopK,
     /// Heaviest denied keys.
     pub top_denied: TopK,
+    /// Per shadow limit, the allowed checks it would have denied.
+    pub shadow_limits: ShadowCounts,
     /// Named in the config: never folded past the cap.
     pub named: bool,
 }
@@ -174,6 +194,7 @@ impl ShardTally {
                 counts: std::mem::take(&mut tally.counts),
                 top_allowed: tally.top_allowed.take(k),
                 top_denied: tally.top_denied.take(k),
+                shadow_limits: std::mem::take(&mut tally.shadow_limits),
                 named: tally.named,
             });
         }
@@ -184,6 +205,12 @@ impl Recorder for ShardTally {
     fn record(&mut self, event: &CheckEvent<'_>) {
         let tally = self.tally(&event.scope, event.named);
         let cost = event.cost as u64;
+        if !event.shadow_denied.is_empty() {
+            tally.counts.shadow_denied += 1;
+            for limit in event.shadow_denied {
+                add_shadow(&mut tally.shadow_limits, limit, 1);
+            }
+        }
         if event.allowed {
             tally.counts.allowed += 1;
             tally.counts.allowed_cost += cost;

@@ -8,4 +8,5 @@ mod errors;
 mod harness;
 mod openapi;
 mod problems;
+mod shadow;
 mod usage;

@@ -77,6 +77,27 @@ def test_headers_match_the_ones_weir_sends(weir_server):
     assert raw.status == 429 and "retry-after" in sent
 
 
+def test_shadow_limits_are_reported_but_left_out_of_the_headers_as_weir_does(weir_server):
+    http = urllib3.PoolManager()
+    body = {
+        "namespace": "client-tests",
+        "key": {"user": uuid.uuid4().hex},
+        "limits": [
+            {"name": "hourly", "algorithm": "sliding_window", "rate": "10/h"},
+            {"name": "strict", "algorithm": "sliding_window", "rate": "1/h", "mode": "shadow"},
+        ],
+    }
+    for expected_shadow_denied in [(), ("strict",)]:
+        raw = http.request("POST", weir_server.url + "/v1/check", json=body)
+        decision = Decision.from_json(raw.json())
+        assert raw.status == 200 and decision.allowed
+        assert decision.shadow_denied == expected_shadow_denied
+        assert [r.mode for r in decision.limits] == ["enforce", "shadow"]
+        sent = {k.lower(): v for k, v in raw.headers.items() if "ratelimit" in k.lower()}
+        assert {k.lower(): v for k, v in decision.headers().items()} == sent
+        assert "strict" not in sent["ratelimit-policy"]
+
+
 def test_unreachable_weir_answers_by_failure_mode():
     dead = "http://127.0.0.1:9"
     assert Client(dead, failure_mode="open").check(inline("k")).source == "fail_open"

@@ -32,6 +32,11 @@ class LimitReport:
     remaining: int
     reset_after_ms: int
     retry_after_ms: int | None
+    #: ``"enforce"``, or ``"shadow"`` for a limit that is counted and
+    #: reported but never decides (it is left out of the headers).
+    mode: str = "enforce"
+    #: A calendar quota's next reset, RFC 3339 (UTC); ``None`` otherwise.
+    reset_at: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LimitReport:
@@ -44,6 +49,8 @@ class LimitReport:
             remaining=data["remaining"],
             reset_after_ms=data["reset_after_ms"],
             retry_after_ms=data.get("retry_after_ms"),
+            mode=data.get("mode", "enforce"),
+            reset_at=data.get("reset_at"),
         )
 
 
@@ -67,6 +74,11 @@ class Decision:
     cost: int = 0
     #: ``"weir"``, the failure mode that answered instead, or ``"skipped"``.
     source: Source = "weir"
+    #: Shadow limits that would have denied this request (over HTTP; the
+    #: binary protocol leaves shadow limits out).
+    shadow_denied: tuple[str, ...] = ()
+    #: When the limit reported is a calendar quota: its next reset, RFC 3339.
+    reset_at: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Decision:
@@ -81,6 +93,8 @@ class Decision:
             namespace=data.get("namespace"),
             tier=data.get("tier"),
             cost=data.get("cost", 0),
+            shadow_denied=tuple(data.get("shadow_denied", ())),
+            reset_at=data.get("reset_at"),
         )
 
     @property
@@ -95,12 +109,14 @@ class Decision:
         if style == "none":
             return {}
         headers: dict[str, str] = {}
-        if self.limits and style in ("both", "ietf"):
+        # Shadow limits decide nothing: weir leaves them out of headers.
+        enforced = [r for r in self.limits if r.mode != "shadow"]
+        if enforced and style in ("both", "ietf"):
             headers["RateLimit-Policy"] = ", ".join(
-                f'"{r.name}";q={r.limit};w={max(1, _seconds(r.window_ms))}' for r in self.limits
+                f'"{r.name}";q={r.limit};w={max(1, _seconds(r.window_ms))}' for r in enforced
             )
             headers["RateLimit"] = ", ".join(
-                f'"{r.name}";r={r.remaining};t={_seconds(r.reset_after_ms)}' for r in self.limits
+                f'"{r.name}";r={r.remaining};t={_seconds(r.reset_after_ms)}' for r in enforced
             )
         if self.limit is not None and self.remaining is not None and style in ("both", "x"):
             headers["X-RateLimit-Limit"] = str(self.limit)

@@ -80,6 +80,9 @@ def view_decisions(request: Any, view: Any, conf: settings.WeirSettings) -> dict
     if checks:
         batch = client_for(conf).check_batch(list(checks.values()))
         decisions = dict(zip(checks, batch.decisions, strict=True))
+        for identity, decision in decisions.items():
+            if decision.shadow_denied:
+                log.debug("weir: shadow limits %s would have denied %s", ", ".join(decision.shadow_denied), identity)
     http_request._weir_decisions = decisions
     return decisions
 
