@@ -259,7 +259,9 @@ notify = ["http://{receiver}/hook"]
     assert_eq!(alert["threshold"], 0.8);
     assert_eq!(alert["tier"], "team");
     let used = alert["count"].as_f64().unwrap();
-    assert!((240.0..250.0).contains(&used), "{alert}");
+    // At the mark, or past it by what reached the node from its peers
+    // since its last check.
+    assert!((240.0..=260.0).contains(&used), "{alert}");
     let fired: f64 = nodes
         .iter()
         .map(|n| n.metric("weir_alerts_total{rule=\"team-at-80\"}"))

@@ -24,6 +24,9 @@ use crate::policy::{is_valid_name, AlgorithmName, NamedLimit, Observed, Observer
 /// Most rules in a config.
 pub const MAX_RULES: usize = 64;
 
+/// Most quota rules watching one policy.
+pub const MAX_QUOTA_RULES: usize = 8;
+
 /// Most webhook URLs per rule.
 pub const MAX_NOTIFY: usize = 8;
 
@@ -180,6 +183,23 @@ pub(super) fn compile(
         }
         if let Some(compiled) = compile_rule(rule, spanned, declared, problems) {
             rules.push(compiled);
+        }
+    }
+    // A key's quota state notes the marks it passed in one byte.
+    for policy in declared.keys() {
+        let mut quota_rules = section.rules.iter().filter(|rule| {
+            let rule = rule.get_ref();
+            let watched = rule
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.get_ref() == policy || p.get_ref() == "*");
+            *rule.when.get_ref() == RuleWhen::Quota && watched
+        });
+        if let Some(ninth) = quota_rules.nth(MAX_QUOTA_RULES) {
+            problems.push(
+                ninth.span(),
+                format!("at most {MAX_QUOTA_RULES} quota rules may watch policy {policy:?}"),
+            );
         }
     }
     let any_notify = section.rules.iter().any(|r| !r.get_ref().notify.is_empty());

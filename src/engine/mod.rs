@@ -38,7 +38,7 @@ use crate::clock::{Clock, Nanos};
 use crate::config::Config;
 use crate::store::{Store, StoreStats};
 use config_cell::ConfigCell;
-use transaction::{enforced_allow, limits_of, shadow_denied, At, Intent};
+use transaction::{enforced_allow, limits_of, mark_quotas, shadow_denied, At, Intent};
 
 thread_local! {
     /// Reused for every single check on this thread: building a key
@@ -228,6 +228,7 @@ impl Engine {
                 };
                 let mut locked = self.store.lock(&[hash]);
                 let outcomes = self.transact(&mut locked, &at, &resolved, Intent::Take);
+                let passed = mark_quotas(&mut locked, &at, &resolved, &outcomes);
                 let limits = limits_of(&resolved);
                 let allowed = resolved.deny.is_none() && enforced_allow(limits, &outcomes);
                 let shadow_denied = shadow_denied(limits, &outcomes, allowed);
@@ -235,9 +236,7 @@ impl Engine {
                 drop(locked);
                 drop(shadow_denied);
                 self.observe(&resolved, key, allowed, now);
-                if allowed {
-                    self.watch_quotas(&resolved, key, &outcomes, now);
-                }
+                self.raise_quota_alarms(&resolved, key, &passed, now);
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {
@@ -327,15 +326,21 @@ impl Engine {
                     }
                 }
             }
+            let mut passed = Vec::with_capacity(requests.len());
             for ((item, at), outcomes) in resolved.iter().zip(&at).zip(&outcomes_of).rev() {
                 let shadow_denied = shadow_denied(limits_of(item), outcomes, allowed);
                 locked.count(&at.event(item, allowed, &shadow_denied));
-            }
-            drop(locked);
-            for ((item, at), outcomes) in resolved.iter().zip(&at).zip(&outcomes_of) {
-                self.observe(item, at.key, allowed, now);
+                // A denied batch changed nothing.
                 if allowed {
-                    self.watch_quotas(item, at.key, outcomes, now);
+                    passed.push(mark_quotas(&mut locked, at, item, outcomes));
+                }
+            }
+            passed.reverse();
+            drop(locked);
+            for (i, (item, at)) in resolved.iter().zip(&at).enumerate() {
+                self.observe(item, at.key, allowed, now);
+                if let Some(passed) = passed.get(i) {
+                    self.raise_quota_alarms(item, at.key, passed, now);
                 }
             }
             Ok(BatchDecision { allowed, decisions })

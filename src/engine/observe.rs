@@ -7,12 +7,11 @@ use std::cell::RefCell;
 
 use super::hook::Alarm;
 use super::resolve::Resolved;
-use super::transaction::{fresh, limits_of, reconcile};
+use super::transaction::{fresh, reconcile, QuotaAlarms};
 use super::Engine;
 use crate::clock::Nanos;
 use crate::key::{self, Key};
-use crate::limiter::Outcome;
-use crate::policy::{AlgorithmName, Observed};
+use crate::policy::Observed;
 
 thread_local! {
     /// Reused for every window's store key on this thread.
@@ -101,48 +100,32 @@ impl Engine {
 }
 
 impl Engine {
-    /// Raises an alarm for each quota rule (`when = "quota"`) whose share
-    /// of a quota this allowed check took the key's use to: the check that
-    /// crosses the mark, so once per key and period on the node that
-    /// counted it (the alerts room drops a second node's alarm for the same
-    /// crossing within the rule's cooldown).
-    pub(super) fn watch_quotas(&self, resolved: &Resolved<'_>, key: &str, outcomes: &[Outcome], now: Nanos) {
-        let cost = resolved.cost as u64;
-        let Some(sink) = self
-            .alarms
-            .get()
-            .filter(|_| cost > 0 && !resolved.quota_rules.is_empty())
-        else {
+    /// Raises an alarm for each quota rule (`when = "quota"`) whose mark
+    /// the key's use reached for the first time this period on this node
+    /// ([`mark_quotas`](super::transaction::mark_quotas)): each node raises
+    /// it at most once per key and period, and the alerts room fires it once
+    /// for the cluster within the rule's cooldown.
+    pub(super) fn raise_quota_alarms(
+        &self,
+        resolved: &Resolved<'_>,
+        key: &str,
+        passed: &QuotaAlarms,
+        now: Nanos,
+    ) {
+        let Some(sink) = self.alarms.get().filter(|_| !passed.is_empty()) else {
             return;
         };
-        let scale = self.cluster.shares().map_or(1.0, |s| s.scale());
-        let mut identity = None;
-        for (limit, outcome) in limits_of(resolved).iter().zip(outcomes) {
-            if limit.shadow || limit.limit.algorithm() != AlgorithmName::Quota {
-                continue;
-            }
-            // The quota this node enforces, and what the check left of it.
-            let quota = (limit.limit.capacity() as f64 * scale.min(1.0)) as u64;
-            let used = quota.saturating_sub(outcome.remaining);
-            for rule in resolved.quota_rules {
-                let mark = ((rule.share * quota as f64).ceil() as u64).max(1);
-                if used.saturating_sub(cost) >= mark || used < mark {
-                    continue;
-                }
-                let identity = identity.get_or_insert_with(|| {
-                    let mut text = String::new();
-                    if let Some(key) = Key::parse(key) {
-                        key.encode_identity(&mut text);
-                    }
-                    text
-                });
-                sink.alarm(&Alarm {
-                    rule: &rule.rule,
-                    key: identity,
-                    count: used,
-                    at: now,
-                });
-            }
+        let mut identity = String::new();
+        if let Some(key) = Key::parse(key) {
+            key.encode_identity(&mut identity);
+        }
+        for &(rule, used) in passed {
+            sink.alarm(&Alarm {
+                rule: &resolved.quota_rules[rule].rule,
+                key: &identity,
+                count: used,
+                at: now,
+            });
         }
     }
 }

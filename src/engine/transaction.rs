@@ -10,7 +10,7 @@ use super::resolve::Resolved;
 use super::share::Shares;
 use super::Engine;
 use crate::clock::Nanos;
-use crate::limiter::{LimitState, Outcome};
+use crate::limiter::{Limit, LimitState, Outcome};
 use crate::policy::NamedLimit;
 use crate::store::{Entry, Locked, States};
 
@@ -83,6 +83,59 @@ impl Engine {
             }
         }
     }
+}
+
+/// Quota rules whose mark a check found passed, on this node and for the
+/// first time this period: the rule's index in the tier's quota rules, and
+/// the units used.
+pub(super) type QuotaAlarms = SmallVec<[(usize, u64); 2]>;
+
+/// Notes, in the key's quota states, the quota rules' marks (a share of a
+/// quota) that its use has reached, and returns those reached for the first
+/// time this period on this node. Use, not a crossing: counts merged from
+/// peers can carry a key past a mark between two of its checks here. Call
+/// after [`Engine::transact`] on the same key, its shard still locked.
+pub(super) fn mark_quotas(
+    locked: &mut Locked<'_>,
+    at: &At<'_>,
+    resolved: &Resolved<'_>,
+    outcomes: &[Outcome],
+) -> QuotaAlarms {
+    let mut passed = QuotaAlarms::new();
+    let rules = resolved.quota_rules;
+    if rules.is_empty() {
+        return passed;
+    }
+    let Some(entry) = locked.get(at.hash, at.key) else {
+        return passed;
+    };
+    let states = entry.limits.iter_mut().zip(limits_of(resolved)).zip(outcomes);
+    for ((state, limit), outcome) in states {
+        let Limit::Quota(quota) = &limit.limit else {
+            continue;
+        };
+        if limit.shadow {
+            continue;
+        }
+        // The quota this node enforces, and what is left of it.
+        let enforced = (quota.limit() as f64 * at.scale().min(1.0)) as u64;
+        let used = enforced.saturating_sub(outcome.remaining);
+        let period = quota.period_at(at.now).0 / crate::clock::SECOND;
+        let mut marks = state.quota_marks(period);
+        for (i, rule) in rules
+            .iter()
+            .enumerate()
+            .take(crate::config::alerts::MAX_QUOTA_RULES)
+        {
+            let mark = ((rule.share * enforced as f64).ceil() as u64).max(1);
+            if used >= mark && marks & (1 << i) == 0 {
+                marks |= 1 << i;
+                passed.push((i, used));
+            }
+        }
+        state.set_quota_marks(period, marks);
+    }
+    passed
 }
 
 /// What a transaction does with the request's cost.

@@ -108,6 +108,25 @@ impl LimitState {
         self.counter.note_spent(interval, units);
     }
 
+    /// Quota only: which alert marks this node has passed in the period
+    /// starting at Unix second `period` (one bit per quota rule of the
+    /// tier; see `engine::transaction`). Kept where a token bucket keeps
+    /// its refill time, so a quota's state stays 40 bytes and a snapshot
+    /// keeps the marks too.
+    pub fn quota_marks(&self, period: u64) -> u8 {
+        let word = self.tat.get();
+        match word >> 8 == period {
+            true => word as u8,
+            false => 0,
+        }
+    }
+
+    /// Quota only: sets the marks passed in `period` (see
+    /// [`quota_marks`](Self::quota_marks)).
+    pub fn set_quota_marks(&mut self, period: u64, marks: u8) {
+        self.tat = FullAt::new(period << 8 | marks as u64);
+    }
+
     /// The layout fingerprint this state was built for (kept as the
     /// counter's tag, where it costs no space).
     pub fn spec(&self) -> u16 {
