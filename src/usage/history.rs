@@ -89,6 +89,8 @@ pub struct TopPair {
     pub allowed: TopK,
     /// Denied checks per key.
     pub denied: TopK,
+    /// Allowed checks a shadow limit would have denied, per key.
+    pub shadow_denied: TopK,
 }
 
 impl TopPair {
@@ -96,6 +98,7 @@ impl TopPair {
         Self {
             allowed: TopK::new(k),
             denied: TopK::new(k),
+            shadow_denied: TopK::new(k),
         }
     }
 
@@ -103,10 +106,11 @@ impl TopPair {
     pub fn merge(&mut self, other: &TopPair) {
         self.allowed.merge(&other.allowed);
         self.denied.merge(&other.denied);
+        self.shadow_denied.merge(&other.shadow_denied);
     }
 
     fn bytes(&self) -> usize {
-        self.allowed.bytes() + self.denied.bytes()
+        self.allowed.bytes() + self.denied.bytes() + self.shadow_denied.bytes()
     }
 }
 
@@ -332,6 +336,7 @@ impl History {
         tops.minute.1.merge(&TopPair {
             allowed: drained.top_allowed,
             denied: drained.top_denied,
+            shadow_denied: drained.top_shadow_denied,
         });
     }
 
@@ -443,6 +448,7 @@ mod tests {
             },
             top_allowed: top,
             top_denied: TopK::new(8),
+            top_shadow_denied: TopK::new(8),
             shadow_limits: Vec::new(),
             named: true,
         }

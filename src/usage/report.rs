@@ -99,6 +99,9 @@ pub struct GroupFloor {
     pub allowed: u64,
     /// For denied checks.
     pub denied: u64,
+    /// For allowed checks a shadow limit would have denied.
+    #[serde(default)]
+    pub shadow_denied: u64,
 }
 
 /// One scope's counts over the range.
@@ -154,6 +157,9 @@ pub struct UsageReport {
     pub top_allowed: Vec<TopEntry>,
     /// Keys with the most denied checks.
     pub top_denied: Vec<TopEntry>,
+    /// Keys a shadow limit would have denied most (allowed checks only).
+    #[serde(default)]
+    pub top_shadow_denied: Vec<TopEntry>,
     /// Per policy: how many checks a key left out of the lists may have had.
     pub floors: Vec<GroupFloor>,
     /// Bytes the analytics hold, summed over nodes.
@@ -208,6 +214,7 @@ impl UsageReport {
             scopes: Vec::new(),
             top_allowed: Vec::new(),
             top_denied: Vec::new(),
+            top_shadow_denied: Vec::new(),
             floors: Vec::new(),
             memory_bytes: history.bytes() as u64,
         };
@@ -227,10 +234,14 @@ impl UsageReport {
             };
             report.top_allowed.extend(entries(&pair.allowed, tier));
             report.top_denied.extend(entries(&pair.denied, tier));
+            report
+                .top_shadow_denied
+                .extend(entries(&pair.shadow_denied, tier));
             report.floors.push(GroupFloor {
                 group,
                 allowed: pair.allowed.floor(),
                 denied: pair.denied.floor(),
+                shadow_denied: pair.shadow_denied.floor(),
             });
         }
         report.rank();
@@ -254,12 +265,14 @@ impl UsageReport {
         let order = |a: &TopEntry, b: &TopEntry| b.count.cmp(&a.count).then_with(|| a.key_id.cmp(&b.key_id));
         self.top_allowed.sort_by(order);
         self.top_denied.sort_by(order);
+        self.top_shadow_denied.sort_by(order);
     }
 
     /// Keeps the `n` heaviest keys of each list.
     pub fn truncate_tops(&mut self, n: usize) {
         self.top_allowed.truncate(n);
         self.top_denied.truncate(n);
+        self.top_shadow_denied.truncate(n);
     }
 
     /// Adds another node's report for the same range in. Series are aligned
@@ -309,11 +322,20 @@ impl UsageReport {
             k,
             |f| f.denied,
         );
+        self.top_shadow_denied = merge_tops(
+            &self.top_shadow_denied,
+            &other.top_shadow_denied,
+            &self.floors,
+            &other.floors,
+            k,
+            |f| f.shadow_denied,
+        );
         for floor in other.floors {
             match self.floors.iter_mut().find(|f| f.group == floor.group) {
                 Some(mine) => {
                     mine.allowed += floor.allowed;
                     mine.denied += floor.denied;
+                    mine.shadow_denied += floor.shadow_denied;
                 }
                 None => self.floors.push(floor),
             }

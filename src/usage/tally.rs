@@ -106,6 +106,7 @@ struct ScopeTally {
     counts: Counts,
     top_allowed: ShardTop,
     top_denied: ShardTop,
+    top_shadow_denied: ShardTop,
     shadow_limits: ShadowCounts,
 }
 
@@ -128,6 +129,7 @@ impl ScopeTally {
             counts: Counts::default(),
             top_allowed: ShardTop::default(),
             top_denied: ShardTop::default(),
+            top_shadow_denied: ShardTop::default(),
             shadow_limits: ShadowCounts::new(),
         }
     }
@@ -144,6 +146,8 @@ pub struct Drained {
     pub top_allowed: TopK,
     /// Heaviest denied keys.
     pub top_denied: TopK,
+    /// Heaviest keys a shadow limit would have denied.
+    pub top_shadow_denied: TopK,
     /// Per shadow limit, the allowed checks it would have denied.
     pub shadow_limits: ShadowCounts,
     /// Named in the config: never folded past the cap.
@@ -194,6 +198,7 @@ impl ShardTally {
                 counts: std::mem::take(&mut tally.counts),
                 top_allowed: tally.top_allowed.take(k),
                 top_denied: tally.top_denied.take(k),
+                top_shadow_denied: tally.top_shadow_denied.take(k),
                 shadow_limits: std::mem::take(&mut tally.shadow_limits),
                 named: tally.named,
             });
@@ -207,6 +212,7 @@ impl Recorder for ShardTally {
         let cost = event.cost as u64;
         if !event.shadow_denied.is_empty() {
             tally.counts.shadow_denied += 1;
+            tally.top_shadow_denied.add(event.key_hash, event.key);
             for limit in event.shadow_denied {
                 add_shadow(&mut tally.shadow_limits, limit, 1);
             }

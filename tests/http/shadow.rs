@@ -35,6 +35,13 @@ async fn a_shadow_limit_is_reported_counted_and_left_out_of_the_headers() {
         )
         .await;
     assert_eq!(usage.body["totals"]["shadow_denied"], 2, "{}", usage.body);
+    let top = &usage.body["top_shadow_denied"][0];
+    assert_eq!(
+        (top["key"]["user"].as_str(), top["count"].as_u64()),
+        (Some("bob"), Some(2)),
+        "{}",
+        usage.body
+    );
     let metrics = h.get("/metrics").await;
     let text = metrics.body.as_str().unwrap_or_default().to_string();
     assert!(

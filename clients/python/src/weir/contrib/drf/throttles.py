@@ -82,7 +82,8 @@ def view_decisions(request: Any, view: Any, conf: settings.WeirSettings) -> dict
         decisions = dict(zip(checks, batch.decisions, strict=True))
         for identity, decision in decisions.items():
             if decision.shadow_denied:
-                log.debug("weir: shadow limits %s would have denied %s", ", ".join(decision.shadow_denied), identity)
+                names = ", ".join(decision.shadow_denied)
+                log.debug("weir: shadow limits %s would have denied %s", names, identity)
     http_request._weir_decisions = decisions
     return decisions
 
