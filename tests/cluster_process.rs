@@ -1,7 +1,8 @@
 //! Three real `weir serve` processes on loopback form a cluster: one key's
 //! limit holds across them within the bound of docs/consistency.md, a config
 //! changed on one node reaches the others, and when a node is killed the
-//! others keep serving and drop it from the member list.
+//! others keep serving and drop it from the member list. A reservation made
+//! on one node is settled on another, once.
 
 mod support;
 
@@ -207,4 +208,25 @@ limits = [{ algorithm = "sliding_window", rate = "1/day" }]
         );
     }
     let _ = std::fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn a_reservation_made_on_one_node_is_settled_on_another_once() {
+    let daily = "[policies.llm]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.llm.tiers.t]\nlimits = [{ algorithm = \"quota\", limit = 10000, period = \"day\" }]\n";
+    let nodes = start_cluster(2, &config_file("settle-cluster", daily), &[]);
+    let check = json!({ "policy": "llm", "key": { "user": "u" }, "cost": 500, "reserve": true });
+    let reserved = nodes[0].post("/v1/check", &check);
+    let id = reserved["reservation"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reserved}"));
+    let settled = nodes[1].post("/v1/settle", &json!({ "reservation": id, "cost": 730 }));
+    assert_eq!(settled["charged"], 230, "{settled}");
+    let again = nodes[1].post("/v1/settle", &json!({ "reservation": id, "cost": 730 }));
+    assert_eq!(again["code"], "already_settled", "{again}");
+    let peek = json!({ "policy": "llm", "key": { "user": "u" } });
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(10), "counting the settled cost", |n| {
+            n.peek_remaining(&peek) == Some(10_000 - 730)
+        });
+    }
 }

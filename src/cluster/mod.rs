@@ -471,6 +471,18 @@ impl ClusterNode {
         peer_http::sign(&self.shared.sealer, request, unix_secs, &nonce)
     }
 
+    /// This cluster's signature of `parts`, as hex: what any node of the
+    /// cluster can verify ([`verify_parts`](Self::verify_parts)).
+    pub fn sign_parts(&self, parts: &[&[u8]]) -> String {
+        self.shared.sealer.sign_hex(parts)
+    }
+
+    /// Whether `mac` is this cluster's signature of `parts` (under any of
+    /// its secrets).
+    pub fn verify_parts(&self, parts: &[&[u8]], mac: &str) -> bool {
+        self.shared.sealer.verify_hex(parts, mac)
+    }
+
     /// Whether `mac` is this cluster's signature of `parts`.
     pub(crate) fn verify_peer_request(&self, parts: &[&[u8]], mac: &str) -> bool {
         self.shared.sealer.verify_hex(parts, mac)

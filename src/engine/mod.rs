@@ -354,7 +354,19 @@ impl Engine {
     /// # Errors
     /// The same as [`check`](Self::check).
     pub fn refund(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
-        self.settle(request, true).map(|explained| explained.decision)
+        self.settle(request, Intent::Give)
+            .map(|explained| explained.decision)
+    }
+
+    /// Counts `cost` units (the request's cost, default 1) in every limit of
+    /// the key whatever room they have: what a request used beyond what its
+    /// check reserved. Returns the key's state afterwards, as a peek.
+    ///
+    /// # Errors
+    /// The same as [`check`](Self::check).
+    pub fn charge(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
+        self.settle(request, Intent::Charge)
+            .map(|explained| explained.decision)
     }
 
     /// Looks at a key without counting or recording anything: its tier and
@@ -363,12 +375,12 @@ impl Engine {
     /// # Errors
     /// The same as [`check`](Self::check).
     pub fn explain(&self, request: &CheckRequest) -> Result<Explained, CheckError> {
-        self.settle(request, false)
+        self.settle(request, Intent::Look)
     }
 
-    /// The key's state as a peek, after giving back the request's cost if
-    /// `refund` (and queueing the change for peers).
-    fn settle(&self, request: &CheckRequest, refund: bool) -> Result<Explained, CheckError> {
+    /// The key's state as a peek, after giving back (`Give`) or charging
+    /// (`Charge`) the request's cost, and queueing the change for peers.
+    fn settle(&self, request: &CheckRequest, intent: Intent) -> Result<Explained, CheckError> {
         self.with_config(|config| {
             let mut key = String::new();
             let now = self.clock.now();
@@ -380,7 +392,6 @@ impl Engine {
                 now,
                 shares: self.cluster.shares(),
             };
-            let intent = if refund { Intent::Give } else { Intent::Look };
             let outcomes = self.transact(&mut self.store.lock(&[hash]), &at, &resolved, intent);
             let verdict = Verdict {
                 scope: resolved.scope,

@@ -34,7 +34,9 @@ impl Engine {
         }
         let (now, cost, shares) = (at.now, resolved.cost, at.shares);
         let entry = match intent {
-            Intent::Take => locked.entry(at.hash, at.key, now, retention(limits), || fresh(limits)),
+            Intent::Take | Intent::Charge => {
+                locked.entry(at.hash, at.key, now, retention(limits), || fresh(limits))
+            }
             Intent::Give | Intent::Look => match locked.get(at.hash, at.key) {
                 Some(entry) => entry,
                 // Nothing counted yet: what a fresh key would answer.
@@ -53,6 +55,20 @@ impl Engine {
                     limit.limit.refund(state, now, cost);
                 }
                 (decide(entry, limits, now, 0, shares), true)
+            }
+            Intent::Charge => {
+                reconcile(entry, limits);
+                let scale = at.scale();
+                for (state, limit) in entry.limits.iter_mut().zip(limits) {
+                    // Brings the state's slots up to now, then counts the
+                    // cost whatever room there is.
+                    limit.limit.evaluate_scaled(state, now, cost, scale);
+                    limit.limit.commit_scaled(state, now, cost, scale);
+                    if let Some(shares) = shares.filter(|_| cost > 0) {
+                        state.note_spent(shares.interval_of(now), cost);
+                    }
+                }
+                (decide(entry, limits, now, 0, shares), cost > 0)
             }
             Intent::Look => (decide(entry, limits, now, 0, shares), false),
         };
@@ -145,6 +161,9 @@ pub(super) enum Intent {
     Take,
     /// A refund: give it back to every limit.
     Give,
+    /// A charge settled after the fact: count it in every limit, whatever
+    /// room they have (a key over its limit then waits longer).
+    Charge,
     /// A peek or key view: change nothing.
     Look,
 }

@@ -30,12 +30,22 @@ pub struct CheckBody {
     key: RequestKey,
     tier: Option<String>,
     cost: Option<u32>,
+    /// Reserve `cost` now, to settle the actual cost later
+    /// (`POST /v1/settle`): single checks only.
+    #[serde(default)]
+    reserve: bool,
 }
 
 impl TryFrom<CheckBody> for CheckRequest {
     type Error = ApiError;
 
     fn try_from(body: CheckBody) -> Result<Self, ApiError> {
+        if body.reserve {
+            return Err(ApiError::bad_request(
+                "reserve_not_here",
+                "reserve applies to single checks (POST /v1/check), not to batches or refunds",
+            ));
+        }
         let target = match (body.policy, body.namespace, body.limits) {
             (Some(policy), None, None) => Target::Policy(policy),
             (None, Some(namespace), Some(limits)) => Target::Inline { namespace, limits },
@@ -119,13 +129,41 @@ fn encode<T: Serialize, S>(
 pub async fn check(
     State(app): State<Arc<App>>,
     problem: WantsProblem,
-    JsonBody(body): JsonBody<CheckBody>,
+    JsonBody(mut body): JsonBody<CheckBody>,
 ) -> Result<Response, ApiError> {
+    let reserve = std::mem::take(&mut body.reserve);
     let request = CheckRequest::try_from(body)?;
+    if reserve {
+        return check_reserving(&app, &request, problem);
+    }
     // Encoded straight from the engine's verdict, names borrowed.
     let response = app.engine.check_with(&request, |verdict| {
         let decision = verdict.view();
         respond(&app, decision.allowed, Some(&decision), &decision, problem)
+    })?;
+    Ok(response)
+}
+
+/// A decision with the id that settles its reservation.
+#[derive(Serialize)]
+struct Reserving<'a, T> {
+    #[serde(flatten)]
+    decision: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reservation: Option<String>,
+}
+
+/// A check that reserves its cost: allowed, it answers with a reservation
+/// id (see [`super::settle`]).
+fn check_reserving(app: &App, request: &CheckRequest, problem: WantsProblem) -> Result<Response, ApiError> {
+    let response = app.engine.check_with(request, |verdict| {
+        let decision = verdict.view();
+        let reservation = super::settle::reserve(app, request, decision.allowed);
+        let body = Reserving {
+            decision: &decision,
+            reservation,
+        };
+        respond(app, decision.allowed, Some(&decision), &body, problem)
     })?;
     Ok(response)
 }

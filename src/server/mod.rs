@@ -28,6 +28,7 @@ pub mod ops;
 pub mod problem;
 pub mod process;
 pub mod quota;
+pub mod settle;
 pub mod tls;
 pub mod usage;
 
@@ -79,6 +80,8 @@ pub struct App {
     pub snapshots: OnceLock<Arc<Snapshots>>,
     /// The config file, and what became of its last reload.
     pub config_source: Arc<ConfigSource>,
+    /// Reservations issued and settled here (`POST /v1/settle`).
+    pub reservations: settle::Reservations,
 }
 
 impl App {
@@ -99,6 +102,7 @@ impl App {
             ready: AtomicBool::new(true),
             cluster: OnceLock::new(),
             snapshots: OnceLock::new(),
+            reservations: settle::Reservations::default(),
         })
     }
 }
@@ -109,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/check", post(check::check))
         .route("/v1/check/batch", post(check::check_batch))
         .route("/v1/refund", post(check::refund))
+        .route("/v1/settle", post(settle::settle))
         .route_layer(axum::middleware::from_fn(metrics::time_checks))
         .route(
             "/v1/tiers/{subject}/{id}",

@@ -8,5 +8,6 @@ mod errors;
 mod harness;
 mod openapi;
 mod problems;
+mod settle;
 mod shadow;
 mod usage;
