@@ -22,12 +22,26 @@ use crate::policy::{NamedLimit, Policy};
 type Table = HashMap<String, Box<[(CompactString, u32)]>>;
 
 /// Every override, by subject.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QuotaOverrides {
     tokens: Table,
     users: Table,
     ips: Table,
     endpoints: Table,
+    /// No table has an entry: one load on the check path.
+    none: bool,
+}
+
+impl Default for QuotaOverrides {
+    fn default() -> Self {
+        Self {
+            tokens: Table::new(),
+            users: Table::new(),
+            ips: Table::new(),
+            endpoints: Table::new(),
+            none: true,
+        }
+    }
 }
 
 /// An override in force for a check.
@@ -42,7 +56,7 @@ pub struct Override {
 impl QuotaOverrides {
     /// No override at all: checks look no further.
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.users.is_empty() && self.ips.is_empty() && self.endpoints.is_empty()
+        self.none
     }
 
     fn table(&self, subject: Subject) -> &Table {
@@ -134,10 +148,15 @@ pub(super) fn compile(
         }
         checked
     };
-    QuotaOverrides {
+    let mut overrides = QuotaOverrides {
         tokens: table("tokens", &section.tokens),
         users: table("users", &section.users),
         ips: table("ips", &section.ips),
         endpoints: table("endpoints", &section.endpoints),
-    }
+        none: true,
+    };
+    overrides.none = Subject::ALL
+        .into_iter()
+        .all(|subject| overrides.table(subject).is_empty());
+    overrides
 }

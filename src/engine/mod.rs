@@ -228,15 +228,19 @@ impl Engine {
                 };
                 let mut locked = self.store.lock(&[hash]);
                 let outcomes = self.transact(&mut locked, &at, &resolved, Intent::Take);
-                let passed = mark_quotas(&mut locked, &at, &resolved, &outcomes);
                 let limits = limits_of(&resolved);
                 let allowed = resolved.deny.is_none() && enforced_allow(limits, &outcomes);
-                let shadow_denied = shadow_denied(limits, &outcomes, allowed);
-                locked.count(&at.event(&resolved, allowed, &shadow_denied));
-                drop(locked);
-                drop(shadow_denied);
+                if resolved.shadows || !resolved.quota_rules.is_empty() {
+                    let passed = mark_quotas(&mut locked, &at, &resolved, &outcomes);
+                    let shadow_denied = shadow_denied(limits, &outcomes, allowed);
+                    locked.count(&at.event(&resolved, allowed, &shadow_denied));
+                    drop(locked);
+                    self.raise_quota_alarms(&resolved, key, &passed, now);
+                } else {
+                    locked.count(&at.event(&resolved, allowed, &[]));
+                    drop(locked);
+                }
                 self.observe(&resolved, key, allowed, now);
-                self.raise_quota_alarms(&resolved, key, &passed, now);
                 Ok::<_, CheckError>((resolved, outcomes))
             })?;
             Ok(read(&Verdict {

@@ -41,6 +41,8 @@ pub(super) struct Resolved<'c> {
     pub observers: Cow<'c, [Observer]>,
     /// Alert rules watching the key's use of its quotas.
     pub quota_rules: &'c [QuotaRule],
+    /// Some limit is a shadow limit: the check reports which would deny.
+    pub shadows: bool,
     /// `None` for an unlimited or deny tier.
     pub limits: Option<Cow<'c, [NamedLimit]>>,
     /// A deny tier: nothing passes.
@@ -101,6 +103,7 @@ pub(super) fn resolve<'c>(
                 scope,
                 tier_source: None,
                 quota_rules: &[],
+                shadows: limits.iter().any(|limit| limit.shadow),
                 observers: match config.alerts.inline_observers.is_empty() {
                     true => Cow::Borrowed(&[]),
                     false => Cow::Owned(config.alerts.inline(namespace).cloned().collect()),
@@ -169,6 +172,9 @@ fn resolve_policy<'c>(
         tier_source: Some(tier_source),
         observers: Cow::Borrowed(&tier.observers),
         quota_rules: &endpoint_tier.unwrap_or(tier).quota_rules,
+        shadows: limits
+            .as_deref()
+            .is_some_and(|limits| limits.iter().any(|limit| limit.shadow)),
         limits,
         deny,
         cost: request.cost.or(rule.and_then(|rule| rule.cost)).unwrap_or(1),

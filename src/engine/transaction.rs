@@ -264,16 +264,15 @@ pub(super) fn shadow_denied<'l>(
     outcomes: &[Outcome],
     allowed: bool,
 ) -> ShadowDenied<'l> {
-    let would_deny = |(limit, outcome): &(&'l NamedLimit, &Outcome)| limit.shadow && !outcome.allowed;
-    match allowed {
-        true => limits
-            .iter()
-            .zip(outcomes)
-            .filter(would_deny)
-            .map(|(limit, _)| limit.name.as_str())
-            .collect(),
-        false => ShadowDenied::new(),
+    let mut denied = ShadowDenied::new();
+    if allowed {
+        for (limit, outcome) in limits.iter().zip(outcomes) {
+            if limit.shadow && !outcome.allowed {
+                denied.push(limit.name.as_str());
+            }
+        }
     }
+    denied
 }
 
 /// Names of shadow limits, on the stack for up to two.
@@ -309,6 +308,16 @@ pub(super) fn decide(
                 share_denied |= 1 << (i % 64);
             }
         }
+    }
+    // The common case first: every limit has room, so every limit counts.
+    if outcomes.iter().all(|o| o.allowed) {
+        for (state, limit) in entry.limits.iter_mut().zip(limits) {
+            limit.limit.commit_scaled(state, now, cost, scale);
+            if let Some(shares) = shares.filter(|_| cost > 0) {
+                state.note_spent(shares.interval_of(now), cost);
+            }
+        }
+        return outcomes;
     }
     // Counted where the enforced limits all allow: in each of them, and in
     // each shadow limit that would allow too, as though it were enforced
