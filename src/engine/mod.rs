@@ -2,9 +2,18 @@
 //!
 //! [`Engine::check`] resolves the request against the current config
 //! (policy, tier, endpoint rule, limits, cost), finds the key's state in the
-//! [`Store`], asks every limit, and counts the cost only if all of them have
-//! room. Batches do the same across several keys under one set of locks, so
-//! that they count all or nothing.
+//! [`Store`], asks every limit, and counts the cost only if all the enforced
+//! ones have room (shadow limits are counted as though enforced too, and
+//! never decide). Batches do the same across several keys under one set of
+//! locks, so that they count all or nothing.
+//!
+//! This file is the facade; the parts, top to bottom:
+//! - `resolve`: request to policy, tier, limits, cost and key text;
+//! - `config_cell`: the config in force, read through a copy per thread;
+//! - `transaction`: on one locked key, every limit decides and the cost is
+//!   counted in all or none (or given back, charged, or looked at);
+//! - `observe`: alert-rule windows and quota warnings, after the lock;
+//! - `decision`: the verdict and the decision callers get.
 //!
 //! The config is swapped atomically ([`Engine::replace_config`]); a check sees
 //! either the old config or the new one, never a mix. Counters survive a swap
