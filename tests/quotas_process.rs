@@ -313,3 +313,45 @@ fn a_customers_own_quota_set_at_runtime_reaches_every_node_and_keeps_its_token_s
         "a token is a secret: {shown}"
     );
 }
+
+const JOBS: &str = r#"
+[policies.jobs]
+key = ["user"]
+default_tier = "t"
+[policies.jobs.tiers.t]
+limits = [{ name = "running", algorithm = "concurrency", max = 3, lease = "30s" }]
+"#;
+
+#[test]
+fn three_requests_in_flight_hold_their_leases_and_the_fourth_waits_for_a_release() {
+    let node = Node::start_standalone("jobs", &config_file("jobs", JOBS));
+    let job = json!({ "policy": "jobs", "key": { "user": "u" } });
+    let leases: Vec<String> = (0..3)
+        .map(|_| {
+            node.post("/v1/check", &job)["lease"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(!node.check(&job), "a fourth in flight is denied");
+    let released = node.post("/v1/release", &json!({ "lease": leases[1] }));
+    assert_eq!(released["decision"]["remaining"], 1, "{released}");
+    assert!(node.check(&job), "the released slot is taken again");
+    assert!(!node.check(&job));
+}
+
+#[test]
+fn a_cluster_grants_about_max_leases_while_counts_travel() {
+    let nodes = start_cluster(3, &config_file("jobs-cluster", JOBS), &[]);
+    let job = json!({ "policy": "jobs", "key": { "user": "shared" } });
+    // As fast as one client can, round robin: how many slots before every
+    // node refuses.
+    let mut granted = 0;
+    for i in 0..60 {
+        granted += nodes[i % 3].check(&job) as u32;
+    }
+    eprintln!("three nodes granted {granted} leases of max = 3");
+    // docs/quotas.md: measured 3 to 6 (up to twice max) on loopback.
+    assert!((3..=6).contains(&granted), "{granted}");
+}

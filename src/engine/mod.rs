@@ -382,6 +382,18 @@ impl Engine {
             .map(|explained| explained.decision)
     }
 
+    /// Frees one slot of every concurrency limit of the key: a request in
+    /// flight is done. Returns the key's state afterwards, as a peek.
+    ///
+    /// # Errors
+    /// The same as [`check`](Self::check).
+    pub fn release(&self, request: &CheckRequest) -> Result<Decision, CheckError> {
+        let mut one = request.clone();
+        one.cost = Some(1);
+        self.settle(&one, Intent::Release)
+            .map(|explained| explained.decision)
+    }
+
     /// Looks at a key without counting or recording anything: its tier and
     /// where that came from, and each limit's remaining and reset.
     ///

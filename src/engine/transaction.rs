@@ -37,7 +37,7 @@ impl Engine {
             Intent::Take | Intent::Charge => {
                 locked.entry(at.hash, at.key, now, retention(limits), || fresh(limits))
             }
-            Intent::Give | Intent::Look => match locked.get(at.hash, at.key) {
+            Intent::Give | Intent::Release | Intent::Look => match locked.get(at.hash, at.key) {
                 Some(entry) => entry,
                 // Nothing counted yet: what a fresh key would answer.
                 None => return evaluate_all(&mut fresh(limits), limits, now, 0, 1.0),
@@ -49,17 +49,23 @@ impl Engine {
                 let counted = cost > 0 && enforced_allow(limits, &outcomes);
                 (outcomes, counted)
             }
-            Intent::Give => {
+            Intent::Give | Intent::Release => {
                 reconcile(entry, limits);
                 for (state, limit) in entry.limits.iter_mut().zip(limits) {
-                    limit.limit.refund(state, now, cost);
+                    // A refund gives units back; a release frees a slot in
+                    // flight; neither does the other's work.
+                    let concurrency = matches!(limit.limit, Limit::Concurrency(_));
+                    if concurrency == (intent == Intent::Release) {
+                        limit.limit.refund(state, now, cost);
+                    }
                 }
                 (decide(entry, limits, now, 0, shares), true)
             }
             Intent::Charge => {
                 reconcile(entry, limits);
                 let scale = at.scale();
-                for (state, limit) in entry.limits.iter_mut().zip(limits) {
+                let charged = entry.limits.iter_mut().zip(limits);
+                for (state, limit) in charged.filter(|(_, l)| !matches!(l.limit, Limit::Concurrency(_))) {
                     // Brings the state's slots up to now, then counts the
                     // cost whatever room there is.
                     limit.limit.evaluate_scaled(state, now, cost, scale);
@@ -162,8 +168,12 @@ pub(super) enum Intent {
     /// A refund: give it back to every limit.
     Give,
     /// A charge settled after the fact: count it in every limit, whatever
-    /// room they have (a key over its limit then waits longer).
+    /// room they have (a key over its limit then waits longer); requests in
+    /// flight stay as they are.
     Charge,
+    /// A request in flight is done: free its slot in every concurrency
+    /// limit.
+    Release,
     /// A peek or key view: change nothing.
     Look,
 }

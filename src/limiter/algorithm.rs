@@ -12,6 +12,8 @@ pub enum AlgorithmName {
     SlidingWindow,
     /// Count per calendar period.
     Quota,
+    /// Requests in flight.
+    Concurrency,
     /// A deny tier (`deny = true`), reported as one limit of capacity 0;
     /// never a limit's algorithm in a config or a check.
     #[serde(skip_deserializing)]
@@ -26,6 +28,7 @@ impl AlgorithmName {
             AlgorithmName::TokenBucket => "token_bucket",
             AlgorithmName::SlidingWindow => "sliding_window",
             AlgorithmName::Quota => "quota",
+            AlgorithmName::Concurrency => "concurrency",
             AlgorithmName::Deny => "deny",
         }
     }

@@ -157,6 +157,10 @@ pub enum Limit {
     SlidingWindow(SlidingWindow),
     /// See [`Quota`].
     Quota(Quota),
+    /// At most `max` requests in flight: a window of `max` per lease, each
+    /// request one unit whatever its cost, given back when released (a
+    /// lease nobody releases lapses with the window).
+    Concurrency(SlidingWindow),
 }
 
 impl Limit {
@@ -167,6 +171,7 @@ impl Limit {
             Limit::TokenBucket(bucket) => bucket.slot_width(),
             Limit::SlidingWindow(window) => window.slot_width(),
             Limit::Quota(quota) => quota.window(),
+            Limit::Concurrency(window) => window.slot_width(),
         }
     }
 
@@ -177,6 +182,7 @@ impl Limit {
             Limit::TokenBucket(bucket) => bucket.burst(),
             Limit::SlidingWindow(window) => window.limit(),
             Limit::Quota(quota) => quota.limit(),
+            Limit::Concurrency(window) => window.limit(),
         }
     }
 
@@ -187,6 +193,7 @@ impl Limit {
             Limit::TokenBucket(bucket) => bucket.fill_time(),
             Limit::SlidingWindow(window) => window.window(),
             Limit::Quota(quota) => quota.window(),
+            Limit::Concurrency(window) => window.window(),
         }
     }
 
@@ -196,6 +203,16 @@ impl Limit {
             Limit::TokenBucket(_) => AlgorithmName::TokenBucket,
             Limit::SlidingWindow(_) => AlgorithmName::SlidingWindow,
             Limit::Quota(_) => AlgorithmName::Quota,
+            Limit::Concurrency(_) => AlgorithmName::Concurrency,
+        }
+    }
+
+    /// The units a request of `cost` takes: its cost, but one for a
+    /// concurrency limit (a request in flight is one, whatever it costs).
+    fn units(&self, cost: u32) -> u32 {
+        match self {
+            Limit::Concurrency(_) => cost.min(1),
+            _ => cost,
         }
     }
 
@@ -254,6 +271,7 @@ impl Limit {
             Limit::TokenBucket(bucket) => bucket.evaluate(state, now, cost, scale),
             Limit::SlidingWindow(window) => window.evaluate(state, now, cost, scale),
             Limit::Quota(quota) => quota.evaluate(state, now, cost, scale),
+            Limit::Concurrency(window) => window.evaluate(state, now, self.units(cost), scale),
         }
     }
 
@@ -265,7 +283,7 @@ impl Limit {
 
     /// [`commit`](Self::commit) after [`evaluate_scaled`](Self::evaluate_scaled).
     pub fn commit_scaled(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) {
-        state.counter.add(cost);
+        state.counter.add(self.units(cost));
         if let Limit::TokenBucket(bucket) = self {
             bucket.charge(state, now, cost, scale);
         }
@@ -274,7 +292,7 @@ impl Limit {
     /// Takes back a [`commit_scaled`](Self::commit_scaled) of `cost` made at
     /// `now` that no one else has seen: the rollback of an atomic batch.
     pub fn undo_commit(&self, state: &mut LimitState, now: Nanos, cost: u32, scale: f64) {
-        state.counter.undo_add(cost);
+        state.counter.undo_add(self.units(cost));
         if let Limit::TokenBucket(bucket) = self {
             bucket.give_back(state, now, cost, scale);
         }
@@ -290,7 +308,7 @@ impl Limit {
                 bucket.give_back(state, now, units, 1.0);
                 units
             }
-            Limit::SlidingWindow(_) | Limit::Quota(_) => counted,
+            Limit::SlidingWindow(_) | Limit::Quota(_) | Limit::Concurrency(_) => counted,
         }
     }
 }

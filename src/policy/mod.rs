@@ -363,8 +363,14 @@ fn compile_algorithm(spec: &LimitSpec) -> Result<NamedLimit, String> {
     if spec.algorithm == AlgorithmName::Quota {
         return compile_quota(spec);
     }
+    if spec.algorithm == AlgorithmName::Concurrency {
+        return compile_concurrency(spec);
+    }
     if spec.limit.is_some() || spec.period.is_some() || spec.reset.is_some() {
         return Err("limit, period and reset apply to quota limits only".into());
+    }
+    if spec.max.is_some() || spec.lease.is_some() {
+        return Err("max and lease apply to concurrency limits only".into());
     }
     let rate: Rate = spec
         .rate
@@ -386,7 +392,9 @@ fn compile_algorithm(spec: &LimitSpec) -> Result<NamedLimit, String> {
         (AlgorithmName::Deny, _) => {
             return Err("deny is a tier option (deny = true), not an algorithm".into())
         }
-        (AlgorithmName::Quota, _) => unreachable!("compiled by compile_quota"),
+        (AlgorithmName::Quota | AlgorithmName::Concurrency, _) => {
+            unreachable!("compiled by compile_quota and compile_concurrency")
+        }
     };
     Ok(NamedLimit::new(limit_name(spec, || rate.to_string())?, limit))
 }
@@ -409,6 +417,30 @@ fn compile_quota(spec: &LimitSpec) -> Result<NamedLimit, String> {
     let calendar = Calendar::new(period, day, reset.hour.unwrap_or(0), zone)?;
     let name = limit_name(spec, || format!("{count}/{}", period.as_str()))?;
     Ok(NamedLimit::new(name, Limit::Quota(Quota::new(count, calendar))))
+}
+
+/// A concurrency limit: `max` requests in flight, each holding its slot
+/// until released or for `lease` at most.
+fn compile_concurrency(spec: &LimitSpec) -> Result<NamedLimit, String> {
+    if spec.rate.is_some()
+        || spec.burst.is_some()
+        || spec.limit.is_some()
+        || spec.period.is_some()
+        || spec.reset.is_some()
+    {
+        return Err("a concurrency limit takes max and lease only".into());
+    }
+    let max = spec
+        .max
+        .ok_or("a concurrency limit needs max: requests in flight at most")?;
+    let max = NonZeroU32::new(max).ok_or("a concurrency limit's max must be at least 1")?;
+    let lease = spec.lease.as_deref().ok_or(
+        "a concurrency limit needs lease: how long an unreleased request holds its slot, such as \"30s\"",
+    )?;
+    let lease = crate::limiter::rate::parse_period(lease, "lease")?;
+    let window = SlidingWindow::new(Rate::new(max, lease));
+    let name = limit_name(spec, || format!("concurrent:{max}"))?;
+    Ok(NamedLimit::new(name, Limit::Concurrency(window)))
 }
 
 /// The limit's name as given, checked, or else the one `default` makes.

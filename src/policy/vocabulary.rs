@@ -34,6 +34,13 @@ pub struct LimitSpec {
     /// for months, Monday for weeks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<ResetSpec>,
+    /// Concurrency only: requests in flight at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// Concurrency only: how long a request nobody releases holds its
+    /// slot, such as `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     /// `enforce` (the default) or `shadow`: counted, reported, never
     /// deciding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +71,8 @@ impl LimitSpec {
             limit: None,
             period: None,
             reset: None,
+            max: None,
+            lease: None,
             mode: None,
         }
     }

@@ -206,6 +206,7 @@ fn algorithm_code(algorithm: AlgorithmName) -> u8 {
         AlgorithmName::SlidingWindow => 1,
         AlgorithmName::Deny => 2,
         AlgorithmName::Quota => 3,
+        AlgorithmName::Concurrency => 4,
     }
 }
 

@@ -133,39 +133,35 @@ pub async fn check(
 ) -> Result<Response, ApiError> {
     let reserve = std::mem::take(&mut body.reserve);
     let request = CheckRequest::try_from(body)?;
-    if reserve {
-        return check_reserving(&app, &request, problem);
-    }
     // Encoded straight from the engine's verdict, names borrowed.
     let response = app.engine.check_with(&request, |verdict| {
         let decision = verdict.view();
-        respond(&app, decision.allowed, Some(&decision), &decision, problem)
+        let lease = super::release::needs_lease(&decision);
+        if !reserve && !lease {
+            return respond(&app, decision.allowed, Some(&decision), &decision, problem);
+        }
+        let body = WithTickets {
+            decision: &decision,
+            reservation: reserve
+                .then(|| super::settle::reserve(&app, &request, decision.allowed))
+                .flatten(),
+            lease: lease.then(|| super::release::lease(&app, &request, &decision)),
+        };
+        respond(&app, decision.allowed, Some(&decision), &body, problem)
     })?;
     Ok(response)
 }
 
-/// A decision with the id that settles its reservation.
+/// A decision with the ids of later calls about it: the reservation to
+/// settle, the lease to release.
 #[derive(Serialize)]
-struct Reserving<'a, T> {
+struct WithTickets<'a, T> {
     #[serde(flatten)]
     decision: &'a T,
     #[serde(skip_serializing_if = "Option::is_none")]
     reservation: Option<String>,
-}
-
-/// A check that reserves its cost: allowed, it answers with a reservation
-/// id (see [`super::settle`]).
-fn check_reserving(app: &App, request: &CheckRequest, problem: WantsProblem) -> Result<Response, ApiError> {
-    let response = app.engine.check_with(request, |verdict| {
-        let decision = verdict.view();
-        let reservation = super::settle::reserve(app, request, decision.allowed);
-        let body = Reserving {
-            decision: &decision,
-            reservation,
-        };
-        respond(app, decision.allowed, Some(&decision), &body, problem)
-    })?;
-    Ok(response)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<String>,
 }
 
 /// `POST /v1/check/batch` body.

@@ -5,7 +5,7 @@
 //!   `RateLimit-Policy: "burst";q=20;w=2, "hourly";q=1000;w=3600` and
 //!   `RateLimit: "burst";r=19;t=1, "hourly";r=999;t=3600`.
 //!   A token bucket's `q` is its burst and `w` the seconds it takes to refill
-//!   from empty.
+//!   from empty; a concurrency limit's item adds `qu="concurrent-requests"`.
 //! - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`
 //!   (seconds from now) for the limit closest to denying.
 //! - `Retry-After` (seconds) on a denial that can succeed later.
@@ -53,6 +53,10 @@ pub fn add_rate_limit_headers<S>(headers: &mut HeaderMap, decision: &Decision<S>
             "{separator}\"{}\";q={};w={window}",
             limit.name, limit.limit
         );
+        // The draft's quota unit for requests in flight.
+        if limit.algorithm == crate::policy::AlgorithmName::Concurrency {
+            policy.push_str(";qu=\"concurrent-requests\"");
+        }
         let reset = seconds(limit.reset_after_ms);
         let _ = write!(
             state,

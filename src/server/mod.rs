@@ -28,7 +28,9 @@ pub mod ops;
 pub mod problem;
 pub mod process;
 pub mod quota;
+pub mod release;
 pub mod settle;
+pub mod tickets;
 pub mod tls;
 pub mod usage;
 
@@ -80,8 +82,8 @@ pub struct App {
     pub snapshots: OnceLock<Arc<Snapshots>>,
     /// The config file, and what became of its last reload.
     pub config_source: Arc<ConfigSource>,
-    /// Reservations issued and settled here (`POST /v1/settle`).
-    pub reservations: settle::Reservations,
+    /// Reservations and leases issued here, and those used here.
+    pub tickets: tickets::Tickets,
 }
 
 impl App {
@@ -102,7 +104,7 @@ impl App {
             ready: AtomicBool::new(true),
             cluster: OnceLock::new(),
             snapshots: OnceLock::new(),
-            reservations: settle::Reservations::default(),
+            tickets: tickets::Tickets::default(),
         })
     }
 }
@@ -114,6 +116,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/check/batch", post(check::check_batch))
         .route("/v1/refund", post(check::refund))
         .route("/v1/settle", post(settle::settle))
+        .route("/v1/release", post(release::release))
         .route_layer(axum::middleware::from_fn(metrics::time_checks))
         .route(
             "/v1/tiers/{subject}/{id}",

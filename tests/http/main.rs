@@ -4,6 +4,7 @@
 
 mod admin;
 mod checks;
+mod concurrency;
 mod errors;
 mod harness;
 mod openapi;

@@ -85,6 +85,7 @@ def test_shadow_limits_are_reported_but_left_out_of_the_headers_as_weir_does(wei
         "limits": [
             {"name": "hourly", "algorithm": "sliding_window", "rate": "10/h"},
             {"name": "strict", "algorithm": "sliding_window", "rate": "1/h", "mode": "shadow"},
+            {"name": "running", "algorithm": "concurrency", "max": 5, "lease": "30s"},
         ],
     }
     for expected_shadow_denied in [(), ("strict",)]:
@@ -92,10 +93,11 @@ def test_shadow_limits_are_reported_but_left_out_of_the_headers_as_weir_does(wei
         decision = Decision.from_json(raw.json())
         assert raw.status == 200 and decision.allowed
         assert decision.shadow_denied == expected_shadow_denied
-        assert [r.mode for r in decision.limits] == ["enforce", "shadow"]
+        assert [r.mode for r in decision.limits] == ["enforce", "shadow", "enforce"]
         sent = {k.lower(): v for k, v in raw.headers.items() if "ratelimit" in k.lower()}
         assert {k.lower(): v for k, v in decision.headers().items()} == sent
         assert "strict" not in sent["ratelimit-policy"]
+        assert sent["ratelimit-policy"].endswith('"running";q=5;w=30;qu="concurrent-requests"')
 
 
 def test_unreachable_weir_answers_by_failure_mode():

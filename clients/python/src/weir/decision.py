@@ -113,7 +113,9 @@ class Decision:
         enforced = [r for r in self.limits if r.mode != "shadow"]
         if enforced and style in ("both", "ietf"):
             headers["RateLimit-Policy"] = ", ".join(
-                f'"{r.name}";q={r.limit};w={max(1, _seconds(r.window_ms))}' for r in enforced
+                f'"{r.name}";q={r.limit};w={max(1, _seconds(r.window_ms))}'
+                + (';qu="concurrent-requests"' if r.algorithm == "concurrency" else "")
+                for r in enforced
             )
             headers["RateLimit"] = ", ".join(
                 f'"{r.name}";r={r.remaining};t={_seconds(r.reset_after_ms)}' for r in enforced

@@ -27,7 +27,7 @@ HEADER_LEN = 12
 # What inline limits may carry over the binary protocol.
 ALGORITHMS = {"token_bucket": 0, "sliding_window": 1}
 # What replies report: also a deny tier and a calendar quota (docs/protocol.md).
-ALGORITHM_NAMES = {0: "token_bucket", 1: "sliding_window", 2: "deny", 3: "quota"}
+ALGORITHM_NAMES = {0: "token_bucket", 1: "sliding_window", 2: "deny", 3: "quota", 4: "concurrency"}
 
 
 class Op(IntEnum):
