@@ -164,6 +164,13 @@ struct WithTickets<'a, T> {
     lease: Option<String>,
 }
 
+/// An allowed batch whose decisions carry their leases.
+#[derive(Serialize)]
+struct LeasedBatch<'a> {
+    allowed: bool,
+    decisions: Vec<WithTickets<'a, Decision>>,
+}
+
 /// `POST /v1/check/batch` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +199,26 @@ pub async fn check_batch(
             .filter(|d| d.remaining.is_some())
             .min_by_key(|d| d.remaining),
     };
+    // An allowed batch holds slots of its concurrency limits: a lease for
+    // each decision that took one.
+    if batch.allowed && batch.decisions.iter().any(super::release::needs_lease) {
+        let decisions = batch
+            .decisions
+            .iter()
+            .zip(&requests)
+            .map(|(decision, request)| WithTickets {
+                decision,
+                reservation: None,
+                lease: super::release::needs_lease(decision)
+                    .then(|| super::release::lease(&app, request, decision)),
+            })
+            .collect();
+        let leased = LeasedBatch {
+            allowed: true,
+            decisions,
+        };
+        return Ok(respond(&app, true, headline, &leased, problem));
+    }
     Ok(respond(&app, batch.allowed, headline, &batch, problem))
 }
 

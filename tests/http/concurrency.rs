@@ -120,3 +120,23 @@ async fn bad_concurrency_limits_say_what_is_wrong() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_allowed_batch_leases_each_slot_it_took() {
+    let h = harness();
+    let batch = h
+        .post(
+            "/v1/check/batch",
+            json!({ "checks": [job(1), { "policy": "api", "key": { "user": "ann" } }] }),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.body);
+    let lease = batch.body["decisions"][0]["lease"].as_str().unwrap().to_string();
+    assert!(
+        batch.body["decisions"][1].get("lease").is_none(),
+        "no concurrency limit, no lease"
+    );
+    let (status, released) = release(&h, &lease).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(released["decision"]["limits"][1]["remaining"], 2);
+}

@@ -39,6 +39,12 @@ default_tier = "free"
 [policies.per_token.tiers.free]
 limits = [{ name = "token", algorithm = "token_bucket", rate = "1/m", burst = 2 }]
 
+[policies.running]
+key = ["token"]
+default_tier = "free"
+[policies.running.tiers.free]
+limits = [{ name = "running", algorithm = "concurrency", max = 1, lease = "1h" }]
+
 [policies.per_endpoint]
 key = ["endpoint"]
 default_tier = "free"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.core.checks import Error, Warning
 from rest_framework.test import APIClient
 
@@ -208,3 +210,35 @@ def test_system_check_reports_a_missing_or_invalid_setting(settings):
     settings.WEIR = {}
     assert [m.id for m in check_weir_setting(None)] == ["weir.W002"]
     assert isinstance(check_weir_setting(None)[0], Warning)
+
+
+def running(client: APIClient, token: str, query: str = ""):
+    return client.get(
+        "/running" + query, REMOTE_ADDR="198.51.100.9", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def test_a_requests_slot_is_released_after_its_response(weir_server):
+    client, token = APIClient(), uuid.uuid4().hex
+    for _ in range(3):
+        # max = 1 and an hour's lease: each passes only because the one
+        # before released its slot.
+        response = running(client, token)
+        assert response.status_code == 200
+        assert response["RateLimit-Policy"] == '"running";q=1;w=3600;qu="concurrent-requests"'
+
+
+def test_a_failing_view_releases_its_slot_too(weir_server):
+    client, token = APIClient(raise_request_exception=False), uuid.uuid4().hex
+    assert running(client, token, "?fail=1").status_code == 500
+    assert running(client, token).status_code == 200
+
+
+def test_a_streaming_response_holds_its_slot_until_its_body_ends(weir_server):
+    client, token = APIClient(), uuid.uuid4().hex
+    streaming = running(client, token, "?stream=1")
+    assert streaming.status_code == 200
+    assert running(client, token).status_code == 429, "still streaming"
+    assert b"".join(streaming.streaming_content) == b"ab"
+    streaming.close()
+    assert running(client, token).status_code == 200

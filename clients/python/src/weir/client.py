@@ -14,6 +14,7 @@ request.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from weir.checks import Check
 from weir.decision import BatchDecision, Decision
 from weir.errors import WeirRequestError
 from weir.fallback import FailureMode, Fallback
+
+log = logging.getLogger("weir")
 
 
 class Client:
@@ -149,6 +152,18 @@ class Client:
         cannot be reached (a refund is never made up locally)."""
         data = self._post("/v1/refund", check.to_json())
         return Decision.from_json(data) if data is not None else None
+
+    def release(self, lease: str) -> Decision | None:
+        """Frees the slot a check's ``lease`` holds in its concurrency
+        limits, once its request is done. ``None`` when weir cannot be
+        reached or no longer knows the lease (released already, lapsed):
+        either way the slot is free or frees itself when the lease lapses."""
+        try:
+            data = self._post("/v1/release", {"lease": lease})
+        except WeirRequestError as error:
+            log.debug("weir: lease not released: %s", error)
+            return None
+        return Decision.from_json(data["decision"]) if data is not None else None
 
     def close(self) -> None:
         """Closes pooled connections."""

@@ -79,6 +79,9 @@ class Decision:
     shadow_denied: tuple[str, ...] = ()
     #: When the limit reported is a calendar quota: its next reset, RFC 3339.
     reset_at: str | None = None
+    #: When the check holds a slot of a concurrency limit: the id that
+    #: releases it (:meth:`weir.Client.release`) once the request is done.
+    lease: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Decision:
@@ -95,6 +98,7 @@ class Decision:
             cost=data.get("cost", 0),
             shadow_denied=tuple(data.get("shadow_denied", ())),
             reset_at=data.get("reset_at"),
+            lease=data.get("lease"),
         )
 
     @property

@@ -11,4 +11,5 @@ urlpatterns = [
     path("bulk-orders/<int:batch>/", views.BulkOrders.as_view()),
     path("reports", views.Reports.as_view()),
     path("search/<str:term>", views.Search.as_view()),
+    path("running", views.Running.as_view()),
 ]

@@ -1,5 +1,6 @@
 """Views covering each kind of throttle."""
 
+from django.http import StreamingHttpResponse
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -74,6 +75,20 @@ class Reports(APIView):
 
     def get(self, request):
         return Response({"report": []})
+
+
+class Running(APIView):
+    """One request in flight per token."""
+
+    throttle_classes = [TokenRateThrottle]
+    weir_policy = "running"
+
+    def get(self, request):
+        if request.query_params.get("fail"):
+            raise RuntimeError("the view failed")
+        if request.query_params.get("stream"):
+            return StreamingHttpResponse(iter([b"a", b"b"]))
+        return Response({"ok": True})
 
 
 class Search(APIView):

@@ -1,27 +1,64 @@
-"""Rate-limit headers on every response of a throttled view."""
+"""Rate-limit headers on every response of a throttled view, and the
+release of the slots its concurrency limits hold once the response is
+done."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
 from weir.decision import BatchDecision
 
 from . import settings
+from .throttles import client_for
+
+
+def release_leases(request: HttpRequest) -> None:
+    """Releases, once, the leases the throttles' decisions hold for
+    ``request``: its slots of concurrency limits (a lease that cannot be
+    released lapses on its own)."""
+    decisions = getattr(request, "_weir_decisions", None) or {}
+    leases = [d.lease for d in decisions.values() if d.lease]
+    if not leases or getattr(request, "_weir_released", False):
+        return
+    request._weir_released = True  # type: ignore[attr-defined]
+    client = client_for(settings.load())
+    for lease in leases:
+        client.release(lease)
+
+
+def _release_after(content: Iterator[Any], request: HttpRequest) -> Iterator[Any]:
+    """A streaming body that releases the request's leases when it ends,
+    is closed early, or fails."""
+    try:
+        yield from content
+    finally:
+        release_leases(request)
 
 
 class RateLimitHeadersMiddleware:
     """Adds ``RateLimit-Policy``, ``RateLimit``, ``X-RateLimit-*`` (as
     ``WEIR['HEADERS']`` says) and, on 429, ``Retry-After``, from the
-    decisions weir's throttles made for the request. Install it in
+    decisions weir's throttles made for the request; and releases the
+    request's concurrency slots once its response is done (after a
+    streaming body ends, and after an exception too). Install it in
     ``MIDDLEWARE``; order does not matter."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            release_leases(request)
+            raise
+        if getattr(response, "streaming", False):
+            response.streaming_content = _release_after(response.streaming_content, request)  # type: ignore[attr-defined]
+        else:
+            release_leases(request)
         decisions = getattr(request, "_weir_decisions", None)
         if not decisions:
             return response
