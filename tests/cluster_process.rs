@@ -2,7 +2,8 @@
 //! limit holds across them within the bound of docs/consistency.md, a config
 //! changed on one node reaches the others, and when a node is killed the
 //! others keep serving and drop it from the member list. A reservation made
-//! on one node is settled on another, once.
+//! on one node is settled on another, once, and a lease taken on one node
+//! is released on another.
 
 mod support;
 
@@ -229,4 +230,31 @@ fn a_reservation_made_on_one_node_is_settled_on_another_once() {
             n.peek_remaining(&peek) == Some(10_000 - 730)
         });
     }
+}
+
+#[test]
+fn a_lease_released_on_another_node_frees_the_slot_where_it_was_taken() {
+    let one = "[policies.jobs]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.jobs.tiers.t]\nlimits = [{ algorithm = \"concurrency\", max = 1, lease = \"1h\" }]\n";
+    let nodes = start_cluster(2, &config_file("release-cluster", one), &[]);
+    let job = json!({ "policy": "jobs", "key": { "user": "u" } });
+    // Within a sync interval a node spends only its share of what is free
+    // (docs/consistency.md): a free slot may wait for the next interval.
+    let take = |node: &Node| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let answer = node.post("/v1/check", &job);
+            if let Some(lease) = answer["lease"].as_str() {
+                return Some(lease.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    };
+    let lease = take(&nodes[0]).expect("a free slot is taken");
+    assert!(!nodes[0].check(&job), "one in flight");
+    let released = nodes[1].post("/v1/release", &json!({ "lease": lease }));
+    assert_eq!(released["decision"]["remaining"], 1, "{released}");
+    assert!(take(&nodes[0]).is_some(), "the slot is free where it was taken");
+    let again = nodes[0].post("/v1/release", &json!({ "lease": lease }));
+    assert_eq!(again["code"], "already_released", "{again}");
 }

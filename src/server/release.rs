@@ -2,10 +2,17 @@
 //! concurrency limit answers with a `lease`, and `POST /v1/release` frees
 //! its slot when the request is done. A lease nobody releases lapses with
 //! the limit's `lease` time. Lease ids are [`tickets`](super::tickets).
+//!
+//! In a cluster each node counts the slots its own checks took, and only
+//! that node can give one back: a release made elsewhere is handed to the
+//! node that granted the lease, and made here only when that node cannot be
+//! reached (then it frees a slot only if this node holds one for the key).
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -57,11 +64,57 @@ pub struct Released {
 pub async fn release(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<ReleaseBody>,
-) -> Result<Json<Released>, ApiError> {
+) -> Result<Response, ApiError> {
     let ticket = app
         .tickets
         .redeem(&app, Kind::Lease, &body.lease, app.engine.now())
         .map_err(|refused| refused.error(Kind::Lease))?;
+    if let Some(answer) = hand_to_granter(&app, &ticket, &body.lease).await? {
+        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+        return Ok((json, answer).into_response());
+    }
     let decision = app.engine.release(&ticket.request(1))?;
-    Ok(Json(Released { decision }))
+    Ok(Json(Released { decision }).into_response())
+}
+
+/// How long the granting node may take to answer a handed-on release.
+const HAND_ON_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hands a release to the node that granted the lease, when that is
+/// another live node: its answer (a [`Released`] as JSON), or `None` to
+/// release here.
+async fn hand_to_granter(app: &App, ticket: &Ticket, lease: &str) -> Result<Option<Bytes>, ApiError> {
+    let (Some(cluster), Some(granter)) = (app.cluster.get(), ticket.node.as_deref()) else {
+        return Ok(None);
+    };
+    if granter == cluster.node_id() {
+        return Ok(None);
+    }
+    let peers = cluster.peers();
+    let Some(addr) = peers
+        .iter()
+        .find(|(id, _, live)| id == granter && *live)
+        .and_then(|p| p.1)
+    else {
+        return Ok(None);
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "lease": lease })).unwrap_or_default();
+    match crate::cluster::peer_http::post_json(
+        cluster,
+        (granter, addr),
+        "/v1/release",
+        body,
+        HAND_ON_DEADLINE,
+    )
+    .await
+    {
+        Ok(answer) => Ok(Some(answer)),
+        // The granter's own refusal stands (it was released or lapsed there).
+        Err(status) if status == "status 409" => Err(super::tickets::Refused::Used.error(Kind::Lease)),
+        Err(status) if status == "status 410" => Err(super::tickets::Refused::Lapsed.error(Kind::Lease)),
+        Err(error) => {
+            tracing::debug!(%granter, %error, "release not handed on; releasing here");
+            Ok(None)
+        }
+    }
 }

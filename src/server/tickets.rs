@@ -63,6 +63,9 @@ pub struct Ticket {
     lapses_ms: u64,
     /// Tells two tickets of the same check apart.
     nonce: u64,
+    /// The node that issued it, in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Ticket {
@@ -83,6 +86,7 @@ impl Ticket {
             cost,
             lapses_ms: now.saturating_add(lasting) / MILLI,
             nonce: 0,
+            node: None,
         }
     }
 
@@ -205,6 +209,7 @@ impl Tickets {
     /// The id of `ticket`: its payload and signature.
     pub fn issue(&self, app: &App, mut ticket: Ticket) -> String {
         ticket.nonce = self.next.fetch_add(1, Ordering::Relaxed);
+        ticket.node = app.cluster.get().map(|node| node.node_id().to_string());
         let payload = serde_json::to_vec(&ticket).unwrap_or_default();
         let tag = self.mac(app, &payload);
         format!("{}.{tag}", URL_SAFE_NO_PAD.encode(payload))
