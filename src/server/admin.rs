@@ -114,6 +114,13 @@ pub async fn put_config(
             "the body is empty; PUT the whole config (GET /v1/config shows the one in force)",
         ));
     }
+    adopt(&app, text)?;
+    Ok(Json(describe_config(&app, true)))
+}
+
+/// Puts `text` in force as a runtime change of the config (replicated to a
+/// cluster and kept by snapshots like any other); returns its version.
+fn adopt(app: &App, text: &str) -> Result<u64, ApiError> {
     if let Some(node) = app.cluster.get() {
         let size = crate::cluster::config_sync::gossiped_size(text, node.node_id());
         let most = crate::cluster::config_sync::MAX_GOSSIPED_CONFIG;
@@ -134,7 +141,90 @@ pub async fn put_config(
     let config = Config::parse(text)?.made_over(app.engine.config().base);
     let version = app.engine.replace_config(config);
     info!(version, source = "api", "config replaced");
-    Ok(Json(describe_config(&app, true)))
+    Ok(version)
+}
+
+/// `PUT /v1/quotas/{subject}/{id}` body: limit name to the subject's own
+/// quota for it.
+pub type OwnQuotasBody = std::collections::BTreeMap<String, u32>;
+
+/// `PUT /v1/quotas/{subject}/{id}`: gives a token, user, IP or endpoint its
+/// own quotas (replacing any it had) by editing `[quota_overrides]` of the
+/// config in force: a runtime config change, replicated and kept like
+/// `PUT /v1/config`. The config is written anew from its parsed form.
+pub async fn put_own_quotas(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((kind, id)): Path<(String, String)>,
+    JsonBody(quotas): JsonBody<OwnQuotasBody>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let subject = subject(&kind)?;
+    if quotas.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_quotas",
+            "name at least one quota limit and its quota, such as {\"monthly\": 250000}; DELETE removes them",
+        ));
+    }
+    let shown = json!(quotas);
+    let version = edit_overrides(&app, |overrides| {
+        own_quotas(overrides, subject).insert(id.clone(), toml::Spanned::new(0..0, quotas));
+    })?;
+    Ok(Json(
+        json!({ "subject": subject.name(), "quotas": shown, "version": version }),
+    ))
+}
+
+/// `DELETE /v1/quotas/{subject}/{id}`: the subject's quotas are its tier's
+/// again.
+pub async fn delete_own_quotas(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let subject = subject(&kind)?;
+    if !own_quotas(&mut app.engine.config().file.quota_overrides.clone(), subject).contains_key(&id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_own_quotas",
+            format!("this {} has no quotas of its own", subject.name()),
+        ));
+    }
+    let version = edit_overrides(&app, |overrides| {
+        own_quotas(overrides, subject).remove(&id);
+    })?;
+    Ok(Json(json!({ "subject": subject.name(), "version": version })))
+}
+
+fn own_quotas(
+    overrides: &mut crate::config::file::QuotaOverridesSection,
+    subject: Subject,
+) -> &mut std::collections::BTreeMap<String, crate::config::file::OwnQuotas> {
+    match subject {
+        Subject::Token => &mut overrides.tokens,
+        Subject::User => &mut overrides.users,
+        Subject::Ip => &mut overrides.ips,
+        Subject::Endpoint => &mut overrides.endpoints,
+    }
+}
+
+/// The config in force with `edit` made to its `[quota_overrides]`, put in
+/// force; its version.
+fn edit_overrides(
+    app: &App,
+    edit: impl FnOnce(&mut crate::config::file::QuotaOverridesSection),
+) -> Result<u64, ApiError> {
+    let mut file = app.engine.config().file.clone();
+    edit(&mut file.quota_overrides);
+    let text = toml::to_string(&file).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("writing the config: {e}"),
+        )
+    })?;
+    adopt(app, &text)
 }
 
 /// `PUT /v1/tiers/{subject}/{id}` body.

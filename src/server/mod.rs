@@ -122,6 +122,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/tiers/{subject}/{id}",
             put(admin::put_tier).delete(admin::delete_tier),
         )
+        .route(
+            "/v1/quotas/{subject}/{id}",
+            put(admin::put_own_quotas).delete(admin::delete_own_quotas),
+        )
         .route(crate::alerts::FORWARD_PATH, post(alerts::forwarded))
         .route(crate::alerts::COOLDOWN_PATH, post(alerts::cooldown))
         .layer(DefaultBodyLimit::max(MAX_BODY));

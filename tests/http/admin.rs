@@ -425,3 +425,79 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_customers_own_quota_is_set_and_removed_at_runtime() {
+    let plans = format!(
+        "{CONFIG}\n[policies.plans]\nkey = [\"token\"]\ndefault_tier = \"free\"\n[policies.plans.tiers.free]\n# the plan\nlimits = [{{ name = \"monthly\", algorithm = \"quota\", limit = 10, period = \"month\" }}]\n"
+    );
+    let h = Harness::with_config(&plans, Some(ADMIN));
+    let acme = json!({ "policy": "plans", "key": { "token": "tok-acme" } });
+    assert_eq!(h.check(acme.clone()).await.body["remaining"], 9);
+
+    let json = [("content-type", "application/json"), ("authorization", BEARER)];
+    let own = || Body::from(json!({ "monthly": 500 }).to_string());
+    let set = h
+        .send(Method::PUT, "/v1/quotas/token/tok-acme", own(), &json)
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(set.body["version"], 2);
+    let checked = h.check(acme.clone()).await;
+    assert_eq!(
+        (checked.body["limit"].as_u64(), checked.body["remaining"].as_u64()),
+        (Some(500), Some(498))
+    );
+    // Other policies and counts stay as they were.
+    assert_eq!(
+        h.check(json!({ "policy": "api", "key": { "user": "u" } }))
+            .await
+            .body["tier"],
+        "free"
+    );
+
+    let unknown = h
+        .send(
+            Method::PUT,
+            "/v1/quotas/token/tok-acme",
+            Body::from(r#"{"yearly": 5}"#),
+            &json,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(
+        unknown.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no quota limit's name"),
+        "{}",
+        unknown.body
+    );
+    let unauthorized = h.send(Method::PUT, "/v1/quotas/token/x", own(), &json[..1]).await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    let bad_kind = h.send(Method::PUT, "/v1/quotas/team/x", own(), &json).await;
+    assert_eq!(bad_kind.status, StatusCode::NOT_FOUND);
+
+    let removed = h
+        .send(
+            Method::DELETE,
+            "/v1/quotas/token/tok-acme",
+            Body::empty(),
+            &json[1..],
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    assert_eq!(
+        h.check(acme.clone()).await.body["remaining"],
+        7,
+        "the plan's 10, 3 used"
+    );
+    let again = h
+        .send(
+            Method::DELETE,
+            "/v1/quotas/token/tok-acme",
+            Body::empty(),
+            &json[1..],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}
