@@ -125,3 +125,15 @@ def test_a_forked_child_gets_its_own_connections(weir_server):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_reserved_cost_is_settled_at_what_the_request_used(weir_server):
+    client = Client(weir_server.url)
+    check = Check.for_policy("orders", {"user": uuid.uuid4().hex}, cost=1)
+    reserved = client.reserve(check)
+    assert reserved.allowed and reserved.reservation
+    settled = client.settle(reserved.reservation, 2)
+    assert settled is not None and (settled["charged"], settled["refunded"]) == (1, 0)
+    with pytest.raises(WeirRequestError) as error:
+        client.settle(reserved.reservation, 2)
+    assert error.value.code == "already_settled"

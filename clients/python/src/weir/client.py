@@ -153,6 +153,25 @@ class Client:
         data = self._post("/v1/refund", check.to_json())
         return Decision.from_json(data) if data is not None else None
 
+    def reserve(self, check: Check) -> Decision:
+        """Checks a request whose cost is known only afterwards: ``check.cost``
+        is the estimate. When allowed, the decision's ``reservation`` settles
+        the actual cost (:meth:`settle`) within the hour; unsettled, the
+        estimate stands. Without weir, the failure mode answers (and there
+        is nothing to settle)."""
+        data = self._post("/v1/check", {**check.to_json(), "reserve": True})
+        return Decision.from_json(data) if data is not None else self._fallback.answer_one(check)
+
+    def settle(self, reservation: str, cost: int) -> dict[str, Any] | None:
+        """Charges a reserved request's actual ``cost``: over-use is counted
+        whatever room is left, under-use given back. The answer says what was
+        ``charged`` and ``refunded``; ``None`` when weir cannot be reached.
+
+        Raises:
+            WeirRequestError: an unknown, settled or lapsed reservation.
+        """
+        return self._post("/v1/settle", {"reservation": reservation, "cost": cost})
+
     def release(self, lease: str) -> Decision | None:
         """Frees the slot a check's ``lease`` holds in its concurrency
         limits, once its request is done. ``None`` when weir cannot be

@@ -82,6 +82,9 @@ class Decision:
     #: When the check holds a slot of a concurrency limit: the id that
     #: releases it (:meth:`weir.Client.release`) once the request is done.
     lease: str | None = None
+    #: When the check reserved its cost (:meth:`weir.Client.reserve`): the
+    #: id that settles the actual cost (:meth:`weir.Client.settle`).
+    reservation: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Decision:
@@ -99,6 +102,7 @@ class Decision:
             shadow_denied=tuple(data.get("shadow_denied", ())),
             reset_at=data.get("reset_at"),
             lease=data.get("lease"),
+            reservation=data.get("reservation"),
         )
 
     @property
