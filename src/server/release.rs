@@ -33,12 +33,13 @@ pub(super) fn needs_lease<S>(decision: &Decision<S>) -> bool {
 }
 
 /// A lease on the slots `request` took, valid as long as its longest
-/// concurrency limit holds it.
+/// concurrency limit may still count it: one and a half leases (the
+/// window's weighted oldest slot).
 pub(super) fn lease<S>(app: &App, request: &CheckRequest, decision: &Decision<S>) -> String {
     let lasting = decision
         .enforced()
         .filter(|limit| limit.algorithm == AlgorithmName::Concurrency)
-        .map(|limit| limit.window_ms * crate::clock::MILLI)
+        .map(|limit| limit.window_ms * crate::clock::MILLI * 3 / 2)
         .max()
         .unwrap_or(0);
     let ticket = Ticket::new(Kind::Lease, request, 1, app.engine.now(), lasting);
