@@ -143,7 +143,7 @@ pub async fn check(
         let body = WithTickets {
             decision: &decision,
             reservation: reserve
-                .then(|| super::settle::reserve(&app, &request, decision.allowed))
+                .then(|| super::settle::reserve(&app, &request, decision.allowed, decision.cost))
                 .flatten(),
             lease: lease.then(|| super::release::lease(&app, &request, &decision)),
         };

@@ -21,10 +21,11 @@ use crate::engine::{CheckRequest, Decision};
 pub const LIFETIME: Nanos = 3600 * SECOND;
 
 /// The reservation of a check that asked for one: `None` unless it was
-/// allowed and reserves units.
-pub(super) fn reserve(app: &App, request: &CheckRequest, decision_allowed: bool) -> Option<String> {
-    let cost = request.cost.unwrap_or(1);
-    if !decision_allowed || cost == 0 {
+/// allowed and counted units (`counted`: its own cost, or its endpoint
+/// rule's).
+pub(super) fn reserve(app: &App, request: &CheckRequest, allowed: bool, counted: u32) -> Option<String> {
+    let cost = counted;
+    if !allowed || cost == 0 {
         return None;
     }
     let ticket = Ticket::new(Kind::Reservation, request, cost, app.engine.now(), LIFETIME);

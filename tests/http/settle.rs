@@ -115,3 +115,24 @@ async fn forged_and_malformed_settles_are_refused_clearly() {
     // The refused attempts did not use the reservation up.
     assert_eq!(settle(&h, &id, 1).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_reservation_holds_what_the_endpoint_rule_charged() {
+    let h = Harness::new();
+    // POST /orders costs 2 in the harness's config.
+    let order =
+        json!({ "policy": "api", "key": { "user": "eve", "endpoint": "POST /orders" }, "reserve": true });
+    let reply = h.check(order).await;
+    assert_eq!(reply.body["cost"], 2, "{}", reply.body);
+    let id = reply.body["reservation"].as_str().unwrap().to_string();
+    let (status, settled) = settle(&h, &id, 2).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            settled["reserved"].as_u64(),
+            settled["charged"].as_u64(),
+            settled["refunded"].as_u64()
+        ),
+        (Some(2), Some(0), Some(0))
+    );
+}
