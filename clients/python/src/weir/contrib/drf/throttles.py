@@ -80,10 +80,12 @@ def view_decisions(request: Any, view: Any, conf: settings.WeirSettings) -> dict
     if checks:
         batch = client_for(conf).check_batch(list(checks.values()))
         decisions = dict(zip(checks, batch.decisions, strict=True))
-        for identity, decision in decisions.items():
+        for decision in decisions.values():
             if decision.shadow_denied:
+                # The policy, never the key: a key may hold an API token.
                 names = ", ".join(decision.shadow_denied)
-                log.debug("weir: shadow limits %s would have denied %s", names, identity)
+                scope = decision.policy or decision.namespace
+                log.debug("weir: shadow limits %s would have denied a check of %s", names, scope)
     http_request._weir_decisions = decisions
     return decisions
 
