@@ -37,13 +37,16 @@ pub struct Verdict<'a> {
     /// When the check was made (engine time, Unix ns): where a quota's
     /// reset instant is counted from.
     pub now: Nanos,
+    /// The answer ([`allowed`](Self::allowed)), worked out once by the
+    /// transaction.
+    pub allowed: bool,
 }
 
 impl Verdict<'_> {
     /// Every enforced limit had room (and the cost was counted); never in a
     /// deny tier. Shadow limits do not count.
     pub fn allowed(&self) -> bool {
-        self.deny.is_none() && super::transaction::enforced_allow(self.limits, self.outcomes)
+        self.allowed
     }
 
     /// The enforced limit to report as "the" limit: when denied, the one

@@ -225,7 +225,7 @@ impl Engine {
     ) -> Result<R, CheckError> {
         self.with_config(|config| {
             let now = self.clock.now();
-            let (resolved, outcomes) = KEY.with_borrow_mut(|key| {
+            let (resolved, outcomes, allowed) = KEY.with_borrow_mut(|key| {
                 key.clear();
                 let resolved = resolve::resolve(config, &self.overlay, request, key, now)?;
                 let hash = self.store.hash(key);
@@ -250,7 +250,7 @@ impl Engine {
                     drop(locked);
                 }
                 self.observe(&resolved, key, allowed, now);
-                Ok::<_, CheckError>((resolved, outcomes))
+                Ok::<_, CheckError>((resolved, outcomes, allowed))
             })?;
             Ok(read(&Verdict {
                 scope: resolved.scope,
@@ -262,6 +262,7 @@ impl Engine {
                 // larger value to move costs every check a memcpy.
                 scale: self.cluster.shares().map_or(1.0, |s| s.scale()),
                 now,
+                allowed,
             }))
         })
     }
@@ -321,6 +322,7 @@ impl Engine {
                         deny: item.deny,
                         scale: at.scale(),
                         now,
+                        allowed: item.deny.is_none() && enforced_allow(limits_of(item), &outcomes),
                     };
                     let decision = verdict.to_decision();
                     outcomes_of.push(outcomes);
@@ -426,6 +428,7 @@ impl Engine {
                 deny: resolved.deny,
                 scale: at.scale(),
                 now,
+                allowed: resolved.deny.is_none() && enforced_allow(limits_of(&resolved), &outcomes),
             };
             Ok(Explained {
                 decision: verdict.to_decision(),
