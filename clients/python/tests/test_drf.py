@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.core.checks import Error, Warning
@@ -242,3 +243,19 @@ def test_a_streaming_response_holds_its_slot_until_its_body_ends(weir_server):
     assert b"".join(streaming.streaming_content) == b"ab"
     streaming.close()
     assert running(client, token).status_code == 200
+
+
+def test_a_client_that_accepts_problem_details_gets_weirs(ip):
+    client = APIClient()
+    for _ in range(3):
+        assert get(client, "/ping", ip).status_code == 200
+    # DRF itself renders JSON only: a client lists it too, or DRF says 406.
+    denied = get(client, "/ping", ip, Accept="application/problem+json, application/json;q=0.9")
+    assert denied.status_code == 429
+    assert denied["Content-Type"] == "application/problem+json"
+    problem = json.loads(denied.content)
+    assert problem["type"] == "https://iana.org/assignments/http-problem-types#quota-exceeded"
+    assert problem["violated-policies"] == ["anon"]
+    assert denied["Retry-After"]
+    plain = get(client, "/ping", ip)
+    assert plain.status_code == 429 and plain["Content-Type"] == "application/json"

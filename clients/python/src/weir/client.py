@@ -23,7 +23,7 @@ from typing import Any
 import urllib3
 
 from weir.checks import Check
-from weir.decision import BatchDecision, Decision
+from weir.decision import PROBLEM_JSON, BatchDecision, Decision
 from weir.errors import WeirRequestError
 from weir.fallback import FailureMode, Fallback
 
@@ -103,7 +103,9 @@ class Client:
                 "POST",
                 self.url + path,
                 body=json.dumps(body).encode(),
-                headers={"content-type": "application/json"},
+                # A denial comes as problem details too (carrying the
+                # decision), for the adapters to pass through.
+                headers={"content-type": "application/json", "accept": f"application/json, {PROBLEM_JSON}"},
             )
         except urllib3.exceptions.HTTPError as error:
             self._fallback.failed(type(error).__name__)

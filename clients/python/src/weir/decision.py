@@ -54,6 +54,21 @@ class LimitReport:
         )
 
 
+#: The media type of problem details (RFC 9457).
+PROBLEM_JSON = "application/problem+json"
+
+
+def is_problem(data: dict[str, Any]) -> bool:
+    """Whether weir's answer is a denial's problem details (which carry
+    the decision) rather than the decision itself."""
+    return "violated-policies" in data and isinstance(data.get("decision"), dict)
+
+
+def accepts_problem(accept: str) -> bool:
+    """Whether an ``Accept`` header value names problem details."""
+    return any(part.split(";")[0].strip().lower() == PROBLEM_JSON for part in accept.split(","))
+
+
 def _seconds(millis: int) -> int:
     return math.ceil(millis / 1000)
 
@@ -85,10 +100,20 @@ class Decision:
     #: When the check reserved its cost (:meth:`weir.Client.reserve`): the
     #: id that settles the actual cost (:meth:`weir.Client.settle`).
     reservation: str | None = None
+    #: A denial as weir's RFC 9457 problem details (``quota-exceeded`` or
+    #: ``abnormal-usage-detected``, with ``violated-policies``), for an
+    #: adapter to pass through to a client that accepts them.
+    problem: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Decision:
+        """A decision as weir's HTTP API answers it: the decision itself, or
+        a denial's problem details carrying it."""
+        problem = data if is_problem(data) else None
+        if problem is not None:
+            data = problem["decision"]
         return cls(
+            problem=problem,
             allowed=data["allowed"],
             limit=data.get("limit"),
             remaining=data.get("remaining"),
@@ -143,12 +168,18 @@ class BatchDecision:
 
     allowed: bool
     decisions: tuple[Decision, ...]
+    #: A denied batch as weir's problem details (see :attr:`Decision.problem`).
+    problem: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BatchDecision:
+        problem = data if is_problem(data) else None
+        if problem is not None:
+            data = problem["decision"]
         return cls(
             allowed=data["allowed"],
             decisions=tuple(Decision.from_json(item) for item in data["decisions"]),
+            problem=problem,
         )
 
     def headline(self) -> Decision | None:

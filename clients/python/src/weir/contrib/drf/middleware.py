@@ -4,12 +4,13 @@ done."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from weir.decision import BatchDecision
+from weir.decision import PROBLEM_JSON, BatchDecision, accepts_problem
 
 from . import settings
 from .throttles import client_for
@@ -38,6 +39,24 @@ def _release_after(content: Iterator[Any], request: HttpRequest) -> Iterator[Any
         release_leases(request)
 
 
+def _as_problem(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A throttled 429 as weir's problem details (RFC 9457:
+    ``quota-exceeded``, or ``abnormal-usage-detected`` for a penalty tier,
+    with ``violated-policies``) when the client accepts them."""
+    problem = getattr(request, "_weir_problem", None)
+    if (
+        response.status_code != 429
+        or problem is None
+        or not accepts_problem(request.headers.get("Accept", ""))
+    ):
+        return response
+    passed = HttpResponse(json.dumps(problem), status=429, content_type=PROBLEM_JSON)
+    for name, value in response.items():
+        if name.lower() not in ("content-type", "content-length"):
+            passed[name] = value
+    return passed
+
+
 class RateLimitHeadersMiddleware:
     """Adds ``RateLimit-Policy``, ``RateLimit``, ``X-RateLimit-*`` (as
     ``WEIR['HEADERS']`` says) and, on 429, ``Retry-After``, from the
@@ -62,6 +81,7 @@ class RateLimitHeadersMiddleware:
         decisions = getattr(request, "_weir_decisions", None)
         if not decisions:
             return response
+        response = _as_problem(request, response)
         batch = BatchDecision(
             allowed=all(d.allowed for d in decisions.values()),
             decisions=tuple(decisions.values()),

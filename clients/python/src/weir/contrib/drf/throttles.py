@@ -80,6 +80,8 @@ def view_decisions(request: Any, view: Any, conf: settings.WeirSettings) -> dict
     if checks:
         batch = client_for(conf).check_batch(list(checks.values()))
         decisions = dict(zip(checks, batch.decisions, strict=True))
+        # A denial's problem details, for a client that accepts them.
+        http_request._weir_problem = batch.problem
         for decision in decisions.values():
             if decision.shadow_denied:
                 # The policy, never the key: a key may hold an API token.
