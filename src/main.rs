@@ -142,7 +142,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Clustering: on when a cluster secret is given.
-#[derive(Args)]
+#[derive(Args, Clone)]
 #[command(next_help_heading = "Cluster")]
 struct ClusterArgs {
     /// Shared secret (16+ bytes) that encrypts and authenticates everything
@@ -442,6 +442,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config: config_source,
             snapshots: snapshots.clone(),
             tls: tls.clone(),
+            keyring: app
+                .cluster
+                .get()
+                .filter(|_| args.cluster.cluster_secret_file.is_some())
+                .map(|node| (args.cluster.clone(), node.clone())),
         };
         let reloader = tokio::spawn(reload_on_hangup(engine.clone(), reloads));
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -528,15 +533,19 @@ struct Reloads {
     snapshots: Option<Arc<Snapshots>>,
     /// The TLS certificate and key, if any.
     tls: Option<Arc<TlsFiles>>,
+    /// Where the cluster's keyring comes from (`--cluster-secret-file`),
+    /// and the node it keys.
+    keyring: Option<(ClusterArgs, Arc<ClusterNode>)>,
 }
 
-/// Reloads the config file and the TLS certificate on every SIGHUP; a bad
-/// file is logged and the running one kept.
+/// Reloads the config file, the TLS certificate and the cluster's keyring
+/// file on every SIGHUP; a bad file is logged and the running one kept.
 async fn reload_on_hangup(engine: Arc<Engine>, reloads: Reloads) {
     let Reloads {
         config,
         snapshots,
         tls,
+        keyring,
     } = reloads;
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
@@ -546,6 +555,18 @@ async fn reload_on_hangup(engine: Arc<Engine>, reloads: Reloads) {
     while hangups.recv().await.is_some() {
         if let Some(tls) = &tls {
             tls.reload();
+        }
+        if let Some((args, node)) = &keyring {
+            // The secrets themselves are never logged: their count only.
+            match args.secrets().map_err(|e| format!("{e:#}")).and_then(|secrets| {
+                node.rekey(&secrets).map_err(|e| e.to_string())?;
+                Ok(secrets.len())
+            }) {
+                Ok(count) => info!(secrets = count, "cluster keyring reloaded"),
+                Err(problem) => {
+                    error!(%problem, "cluster keyring reload failed; keeping the running keyring")
+                }
+            }
         }
         match config.reload(engine.now() / weir::clock::MILLI) {
             Reloaded::NoFile => info!("SIGHUP: no config file to reload; keeping the built-in config"),

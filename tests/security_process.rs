@@ -433,3 +433,60 @@ fn a_captured_peer_request_is_taken_once_and_by_its_node_only() {
     let honest = weir::cluster::peer_http::sign(&sealer, &request("peer-b", "GET", path), now, "n4");
     assert_eq!(status(&second, &honest), 200);
 }
+
+#[test]
+fn a_secret_rotates_on_running_nodes_with_sighup_and_the_old_one_is_then_refused() {
+    let file = |id: &str| std::env::temp_dir().join(format!("weir-live-keyring-{id}-{}", random()));
+    let files = [file("a"), file("b")];
+    let write = |keyring: &[&str]| {
+        for f in &files {
+            std::fs::write(f, format!("# the cluster's keyring\n{}\n", keyring.join("\n"))).unwrap();
+        }
+    };
+    write(&[OLD]);
+    let flags = |f: &std::path::Path| -> Vec<String> {
+        vec![
+            "--cluster-secret-file".into(),
+            f.to_str().unwrap().into(),
+            "--dead-node-grace-secs".into(),
+            "2".into(),
+        ]
+    };
+    let (flags_a, flags_b) = (flags(&files[0]), flags(&files[1]));
+    let flags_a: Vec<&str> = flags_a.iter().map(String::as_str).collect();
+    let flags_b: Vec<&str> = flags_b.iter().map(String::as_str).collect();
+    let a = start("live-a", &[], &[], &flags_a);
+    let b = start("live-b", &[a.gossip.clone()], &[], &flags_b);
+    wait_for_members(&[&a, &b], 2);
+    let mut counted = 0;
+    let mut count_and_agree = |stage: &str| {
+        assert!(a.check(&request("dora")), "{stage}");
+        counted += 1;
+        b.wait_until(Duration::from_secs(10), "hearing the count", |n| {
+            remaining(n, "dora") == 1000 - counted
+        });
+    };
+    count_and_agree("with the old secret");
+    // docs/operations.md: add the new secret everywhere, make it the first
+    // everywhere, drop the old one everywhere; SIGHUP each time, no restart.
+    for keyring in [&[OLD, NEW][..], &[NEW, OLD][..], &[NEW][..]] {
+        write(keyring);
+        a.signal("HUP");
+        b.signal("HUP");
+        std::thread::sleep(Duration::from_millis(500));
+        count_and_agree("after a rotation step");
+    }
+    wait_for_members(&[&a, &b], 2);
+    let status = a.get("/v1/cluster").unwrap();
+    assert_eq!(status["rejected"]["auth"], 0, "{status}");
+    assert_eq!(status["gossip_rejected"]["auth"], 0, "{status}");
+    assert_eq!(status["keys"], 1, "the old secret is gone: {status}");
+    // A node that kept the old secret is an outsider now.
+    let late = start("live-late", &[a.gossip.clone()], &[OLD], &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.live_members().len(), 2, "{:?}", a.live_members());
+    drop(late);
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+}

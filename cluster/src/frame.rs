@@ -12,6 +12,8 @@
 //! never an allocation it chose. Version 1 (HMAC only, readable by anyone
 //! on the path) is refused as [`FrameError::OldVersion`].
 
+use std::sync::{Arc, PoisonError, RwLock};
+
 use bincode::{Decode, Encode};
 use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
@@ -230,10 +232,12 @@ impl Keys {
 
 /// Seals and opens datagrams for one cluster, and signs small values, under
 /// a keyring: the first secret seals and signs, every secret opens and
-/// verifies, so that a secret can be rotated without a partition.
+/// verifies, so that a secret can be rotated without a partition. Clones
+/// share the keyring, so [`rekey`](Self::rekey) on one reaches every part
+/// of the node that seals or opens.
 #[derive(Clone)]
 pub struct Sealer {
-    ring: Vec<Keys>,
+    ring: Arc<RwLock<Arc<[Keys]>>>,
     /// The cluster id, length-prefixed: bound to every datagram and
     /// signature as associated data.
     cluster: Vec<u8>,
@@ -241,7 +245,7 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sealer({} keys)", self.ring.len())
+        write!(f, "Sealer({} keys)", self.ring().len())
     }
 }
 
@@ -257,9 +261,33 @@ impl Sealer {
         let mut cluster = (cluster_id.len() as u64).to_le_bytes().to_vec();
         cluster.extend_from_slice(cluster_id.as_bytes());
         Self {
-            ring: secrets.iter().map(|s| Keys::derive(s.as_ref())).collect(),
+            ring: Arc::new(RwLock::new(Self::derive(secrets))),
             cluster,
         }
+    }
+
+    fn derive<S: AsRef<[u8]>>(secrets: &[S]) -> Arc<[Keys]> {
+        secrets.iter().map(|s| Keys::derive(s.as_ref())).collect()
+    }
+
+    /// The keyring in force: taken once per datagram or signature.
+    fn ring(&self) -> Arc<[Keys]> {
+        self.ring.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many secrets the keyring in force holds.
+    pub fn keys(&self) -> usize {
+        self.ring().len()
+    }
+
+    /// Puts a new keyring in force, the sealing secret first, for this
+    /// sealer and every clone of it: how a running node rotates its secret.
+    ///
+    /// # Panics
+    /// With no secret at all: callers validate that there is one.
+    pub fn rekey<S: AsRef<[u8]>>(&self, secrets: &[S]) {
+        assert!(!secrets.is_empty(), "a keyring needs a secret");
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Self::derive(secrets);
     }
 
     fn aad(&self, header: &[u8]) -> Vec<u8> {
@@ -297,7 +325,7 @@ impl Sealer {
         let aad = self.aad(header);
         let (nonce, tag) = (Nonce::from_slice(nonce), Tag::from_slice(tag));
         let mut plain = body.to_vec();
-        for keys in &self.ring {
+        for keys in self.ring().iter() {
             if cipher(keys)
                 .decrypt_in_place_detached(nonce, &aad, &mut plain, tag)
                 .is_ok()
@@ -316,7 +344,7 @@ impl Sealer {
         out.extend_from_slice(&[GOSSIP_VERSION, 0]);
         out.extend_from_slice(&[0; NONCE_BYTES]);
         out.extend_from_slice(plain);
-        self.seal_in_place(&self.ring[0].gossip, out);
+        self.seal_in_place(&self.ring()[0].gossip, out);
     }
 
     /// Opens a gossip datagram: its plaintext.
@@ -346,13 +374,13 @@ impl Sealer {
     /// An HMAC of `parts` (each length-prefixed) under the sealing key: for
     /// small values that travel inside gossip, such as the config.
     pub fn sign(&self, parts: &[&[u8]]) -> [u8; MAC_BYTES] {
-        self.mac_of(&self.ring[0], parts).finalize().into_bytes().into()
+        self.mac_of(&self.ring()[0], parts).finalize().into_bytes().into()
     }
 
     /// Whether `tag` is [`sign`](Self::sign) of `parts` under any key of
     /// the ring, compared in constant time.
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        self.ring
+        self.ring()
             .iter()
             .any(|keys| self.mac_of(keys, parts).verify_slice(tag).is_ok())
     }
@@ -390,7 +418,7 @@ impl Sealer {
         if out.len() + TAG_BYTES > MAX_DATAGRAM {
             return Err(FrameError::Size);
         }
-        self.seal_in_place(&self.ring[0].sync, out);
+        self.seal_in_place(&self.ring()[0].sync, out);
         Ok(())
     }
 
@@ -402,7 +430,7 @@ impl Sealer {
         out.extend_from_slice(&[VERSION, 0]);
         out.extend_from_slice(&[0; NONCE_BYTES]);
         out.extend_from_slice(body);
-        self.seal_in_place(&self.ring[0].sync, out);
+        self.seal_in_place(&self.ring()[0].sync, out);
     }
 
     /// Checks and decodes a datagram.

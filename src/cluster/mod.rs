@@ -102,19 +102,26 @@ pub enum SettingsError {
     Interval(&'static str, Duration, Duration),
 }
 
+/// Checks a keyring: 1 to [`MAX_SECRETS`] secrets of at least
+/// [`MIN_SECRET_BYTES`] each.
+///
+/// # Errors
+/// [`SettingsError::ShortSecret`].
+pub fn check_keyring(secrets: &[Vec<u8>]) -> Result<(), SettingsError> {
+    if secrets.is_empty() || secrets.len() > MAX_SECRETS || secrets.iter().any(|s| s.len() < MIN_SECRET_BYTES)
+    {
+        return Err(SettingsError::ShortSecret);
+    }
+    Ok(())
+}
+
 impl Settings {
     /// Checks every setting.
     ///
     /// # Errors
     /// The first [`SettingsError`] found.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let secrets = &self.secrets;
-        if secrets.is_empty()
-            || secrets.len() > MAX_SECRETS
-            || secrets.iter().any(|s| s.len() < MIN_SECRET_BYTES)
-        {
-            return Err(SettingsError::ShortSecret);
-        }
+        check_keyring(&self.secrets)?;
         for (name, id) in [("node id", &self.node_id), ("cluster id", &self.cluster_id)] {
             if id.is_empty() || id.len() > 128 {
                 return Err(SettingsError::BadId(name));
@@ -469,6 +476,19 @@ impl ClusterNode {
             SENT.fetch_add(1, Ordering::Relaxed)
         );
         peer_http::sign(&self.shared.sealer, request, unix_secs, &nonce)
+    }
+
+    /// Puts a new keyring in force, the sealing secret first, for gossip,
+    /// the counter sync and peer requests alike: a secret rotated on a
+    /// running node (SIGHUP with `--cluster-secret-file`).
+    ///
+    /// # Errors
+    /// [`SettingsError::ShortSecret`] for a keyring that cannot work; the
+    /// one in force stays.
+    pub fn rekey(&self, secrets: &[Vec<u8>]) -> Result<(), SettingsError> {
+        check_keyring(secrets)?;
+        self.shared.sealer.rekey(secrets);
+        Ok(())
     }
 
     /// This cluster's signature of `parts`, as hex: what any node of the

@@ -142,7 +142,7 @@ pub fn describe(shared: &Shared) -> Value {
         "rejected": to_object(rejected),
         "gossip": to_object(shared.gossip_stats.counts()),
         "gossip_rejected": to_object(shared.gossip_stats.rejected.snapshot()),
-        "keys": shared.settings.secrets.len(),
+        "keys": shared.sealer.keys(),
     })
 }
 
