@@ -456,7 +456,7 @@ fn a_secret_rotates_on_running_nodes_with_sighup_and_the_old_one_is_then_refused
     let flags_a: Vec<&str> = flags_a.iter().map(String::as_str).collect();
     let flags_b: Vec<&str> = flags_b.iter().map(String::as_str).collect();
     let a = start("live-a", &[], &[], &flags_a);
-    let b = start("live-b", &[a.gossip.clone()], &[], &flags_b);
+    let b = start("live-b", std::slice::from_ref(&a.gossip), &[], &flags_b);
     wait_for_members(&[&a, &b], 2);
     let mut counted = 0;
     let mut count_and_agree = |stage: &str| {
@@ -482,7 +482,7 @@ fn a_secret_rotates_on_running_nodes_with_sighup_and_the_old_one_is_then_refused
     assert_eq!(status["gossip_rejected"]["auth"], 0, "{status}");
     assert_eq!(status["keys"], 1, "the old secret is gone: {status}");
     // A node that kept the old secret is an outsider now.
-    let late = start("live-late", &[a.gossip.clone()], &[OLD], &[]);
+    let late = start("live-late", std::slice::from_ref(&a.gossip), &[OLD], &[]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(a.live_members().len(), 2, "{:?}", a.live_members());
     drop(late);
