@@ -114,7 +114,7 @@ impl Verdict<'_> {
     /// tier, full again (and the request let through) when the assignment
     /// lapses; no retry time when it never does.
     fn denied(&self, deny: Denial) -> Decision<&str> {
-        let wait = deny.until.map(|until| millis(until.saturating_sub(deny.now)));
+        let wait = deny.until.map(|until| millis(until.saturating_sub(self.now)));
         let report = LimitReport {
             name: self.scope.tier().unwrap_or("deny").into(),
             algorithm: AlgorithmName::Deny,

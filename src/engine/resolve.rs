@@ -60,8 +60,6 @@ pub struct Denial {
     /// When the assignment lapses (Unix ns); `None` for good, or for a
     /// deny tier reached otherwise (a request, the config, the default).
     pub until: Option<Nanos>,
-    /// When the check was made.
-    pub now: Nanos,
 }
 
 /// Resolves `request` against `config`, writing its store key into `key`.
@@ -157,7 +155,7 @@ fn resolve_policy<'c>(
 
     let (limits, deny) = match &endpoint_tier.unwrap_or(tier).limits {
         TierLimits::Unlimited => (None, None),
-        TierLimits::Deny => (None, Some(Denial { until: lapses, now })),
+        TierLimits::Deny => (None, Some(Denial { until: lapses })),
         // A customer's own quota, where the config gives one.
         TierLimits::Limited(limits) => match config.quota_overrides.is_empty() {
             true => (Some(Cow::Borrowed(&limits[..])), None),

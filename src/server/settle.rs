@@ -24,11 +24,10 @@ pub const LIFETIME: Nanos = 3600 * SECOND;
 /// allowed and counted units (`counted`: its own cost, or its endpoint
 /// rule's).
 pub(super) fn reserve(app: &App, request: &CheckRequest, allowed: bool, counted: u32) -> Option<String> {
-    let cost = counted;
-    if !allowed || cost == 0 {
+    if !allowed || counted == 0 {
         return None;
     }
-    let ticket = Ticket::new(Kind::Reservation, request, cost, app.engine.now(), LIFETIME);
+    let ticket = Ticket::new(Kind::Reservation, request, counted, app.engine.now(), LIFETIME);
     Some(app.tickets.issue(app, ticket))
 }
 
