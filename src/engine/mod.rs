@@ -454,6 +454,7 @@ pub struct Explained {
 mod tests {
     use super::*;
     use crate::clock::{ManualClock, SECOND};
+    use crate::policy::KeyAttr;
 
     const ONE: &str = "[policies.p]\nkey = [\"user\"]\ndefault_tier = \"t\"\n[policies.p.tiers.t]\nlimits = [{ algorithm = \"sliding_window\", rate = \"1/m\" }]\n";
 
@@ -465,13 +466,19 @@ mod tests {
     }
 
     fn user(name: &str) -> CheckRequest {
-        CheckRequest::policy(
-            "p",
-            RequestKey {
-                user: Some(name.into()),
-                ..RequestKey::default()
-            },
-        )
+        by(KeyAttr::User, "p", name)
+    }
+
+    /// A check of `policy` for the key whose `attr` is `value`.
+    fn by(attr: KeyAttr, policy: &str, value: &str) -> CheckRequest {
+        let mut key = RequestKey::default();
+        match attr {
+            KeyAttr::User => key.user = Some(value.into()),
+            KeyAttr::Token => key.token = Some(value.into()),
+            KeyAttr::Ip => key.ip = Some(value.into()),
+            KeyAttr::Endpoint => key.endpoint = Some(value.into()),
+        }
+        CheckRequest::policy(policy, key)
     }
 
     #[test]
@@ -571,13 +578,7 @@ mod tests {
         // A sync interval per check, so that the share rule (one interval's
         // part of what remains) does not stand in the way.
         engine.cluster_view().update(shape, crate::clock::MILLI);
-        let request = CheckRequest::policy(
-            "b",
-            RequestKey {
-                user: Some("u".into()),
-                ..RequestKey::default()
-            },
-        );
+        let request = by(KeyAttr::User, "b", "u");
         let first = engine.check(&request).unwrap();
         let reported: Vec<(u64, u64)> = first.limits.iter().map(|l| (l.limit, l.remaining)).collect();
         assert_eq!(reported, [(20, 19), (20, 19)], "two thirds of 30, one spent");
@@ -612,13 +613,7 @@ mod tests {
         let before = 1_806_551_940 * SECOND;
         let clock = Arc::new(ManualClock::new(before));
         let engine = Engine::new(Config::parse(plans).unwrap(), clock.clone());
-        let check = CheckRequest::policy(
-            "api",
-            RequestKey {
-                token: Some("tk".into()),
-                ..RequestKey::default()
-            },
-        );
+        let check = by(KeyAttr::Token, "api", "tk");
         for _ in 0..3 {
             assert!(engine.check(&check).unwrap().allowed);
         }
@@ -653,13 +648,7 @@ mod tests {
         let engine = Engine::new(Config::parse(plans).unwrap(), clock.clone());
         let sink = Arc::new(Collect::default());
         engine.set_alarm_sink(sink.clone());
-        let mut check = CheckRequest::policy(
-            "api",
-            RequestKey {
-                token: Some("tk".into()),
-                ..RequestKey::default()
-            },
-        );
+        let mut check = by(KeyAttr::Token, "api", "tk");
         check.cost = Some(3);
         for _ in 0..3 {
             assert!(engine.check(&check).unwrap().allowed);
@@ -697,15 +686,7 @@ mod tests {
             Config::parse(plans).unwrap(),
             Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
         );
-        let token = |token: &str| {
-            CheckRequest::policy(
-                "api",
-                RequestKey {
-                    token: Some(token.into()),
-                    ..RequestKey::default()
-                },
-            )
-        };
+        let token = |token: &str| by(KeyAttr::Token, "api", token);
         for _ in 0..3 {
             assert!(engine.check(&token("acme")).unwrap().allowed);
         }
@@ -770,44 +751,14 @@ mod tests {
             Config::parse(tiers).unwrap(),
             Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
         );
-        let other = CheckRequest::policy(
-            "q",
-            RequestKey {
-                user: Some("a".into()),
-                ..RequestKey::default()
-            },
-        );
+        let other = by(KeyAttr::User, "q", "a");
         engine.check(&other).unwrap();
         // Two checks of p (the second one over the shadow burst), then q, which is empty: all rolled back.
         let batch = engine
-            .check_batch(&[
-                CheckRequest::policy(
-                    "p",
-                    RequestKey {
-                        user: Some("a".into()),
-                        ..RequestKey::default()
-                    },
-                ),
-                CheckRequest::policy(
-                    "p",
-                    RequestKey {
-                        user: Some("a".into()),
-                        ..RequestKey::default()
-                    },
-                ),
-                other,
-            ])
+            .check_batch(&[by(KeyAttr::User, "p", "a"), by(KeyAttr::User, "p", "a"), other])
             .unwrap();
         assert!(!batch.allowed);
-        let peek = engine
-            .explain(&CheckRequest::policy(
-                "p",
-                RequestKey {
-                    user: Some("a".into()),
-                    ..RequestKey::default()
-                },
-            ))
-            .unwrap();
+        let peek = engine.explain(&by(KeyAttr::User, "p", "a")).unwrap();
         let remaining: Vec<u64> = peek.decision.limits.iter().map(|l| l.remaining).collect();
         assert_eq!(remaining, [5, 1], "nothing kept, nothing taken back twice");
     }
