@@ -295,6 +295,7 @@ async fn run_weir(port: u16, load: Load) -> Results {
         let request = move |i: u64| {
             if load.ping {
                 return Frame {
+                    version: 1,
                     opcode: Opcode::Ping,
                     request_id: i,
                     body: Vec::new(),
@@ -311,6 +312,7 @@ async fn run_weir(port: u16, load: Load) -> Results {
                 cost: None,
             };
             Frame {
+                version: 1,
                 opcode: Opcode::Check,
                 request_id: i,
                 body: encode(&check),

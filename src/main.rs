@@ -470,13 +470,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let binary = match &tls {
             Some(files) => {
                 let binary = TlsListener::new(binary, files.clone(), binary::tls_required_reply())?;
-                tokio::spawn(binary::run(binary, engine, binary_limits, binary_stopped))
+                tokio::spawn(binary::run(binary, app.clone(), binary_limits, binary_stopped))
             }
             None => {
                 let binary = binary.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                tokio::spawn(binary::run(binary, engine, binary_limits, binary_stopped))
+                tokio::spawn(binary::run(binary, app.clone(), binary_limits, binary_stopped))
             }
         };
         match &tls {

@@ -9,14 +9,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use weir::clock::{ManualClock, SECOND};
+use weir::config::source::ConfigSource;
 use weir::config::Config;
 use weir::engine::Engine;
 use weir::protocol::{
     decode, encode, Frame, Hello, HelloReply, Opcode, WireBatch, WireCheck, WireDecision, WireError, WireKey,
-    WireLimit, WireTarget, MAX_FRAME,
+    WireLimit, WireTarget, MAX_FRAME, VERSION,
 };
 use weir::server::binary::{run, BinaryLimits};
-use weir::server::ServeLimits;
+use weir::server::{App, ServeLimits};
 
 const CONFIG: &str = r#"
 [policies.p]
@@ -33,6 +34,15 @@ limits = [
   { name = "burst", algorithm = "token_bucket", rate = "1/m", burst = 2 },
   { name = "strict", algorithm = "token_bucket", rate = "1/m", burst = 1, mode = "shadow" },
 ]
+
+[policies.jobs]
+key = ["user"]
+default_tier = "free"
+[policies.jobs.tiers.free]
+limits = [
+  { name = "running", algorithm = "concurrency", max = 1, lease = "30s" },
+  { name = "monthly", algorithm = "quota", limit = 100, period = "month" },
+]
 "#;
 
 struct Server {
@@ -41,13 +51,20 @@ struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(limits: BinaryLimits) -> Server {
+/// The shared state the binary server runs on, around a fresh engine.
+fn app() -> Arc<App> {
     let clock = Arc::new(ManualClock::new(1_800_000_000 * SECOND));
-    let engine = Arc::new(Engine::new(Config::parse(CONFIG).unwrap(), clock));
+    let config = Config::parse(CONFIG).unwrap();
+    let source = Arc::new(ConfigSource::none(&config));
+    App::new(Arc::new(Engine::new(config, clock)), source, None, None)
+}
+
+async fn start(limits: BinaryLimits) -> Server {
+    let app = app();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(listener, engine, limits, async {
+    let task = tokio::spawn(run(listener, app, limits, async {
         let _ = stopped.await;
     }));
     Server {
@@ -70,7 +87,12 @@ fn check(user: &str) -> WireCheck {
 }
 
 async fn send(stream: &mut TcpStream, opcode: Opcode, id: u64, body: Vec<u8>) {
+    send_version(stream, 1, opcode, id, body).await;
+}
+
+async fn send_version(stream: &mut TcpStream, version: u8, opcode: Opcode, id: u64, body: Vec<u8>) {
     let frame = Frame {
+        version,
         opcode,
         request_id: id,
         body,
@@ -115,7 +137,7 @@ async fn hello_ping_check_peek_refund_and_check_many() {
     let reply = ask(&mut stream, Opcode::Hello, 1, encode(&hello)).await;
     assert_eq!((reply.opcode, reply.request_id), (Opcode::HelloReply, 1));
     let hello: HelloReply = decode(&reply.body).unwrap();
-    assert_eq!((hello.version, hello.max_frame), (1, MAX_FRAME as u32));
+    assert_eq!((hello.version, hello.max_frame), (VERSION, MAX_FRAME as u32));
 
     assert_eq!(
         ask(&mut stream, Opcode::Ping, 2, vec![]).await.opcode,
@@ -208,6 +230,7 @@ async fn pipelined_requests_are_all_answered_with_their_ids() {
         let body = encode(&check(&format!("pipelined-{}", id % 7)));
         bytes.extend(
             Frame {
+                version: 1,
                 opcode: Opcode::Check,
                 request_id: id,
                 body,
@@ -281,6 +304,7 @@ async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
     expect_fatal(&server, &[3, 0, 0, 0, 1, 2, 3], "malformed_frame", 0).await;
     // Bad magic, with the request id still reported.
     let mut bad_magic = Frame {
+        version: 1,
         opcode: Opcode::Ping,
         request_id: 77,
         body: vec![],
@@ -290,6 +314,7 @@ async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
     expect_fatal(&server, &bad_magic, "malformed_frame", 77).await;
     // A version this server does not speak.
     let mut version = Frame {
+        version: 1,
         opcode: Opcode::Ping,
         request_id: 78,
         body: vec![],
@@ -299,6 +324,7 @@ async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
     expect_fatal(&server, &version, "unsupported_version", 78).await;
     // An unknown opcode, and a reply sent as a request.
     let mut opcode = Frame {
+        version: 1,
         opcode: Opcode::Ping,
         request_id: 79,
         body: vec![],
@@ -307,6 +333,7 @@ async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
     opcode[7] = 0x42;
     expect_fatal(&server, &opcode, "unknown_opcode", 79).await;
     let pong = Frame {
+        version: 1,
         opcode: Opcode::Pong,
         request_id: 80,
         body: vec![],
@@ -315,6 +342,7 @@ async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
     expect_fatal(&server, &pong, "unknown_opcode", 80).await;
     // A body that is not a check, and one with trailing bytes.
     let garbage = Frame {
+        version: 1,
         opcode: Opcode::Check,
         request_id: 81,
         body: vec![0xff; 40],
@@ -324,6 +352,7 @@ async fn bad_frames_get_an_error_and_a_closed_connection_and_disturb_no_one() {
     let mut trailing = encode(&check("a"));
     trailing.push(0);
     let trailing = Frame {
+        version: 1,
         opcode: Opcode::Check,
         request_id: 82,
         body: trailing,
@@ -381,8 +410,7 @@ async fn shutdown_stops_the_server_and_answers_what_was_asked() {
 #[tokio::test]
 async fn a_client_that_does_not_read_its_replies_stops_being_read() {
     use weir::server::binary::serve_connection;
-    let clock = Arc::new(ManualClock::new(1_800_000_000 * SECOND));
-    let engine = Arc::new(Engine::new(Config::parse(CONFIG).unwrap(), clock));
+    let app = app();
     let limits = BinaryLimits {
         max_in_flight: 8,
         ..BinaryLimits::default()
@@ -390,11 +418,12 @@ async fn a_client_that_does_not_read_its_replies_stops_being_read() {
     // 4 KiB each way: room for a few hundred 16-byte frames, not thousands.
     let (mut client, server_side) = tokio::io::duplex(4096);
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(async move { serve_connection(server_side, &engine, limits, stopped).await });
+    let server = tokio::spawn(async move { serve_connection(server_side, &app, limits, stopped).await });
 
     let pings: Vec<u8> = (0..5000u64)
         .flat_map(|id| {
             Frame {
+                version: 1,
                 opcode: Opcode::Ping,
                 request_id: id,
                 body: vec![],
@@ -463,6 +492,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
 /// Frame bytes for `opcode` with `body`.
 fn frame_bytes(opcode: Opcode, id: u64, body: Vec<u8>) -> Vec<u8> {
     Frame {
+        version: 1,
         opcode,
         request_id: id,
         body,
@@ -523,8 +553,8 @@ async fn an_error_reply_quotes_its_input_briefly() {
 async fn sessions_behave_as_documented() {
     let server = start(BinaryLimits::default()).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    // A hello with a higher version is answered with version 1; a second
-    // hello is answered again.
+    // A hello with a higher version is answered with the newest this
+    // server speaks; a second hello is answered again.
     for id in [1, 2] {
         let hello = Hello {
             version: 7,
@@ -534,7 +564,7 @@ async fn sessions_behave_as_documented() {
         let answer: HelloReply = decode(&reply.body).unwrap();
         assert_eq!(
             (reply.opcode, reply.request_id, answer.version),
-            (Opcode::HelloReply, id, 1)
+            (Opcode::HelloReply, id, VERSION)
         );
     }
 
@@ -600,4 +630,191 @@ async fn sessions_behave_as_documented() {
     let decision: WireDecision =
         decode(&ask(&mut stream, Opcode::Check, 12, encode(&named)).await.body).unwrap();
     assert_eq!(decision.limits[0].name, "3/m");
+}
+
+mod version_2 {
+    //! Version 2 beside version 1 on one connection: shadow limits, quota
+    //! resets, leases and Release, reservations and Settle, problem details.
+
+    use weir::protocol::{WireBatch2, WireCheck2, WireDecision2, WireRelease, WireSettle, WireSettled};
+
+    use super::*;
+
+    async fn ask2(stream: &mut TcpStream, opcode: Opcode, id: u64, body: Vec<u8>) -> Frame {
+        send_version(stream, 2, opcode, id, body).await;
+        let reply = receive(stream).await.expect("a reply");
+        assert_eq!(
+            (reply.version, reply.request_id),
+            (2, id),
+            "answered in the version asked"
+        );
+        reply
+    }
+
+    fn check2(policy: &str, user: &str) -> WireCheck2 {
+        let mut check = check(user);
+        check.target = WireTarget::Policy(policy.into());
+        WireCheck2 {
+            check,
+            reserve: false,
+            problem: false,
+        }
+    }
+
+    fn error(reply: &Frame) -> WireError {
+        assert_eq!(reply.opcode, Opcode::Error);
+        decode(&reply.body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn shadow_limits_and_quota_resets_are_reported() {
+        let server = start(BinaryLimits::default()).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let trial = encode(&check2("trial", "a"));
+        let first: WireDecision2 =
+            decode(&ask2(&mut stream, Opcode::Check, 1, trial.clone()).await.body).unwrap();
+        let shadow: Vec<_> = first
+            .limits
+            .iter()
+            .map(|l| (l.report.name.as_str(), l.shadow))
+            .collect();
+        assert_eq!(shadow, [("burst", false), ("strict", true)]);
+        assert!(first.shadow_denied.is_empty());
+        let second: WireDecision2 = decode(&ask2(&mut stream, Opcode::Check, 2, trial).await.body).unwrap();
+        assert!(second.allowed, "a shadow limit never denies");
+        assert_eq!(second.shadow_denied, ["strict"]);
+
+        // Version 1 on the same connection: the enforced limit only.
+        let mut v1 = check("b");
+        v1.target = WireTarget::Policy("trial".into());
+        let old: WireDecision = decode(&ask(&mut stream, Opcode::Check, 3, encode(&v1)).await.body).unwrap();
+        assert_eq!(old.limits.len(), 1);
+
+        let jobs: WireDecision2 = decode(
+            &ask2(&mut stream, Opcode::Peek, 4, encode(&check2("jobs", "q")))
+                .await
+                .body,
+        )
+        .unwrap();
+        let monthly = jobs.limits.iter().find(|l| l.report.name == "monthly").unwrap();
+        // 1,800,000,000 s is 2027-01-15; the quota resets on 2027-02-01.
+        assert_eq!(monthly.reset_at_ms, Some(1_801_440_000_000));
+        assert_eq!(jobs.lease, None, "a peek holds no slot");
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_released_once_and_frees_its_slot() {
+        let server = start(BinaryLimits::default()).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let job = encode(&check2("jobs", "a"));
+        let held: WireDecision2 =
+            decode(&ask2(&mut stream, Opcode::Check, 1, job.clone()).await.body).unwrap();
+        let lease = held.lease.clone().expect("an allowed check holds a lease");
+        let full: WireDecision2 =
+            decode(&ask2(&mut stream, Opcode::Check, 2, job.clone()).await.body).unwrap();
+        assert!(!full.allowed && full.lease.is_none(), "max = 1");
+
+        let release = encode(&WireRelease { lease: lease.clone() });
+        let reply = ask2(&mut stream, Opcode::Release, 3, release.clone()).await;
+        assert_eq!((reply.opcode, reply.body.len()), (Opcode::ReleaseReply, 0));
+        let again: WireDecision2 = decode(&ask2(&mut stream, Opcode::Check, 4, job).await.body).unwrap();
+        assert!(again.allowed, "the slot was freed");
+
+        // Twice, forged, or in a version 1 frame: refused, connection open.
+        assert_eq!(
+            error(&ask2(&mut stream, Opcode::Release, 5, release.clone()).await).code,
+            "already_released"
+        );
+        let forged = encode(&WireRelease { lease: "x.y".into() });
+        assert_eq!(
+            error(&ask2(&mut stream, Opcode::Release, 6, forged).await).code,
+            "unknown_lease"
+        );
+        assert_eq!(
+            error(&ask(&mut stream, Opcode::Release, 7, release).await).code,
+            "unsupported_version"
+        );
+        assert_eq!(
+            ask(&mut stream, Opcode::Ping, 8, vec![]).await.opcode,
+            Opcode::Pong
+        );
+    }
+
+    #[tokio::test]
+    async fn an_allowed_batch_carries_its_leases() {
+        let server = start(BinaryLimits::default()).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let checks = encode(&vec![check2("p", "a"), check2("jobs", "a")]);
+        let reply = ask2(&mut stream, Opcode::CheckMany, 1, checks.clone()).await;
+        let batch: WireBatch2 = decode(&reply.body).unwrap();
+        assert!(batch.allowed);
+        assert_eq!(batch.decisions[0].lease, None);
+        assert!(batch.decisions[1].lease.is_some());
+        // Denied (the slot is held), asking for problem details.
+        let mut asking = vec![check2("p", "b"), check2("jobs", "a")];
+        asking[0].problem = true;
+        let batch: WireBatch2 = decode(
+            &ask2(&mut stream, Opcode::CheckMany, 2, encode(&asking))
+                .await
+                .body,
+        )
+        .unwrap();
+        assert!(!batch.allowed);
+        let problem: serde_json::Value = serde_json::from_str(batch.problem.as_deref().unwrap()).unwrap();
+        assert_eq!(problem["violated-policies"], serde_json::json!(["running"]));
+        assert_eq!(problem["decision"]["allowed"], false);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_settles_once_at_its_actual_cost() {
+        let server = start(BinaryLimits::default()).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let mut reserving = check2("p", "a");
+        reserving.reserve = true;
+        let reply = ask2(&mut stream, Opcode::Check, 1, encode(&reserving)).await;
+        let decision: WireDecision2 = decode(&reply.body).unwrap();
+        let reservation = decision.reservation.expect("a counted check that reserved");
+        assert_eq!(decision.remaining, Some(1));
+
+        let settle = encode(&WireSettle { reservation, cost: 2 });
+        let reply = ask2(&mut stream, Opcode::Settle, 2, settle.clone()).await;
+        assert_eq!(reply.opcode, Opcode::SettleReply);
+        let settled: WireSettled = decode(&reply.body).unwrap();
+        assert_eq!((settled.reserved, settled.charged, settled.refunded), (1, 1, 0));
+        assert_eq!(settled.decision.remaining, Some(0));
+        assert_eq!(
+            error(&ask2(&mut stream, Opcode::Settle, 3, settle).await).code,
+            "already_settled"
+        );
+
+        // Reserving is for single checks.
+        let reply = ask2(&mut stream, Opcode::Peek, 4, encode(&reserving)).await;
+        assert_eq!(error(&reply).code, "reserve_not_here");
+    }
+
+    #[tokio::test]
+    async fn a_denial_carries_problem_details_when_asked() {
+        let server = start(BinaryLimits::default()).await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let mut asking = check2("p", "a");
+        asking.problem = true;
+        for id in 1..=3 {
+            let reply = ask2(&mut stream, Opcode::Check, id, encode(&asking)).await;
+            let decision: WireDecision2 = decode(&reply.body).unwrap();
+            assert_eq!(
+                decision.problem.is_some(),
+                !decision.allowed,
+                "only denials carry one"
+            );
+            if let Some(problem) = decision.problem {
+                let problem: serde_json::Value = serde_json::from_str(&problem).unwrap();
+                assert_eq!(
+                    problem["type"],
+                    "https://iana.org/assignments/http-problem-types#quota-exceeded"
+                );
+                assert_eq!(problem["violated-policies"], serde_json::json!(["burst"]));
+                assert_eq!(problem["status"], 429);
+            }
+        }
+    }
 }

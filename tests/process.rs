@@ -440,6 +440,7 @@ fn the_binary_protocol_is_served_on_bin_addr() {
         cost: None,
     };
     let frame = Frame {
+        version: 1,
         opcode: Opcode::Check,
         request_id: 7,
         body: encode(&check),
@@ -461,6 +462,7 @@ fn one_worker_thread_serves_both_protocols_and_none_is_refused() {
     let (status, _, decision) = weir.check(json!({ "policy": "per_ip", "key": { "ip": "192.0.2.2" } }));
     assert_eq!((status, decision["allowed"].as_bool()), (200, Some(true)));
     let ping = weir::protocol::Frame {
+        version: 1,
         opcode: weir::protocol::Opcode::Ping,
         request_id: 3,
         body: Vec::new(),
@@ -528,6 +530,7 @@ fn both_servers_count_their_connections_and_close_idle_ones_alike() {
     use weir::protocol::{Frame, Opcode};
     let weir = Weir::start(&["--idle-timeout", "2"], &[]);
     let ping = Frame {
+        version: 1,
         opcode: Opcode::Ping,
         request_id: 1,
         body: vec![],

@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use weir::protocol::{
-    decode, encode, Frame, Hello, HelloReply, Opcode, WireBatch, WireCheck, WireDecision, WireError,
+    decode, encode, Frame, Hello, HelloReply, Opcode, WireBatch, WireBatch2, WireCheck, WireCheck2,
+    WireDecision, WireDecision2, WireError, WireRelease, WireSettle, WireSettled,
 };
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol-vectors.json");
@@ -32,6 +33,13 @@ fn body_bytes(kind: &str, body: &Value) -> Vec<u8> {
         "WireDecision" => typed::<WireDecision>(body),
         "WireBatch" => typed::<WireBatch>(body),
         "WireError" => typed::<WireError>(body),
+        "WireCheck2" => typed::<WireCheck2>(body),
+        "WireChecks2" => typed::<Vec<WireCheck2>>(body),
+        "WireDecision2" => typed::<WireDecision2>(body),
+        "WireBatch2" => typed::<WireBatch2>(body),
+        "WireRelease" => typed::<WireRelease>(body),
+        "WireSettle" => typed::<WireSettle>(body),
+        "WireSettled" => typed::<WireSettled>(body),
         other => panic!("unknown vector type {other}"),
     }
 }
@@ -52,6 +60,13 @@ fn body_meaning(kind: &str, bytes: &[u8]) -> Value {
         "WireDecision" => typed::<WireDecision>(bytes),
         "WireBatch" => typed::<WireBatch>(bytes),
         "WireError" => typed::<WireError>(bytes),
+        "WireCheck2" => typed::<WireCheck2>(bytes),
+        "WireChecks2" => typed::<Vec<WireCheck2>>(bytes),
+        "WireDecision2" => typed::<WireDecision2>(bytes),
+        "WireBatch2" => typed::<WireBatch2>(bytes),
+        "WireRelease" => typed::<WireRelease>(bytes),
+        "WireSettle" => typed::<WireSettle>(bytes),
+        "WireSettled" => typed::<WireSettled>(bytes),
         other => panic!("unknown vector type {other}"),
     }
 }
@@ -60,6 +75,8 @@ fn frame_of(vector: &Value) -> Vec<u8> {
     let opcode = Opcode::from_byte(vector["opcode"].as_u64().unwrap() as u8).unwrap();
     let kind = vector["type"].as_str().unwrap();
     Frame {
+        // Vectors without a version are version 1's.
+        version: vector["version"].as_u64().unwrap_or(1) as u8,
         opcode,
         request_id: vector["request_id"].as_u64().unwrap(),
         body: body_bytes(kind, &vector["body"]),
@@ -89,6 +106,11 @@ fn every_vector_encodes_to_its_frame_and_decodes_to_its_meaning() {
         let bytes = unhex(expected);
         let frame = Frame::parse(&bytes[4..]).unwrap();
         assert_eq!(frame.opcode as u64, vector["opcode"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            frame.version as u64,
+            vector["version"].as_u64().unwrap_or(1),
+            "{name}"
+        );
         assert_eq!(frame.request_id, vector["request_id"].as_u64().unwrap(), "{name}");
         assert_eq!(
             body_meaning(vector["type"].as_str().unwrap(), &frame.body),

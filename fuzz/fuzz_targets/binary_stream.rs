@@ -21,5 +21,5 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     let stream = tokio::io::join(data, tokio::io::sink());
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let _ = RUNTIME.block_on(serve_connection(stream, common::engine(), BinaryLimits::default(), stopped));
+    let _ = RUNTIME.block_on(serve_connection(stream, common::app(), BinaryLimits::default(), stopped));
 });

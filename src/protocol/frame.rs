@@ -5,8 +5,11 @@ use std::fmt;
 /// `"WR"`: the first two bytes of every header.
 pub const MAGIC: [u8; 2] = *b"WR";
 
-/// The protocol version this server speaks.
-pub const VERSION: u8 = 1;
+/// The newest protocol version this server speaks.
+pub const VERSION: u8 = 2;
+
+/// The oldest version still served: a client written for it keeps working.
+pub const MIN_VERSION: u8 = 1;
 
 /// Header bytes after the length prefix: magic (2), version (1), opcode (1),
 /// request id (8).
@@ -31,6 +34,10 @@ pub enum Opcode {
     Refund = 0x05,
     /// Liveness; empty body.
     Ping = 0x06,
+    /// Frees a concurrency lease (version 2); body [`WireRelease`](super::WireRelease).
+    Release = 0x07,
+    /// Charges a reservation's actual cost (version 2); body [`WireSettle`](super::WireSettle).
+    Settle = 0x08,
     /// Reply to Hello; body [`HelloReply`](super::HelloReply).
     HelloReply = 0x81,
     /// Reply to Check; body [`WireDecision`](super::WireDecision).
@@ -43,6 +50,10 @@ pub enum Opcode {
     RefundReply = 0x85,
     /// Reply to Ping; empty body.
     Pong = 0x86,
+    /// Reply to Release; empty body.
+    ReleaseReply = 0x87,
+    /// Reply to Settle; body [`WireSettled`](super::WireSettled).
+    SettleReply = 0x88,
     /// An error; body [`WireError`](super::WireError).
     Error = 0xFF,
 }
@@ -58,12 +69,16 @@ impl Opcode {
             Peek,
             Refund,
             Ping,
+            Release,
+            Settle,
             HelloReply,
             Decision,
             Batch,
             PeekReply,
             RefundReply,
             Pong,
+            ReleaseReply,
+            SettleReply,
             Error,
         ]
         .into_iter()
@@ -74,6 +89,8 @@ impl Opcode {
 /// A frame: its header fields and its body bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The protocol version its body is written in.
+    pub version: u8,
     /// What it is.
     pub opcode: Opcode,
     /// Chosen by the client, echoed in the reply.
@@ -95,7 +112,7 @@ pub enum FrameError {
     #[error("bad magic {0:02x?}; frames start with \"WR\"")]
     BadMagic([u8; 2]),
     /// A version this server does not speak.
-    #[error("unsupported protocol version {0}; this server speaks {VERSION}")]
+    #[error("unsupported protocol version {0}; this server speaks {MIN_VERSION} to {VERSION}")]
     Version(u8),
     /// An opcode this server does not know.
     #[error("unknown opcode 0x{0:02x}")]
@@ -137,6 +154,7 @@ impl Frame {
     pub fn parse(bytes: &[u8]) -> Result<Frame, (u64, FrameError)> {
         let frame = FrameRef::parse(bytes)?;
         Ok(Frame {
+            version: frame.version,
             opcode: frame.opcode,
             request_id: frame.request_id,
             body: frame.body.to_vec(),
@@ -146,7 +164,7 @@ impl Frame {
     /// The whole frame, length prefix included.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + HEADER_LEN + self.body.len());
-        append_frame(&mut out, self.opcode, self.request_id, |out| {
+        append_frame(&mut out, self.version, self.opcode, self.request_id, |out| {
             out.extend_from_slice(&self.body)
         });
         out
@@ -156,6 +174,8 @@ impl Frame {
 /// A frame whose body is borrowed from the bytes it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameRef<'a> {
+    /// The protocol version its body is written in.
+    pub version: u8,
     /// What it is.
     pub opcode: Opcode,
     /// Chosen by the client, echoed in the reply.
@@ -180,11 +200,13 @@ impl<'a> FrameRef<'a> {
         if magic != MAGIC {
             return Err((request_id, FrameError::BadMagic(magic)));
         }
-        if bytes[2] != VERSION {
-            return Err((request_id, FrameError::Version(bytes[2])));
+        let version = bytes[2];
+        if !(MIN_VERSION..=VERSION).contains(&version) {
+            return Err((request_id, FrameError::Version(version)));
         }
         let opcode = Opcode::from_byte(bytes[3]).ok_or((request_id, FrameError::UnknownOpcode(bytes[3])))?;
         Ok(Self {
+            version,
             opcode,
             request_id,
             body: &bytes[HEADER_LEN..],
@@ -192,13 +214,20 @@ impl<'a> FrameRef<'a> {
     }
 }
 
-/// Appends a whole frame to `out`: the length prefix and header, then the
-/// body that `body` writes in place (no intermediate copy).
-pub fn append_frame(out: &mut Vec<u8>, opcode: Opcode, request_id: u64, body: impl FnOnce(&mut Vec<u8>)) {
+/// Appends a whole frame of protocol `version` to `out`: the length prefix
+/// and header, then the body that `body` writes in place (no intermediate
+/// copy).
+pub fn append_frame(
+    out: &mut Vec<u8>,
+    version: u8,
+    opcode: Opcode,
+    request_id: u64,
+    body: impl FnOnce(&mut Vec<u8>),
+) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.push(opcode as u8);
     out.extend_from_slice(&request_id.to_le_bytes());
     body(out);
@@ -219,6 +248,7 @@ mod tests {
     #[test]
     fn a_frame_round_trips() {
         let frame = Frame {
+            version: 1,
             opcode: Opcode::Ping,
             request_id: 0x0102_0304_0506_0708,
             body: vec![],
@@ -231,6 +261,7 @@ mod tests {
     #[test]
     fn bad_headers_are_named_with_the_request_id() {
         let mut bytes = Frame {
+            version: VERSION,
             opcode: Opcode::Ping,
             request_id: 9,
             body: vec![],
@@ -241,8 +272,10 @@ mod tests {
             Frame::parse(&bytes[4..]),
             Err((9, FrameError::UnknownOpcode(0x42)))
         );
-        bytes[6] = 2;
-        assert_eq!(Frame::parse(&bytes[4..]), Err((9, FrameError::Version(2))));
+        bytes[6] = 3;
+        assert_eq!(Frame::parse(&bytes[4..]), Err((9, FrameError::Version(3))));
+        bytes[6] = 0;
+        assert_eq!(Frame::parse(&bytes[4..]), Err((9, FrameError::Version(0))));
         bytes[4] = b'X';
         assert!(matches!(
             Frame::parse(&bytes[4..]),

@@ -5,15 +5,19 @@
 //!
 //! A frame is `u32 length` (little-endian; the bytes after it), then a
 //! 12-byte header (`magic` "WR", `version`, `opcode`, `u64 request id`), then
-//! the body. Bodies use bincode 2 with fixed-size little-endian integers, so
+//! the body. Versions 1 and 2 are served; each frame's body is read and
+//! answered in the version its header names. Bodies use bincode 2 with fixed-size little-endian integers, so
 //! every field has one fixed layout a client can write with `struct.pack`.
 
 mod frame;
 pub mod stream;
 mod wire;
 
-pub use frame::{append_frame, Frame, FrameError, FrameRef, Opcode, HEADER_LEN, MAGIC, MAX_FRAME, VERSION};
+pub use frame::{
+    append_frame, Frame, FrameError, FrameRef, Opcode, HEADER_LEN, MAGIC, MAX_FRAME, MIN_VERSION, VERSION,
+};
 pub use wire::{
-    decode, encode, encode_into, BatchBody, DecisionBody, Hello, HelloReply, WireBatch, WireCheck,
-    WireDecision, WireError, WireKey, WireLimit, WireReport, WireTarget,
+    decode, encode, encode_into, BatchBody, DecisionBody, Extras, Hello, HelloReply, WireBatch, WireBatch2,
+    WireCheck, WireCheck2, WireDecision, WireDecision2, WireError, WireKey, WireLimit, WireRelease,
+    WireReport, WireReport2, WireSettle, WireSettled, WireTarget,
 };

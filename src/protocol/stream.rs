@@ -149,6 +149,7 @@ mod tests {
 
     fn ping(id: u64, body: Vec<u8>) -> Vec<u8> {
         Frame {
+            version: 1,
             opcode: Opcode::Ping,
             request_id: id,
             body,

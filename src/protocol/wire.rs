@@ -3,13 +3,21 @@
 //! 4, `u64` 8; an `Option` is a 1-byte tag (0 none, 1 some) then the value;
 //! a `String` or `Vec` is a `u64` length then its bytes or items; an enum is
 //! a `u32` variant index then its fields. docs/protocol.md spells out each.
+//!
+//! Version 2 keeps every version 1 layout and appends fields: a check's
+//! `reserve` and `problem` flags; a report's mode and quota reset; a
+//! decision's shadow denials, lease, reservation and problem details. A
+//! server answers each frame in the version it came in.
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use super::frame::MAX_FRAME;
-use crate::engine::{CheckError, CheckRequest, Decision, LimitReport, RequestKey, Target};
-use crate::policy::{AlgorithmName, LimitSpec};
+use crate::clock::MILLI;
+use crate::engine::{
+    BatchDecision, CheckError, CheckRequest, Decision, LimitReport, RequestKey, ResetAt, Target,
+};
+use crate::policy::{AlgorithmName, LimitSpec, Mode};
 
 /// Body of Hello: the highest protocol version the client speaks.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -87,6 +95,35 @@ pub struct WireCheck {
     pub cost: Option<u32>,
 }
 
+/// Body of Check, Peek and Refund in version 2 (and each item of
+/// CheckMany): version 1's fields, then two flags.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct WireCheck2 {
+    /// Version 1's fields.
+    #[serde(flatten)]
+    pub check: WireCheck,
+    /// Reserve the cost, to settle the actual cost later (Check only).
+    pub reserve: bool,
+    /// A denial carries weir's problem details as JSON text.
+    pub problem: bool,
+}
+
+/// Body of Release (version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct WireRelease {
+    /// The id an allowed check returned.
+    pub lease: String,
+}
+
+/// Body of Settle (version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct WireSettle {
+    /// The id a reserving check returned.
+    pub reservation: String,
+    /// The cost the request turned out to have.
+    pub cost: u32,
+}
+
 /// One limit's answer. `algorithm`: 0 token bucket, 1 sliding window, 2 a
 /// deny tier.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -133,6 +170,82 @@ pub struct WireDecision {
     pub retry_after_ms: Option<u64>,
     /// Every limit's answer.
     pub limits: Vec<WireReport>,
+}
+
+/// One limit's answer in version 2: version 1's fields, then its mode and
+/// a quota's reset.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct WireReport2 {
+    /// Version 1's fields.
+    #[serde(flatten)]
+    pub report: WireReport,
+    /// A shadow limit: counted and reported, never deciding.
+    pub shadow: bool,
+    /// A quota's next reset, Unix ms.
+    pub reset_at_ms: Option<u64>,
+}
+
+/// Body of Decision, PeekReply and RefundReply in version 2: version 1's
+/// fields (with every limit, shadow ones included), then what version 2
+/// adds.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct WireDecision2 {
+    /// Every enforced limit had room and the cost was counted.
+    pub allowed: bool,
+    /// The policy; none for inline limits.
+    pub policy: Option<String>,
+    /// The namespace; none for policies.
+    pub namespace: Option<String>,
+    /// The tier; none for inline limits.
+    pub tier: Option<String>,
+    /// Units counted.
+    pub cost: u32,
+    /// Capacity of the enforced limit closest to denying.
+    pub limit: Option<u64>,
+    /// Units left under it.
+    pub remaining: Option<u64>,
+    /// Until it is full again.
+    pub reset_after_ms: u64,
+    /// When denied: until the request would fit.
+    pub retry_after_ms: Option<u64>,
+    /// Every limit's answer, shadow limits included.
+    pub limits: Vec<WireReport2>,
+    /// When the limit reported is a quota: its next reset, Unix ms.
+    pub reset_at_ms: Option<u64>,
+    /// The shadow limits that would have denied.
+    pub shadow_denied: Vec<String>,
+    /// Releases the slot this check holds in its concurrency limits.
+    pub lease: Option<String>,
+    /// Settles the actual cost of a reserving check.
+    pub reservation: Option<String>,
+    /// A denial as RFC 9457 problem details (JSON text), when asked for.
+    pub problem: Option<String>,
+}
+
+/// Body of Batch in version 2.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct WireBatch2 {
+    /// All were allowed and counted.
+    pub allowed: bool,
+    /// One per check, in order; those of an allowed batch carry leases.
+    pub decisions: Vec<WireDecision2>,
+    /// A denied batch as problem details (JSON text), when asked for.
+    pub problem: Option<String>,
+}
+
+/// Body of SettleReply (version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct WireSettled {
+    /// Units the check reserved.
+    pub reserved: u32,
+    /// The actual cost.
+    pub cost: u32,
+    /// Units charged beyond the reservation.
+    pub charged: u32,
+    /// Units given back.
+    pub refunded: u32,
+    /// The key's state afterwards, as a peek.
+    pub decision: WireDecision2,
 }
 
 /// Body of Batch.
@@ -268,13 +381,27 @@ impl From<&LimitReport> for WireReport {
     }
 }
 
+impl From<&LimitReport> for WireReport2 {
+    fn from(report: &LimitReport) -> Self {
+        Self {
+            report: WireReport::from(report),
+            shadow: report.mode == Mode::Shadow,
+            reset_at_ms: report.reset_at.map(unix_ms),
+        }
+    }
+}
+
+fn owned<S: AsRef<str>>(name: &Option<S>) -> Option<String> {
+    name.as_ref().map(|s| s.as_ref().to_string())
+}
+
 impl<S: AsRef<str>> From<&Decision<S>> for WireDecision {
     fn from(decision: &Decision<S>) -> Self {
         Self {
             allowed: decision.allowed,
-            policy: decision.policy.as_ref().map(|s| s.as_ref().to_string()),
-            namespace: decision.namespace.as_ref().map(|s| s.as_ref().to_string()),
-            tier: decision.tier.as_ref().map(|s| s.as_ref().to_string()),
+            policy: owned(&decision.policy),
+            namespace: owned(&decision.namespace),
+            tier: owned(&decision.tier),
             cost: decision.cost,
             limit: decision.limit,
             remaining: decision.remaining,
@@ -285,13 +412,78 @@ impl<S: AsRef<str>> From<&Decision<S>> for WireDecision {
     }
 }
 
-/// A decision encoded as a [`WireDecision`] body, byte for byte, straight
-/// from the engine's borrowed decision: no owned copy, no allocation.
-pub struct DecisionBody<'d, S>(pub &'d Decision<S>);
+impl<S: AsRef<str>> From<&Decision<S>> for WireDecision2 {
+    /// The decision alone: no lease, reservation or problem details.
+    fn from(decision: &Decision<S>) -> Self {
+        Self {
+            allowed: decision.allowed,
+            policy: owned(&decision.policy),
+            namespace: owned(&decision.namespace),
+            tier: owned(&decision.tier),
+            cost: decision.cost,
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_after_ms: decision.reset_after_ms,
+            retry_after_ms: decision.retry_after_ms,
+            limits: decision.limits.iter().map(WireReport2::from).collect(),
+            reset_at_ms: decision.reset_at.map(unix_ms),
+            shadow_denied: decision
+                .shadow_denied
+                .iter()
+                .map(|s| s.as_ref().to_string())
+                .collect(),
+            lease: None,
+            reservation: None,
+            problem: None,
+        }
+    }
+}
+
+/// An instant as Unix milliseconds.
+fn unix_ms(at: ResetAt) -> u64 {
+    at.0 / MILLI
+}
+
+/// What a version 2 decision carries beside the engine's decision: the ids
+/// of later calls about it, and the problem details of a denial.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// Releases a concurrency slot.
+    pub lease: Option<&'a str>,
+    /// Settles a reserved cost.
+    pub reservation: Option<&'a str>,
+    /// Problem details, as JSON text.
+    pub problem: Option<&'a str>,
+}
+
+/// A decision encoded as a [`WireDecision`] (version 1) or
+/// [`WireDecision2`] body, byte for byte, straight from the engine's
+/// borrowed decision: no owned copy, no allocation.
+pub struct DecisionBody<'d, S> {
+    decision: &'d Decision<S>,
+    version: u8,
+    extras: Extras<'d>,
+}
+
+impl<'d, S> DecisionBody<'d, S> {
+    /// `decision` in protocol `version`, with no extras.
+    pub fn new(decision: &'d Decision<S>, version: u8) -> Self {
+        Self {
+            decision,
+            version,
+            extras: Extras::default(),
+        }
+    }
+
+    /// With `extras` (version 2 only; version 1 has no place for them).
+    pub fn with(self, extras: Extras<'d>) -> Self {
+        Self { extras, ..self }
+    }
+}
 
 impl<S: AsRef<str>> Encode for DecisionBody<'_, S> {
     fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
-        let d = self.0;
+        let d = self.decision;
         d.allowed.encode(e)?;
         for name in [&d.policy, &d.namespace, &d.tier] {
             name.as_ref().map(AsRef::as_ref).encode(e)?;
@@ -301,10 +493,12 @@ impl<S: AsRef<str>> Encode for DecisionBody<'_, S> {
         d.remaining.encode(e)?;
         d.reset_after_ms.encode(e)?;
         d.retry_after_ms.encode(e)?;
-        // A sequence: its length as a u64, then the items (as `Vec`).
-        // Shadow limits are not part of this protocol version's answer.
-        (d.enforced().count() as u64).encode(e)?;
-        for report in d.enforced() {
+        // Sequences: a length as a u64, then the items (as `Vec`).
+        // Version 1 answers with the enforced limits only.
+        let v1 = self.version < 2;
+        let reports = || d.limits.iter().filter(move |r| !v1 || r.mode == Mode::Enforce);
+        (reports().count() as u64).encode(e)?;
+        for report in reports() {
             report.name.as_str().encode(e)?;
             algorithm_code(report.algorithm).encode(e)?;
             report.limit.encode(e)?;
@@ -313,20 +507,69 @@ impl<S: AsRef<str>> Encode for DecisionBody<'_, S> {
             report.remaining.encode(e)?;
             report.reset_after_ms.encode(e)?;
             report.retry_after_ms.encode(e)?;
+            if !v1 {
+                (report.mode == Mode::Shadow).encode(e)?;
+                report.reset_at.map(unix_ms).encode(e)?;
+            }
         }
-        Ok(())
+        if v1 {
+            return Ok(());
+        }
+        d.reset_at.map(unix_ms).encode(e)?;
+        (d.shadow_denied.len() as u64).encode(e)?;
+        for name in &d.shadow_denied {
+            name.as_ref().encode(e)?;
+        }
+        self.extras.lease.encode(e)?;
+        self.extras.reservation.encode(e)?;
+        self.extras.problem.encode(e)
     }
 }
 
-/// A batch encoded as a [`WireBatch`] body, byte for byte, without copies.
-pub struct BatchBody<'d>(pub &'d crate::engine::BatchDecision);
+/// A batch encoded as a [`WireBatch`] (version 1) or [`WireBatch2`] body,
+/// byte for byte, without copies.
+pub struct BatchBody<'d> {
+    batch: &'d BatchDecision,
+    version: u8,
+    leases: &'d [Option<String>],
+    problem: Option<&'d str>,
+}
+
+impl<'d> BatchBody<'d> {
+    /// `batch` in protocol `version`, with no leases or problem details.
+    pub fn new(batch: &'d BatchDecision, version: u8) -> Self {
+        Self {
+            batch,
+            version,
+            leases: &[],
+            problem: None,
+        }
+    }
+
+    /// With each decision's lease (in order; version 2 only) and the
+    /// batch's problem details.
+    pub fn with(self, leases: &'d [Option<String>], problem: Option<&'d str>) -> Self {
+        Self {
+            leases,
+            problem,
+            ..self
+        }
+    }
+}
 
 impl Encode for BatchBody<'_> {
     fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
-        self.0.allowed.encode(e)?;
-        (self.0.decisions.len() as u64).encode(e)?;
-        for decision in &self.0.decisions {
-            DecisionBody(decision).encode(e)?;
+        self.batch.allowed.encode(e)?;
+        (self.batch.decisions.len() as u64).encode(e)?;
+        for (i, decision) in self.batch.decisions.iter().enumerate() {
+            let extras = Extras {
+                lease: self.leases.get(i).and_then(Option::as_deref),
+                ..Extras::default()
+            };
+            DecisionBody::new(decision, self.version).with(extras).encode(e)?;
+        }
+        if self.version >= 2 {
+            self.problem.encode(e)?;
         }
         Ok(())
     }
@@ -383,14 +626,21 @@ requestable = true
             Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
         );
         for request in requests() {
-            let (view_bytes, view_json, owned) = engine
+            let (v1, v2, view_json, owned) = engine
                 .check_with(&request, |verdict| {
                     let view = verdict.view();
-                    let bytes = encode(&DecisionBody(&view));
-                    (bytes, serde_json::to_value(&view).unwrap(), verdict.to_decision())
+                    let v1 = encode(&DecisionBody::new(&view, 1));
+                    let v2 = encode(&DecisionBody::new(&view, 2));
+                    (
+                        v1,
+                        v2,
+                        serde_json::to_value(&view).unwrap(),
+                        verdict.to_decision(),
+                    )
                 })
                 .unwrap();
-            assert_eq!(view_bytes, encode(&WireDecision::from(&owned)), "{owned:?}");
+            assert_eq!(v1, encode(&WireDecision::from(&owned)), "{owned:?}");
+            assert_eq!(v2, encode(&WireDecision2::from(&owned)), "{owned:?}");
             assert_eq!(view_json, serde_json::to_value(&owned).unwrap());
         }
         let batch = engine.check_batch(&requests()[..2]).unwrap();
@@ -398,6 +648,37 @@ requestable = true
             allowed: batch.allowed,
             decisions: batch.decisions.iter().map(WireDecision::from).collect(),
         };
-        assert_eq!(encode(&BatchBody(&batch)), encode(&owned));
+        assert_eq!(encode(&BatchBody::new(&batch, 1)), encode(&owned));
+        let leases = [Some("a lease".to_string()), None];
+        let mut owned = WireBatch2 {
+            allowed: batch.allowed,
+            decisions: batch.decisions.iter().map(WireDecision2::from).collect(),
+            problem: Some("{}".into()),
+        };
+        owned.decisions[0].lease = leases[0].clone();
+        let body = BatchBody::new(&batch, 2).with(&leases, Some("{}"));
+        assert_eq!(encode(&body), encode(&owned));
+    }
+
+    #[test]
+    fn version_2_appends_to_version_1() {
+        let engine = Engine::new(
+            Config::parse(CONFIG).unwrap(),
+            Arc::new(ManualClock::new(1_800_000_000 * SECOND)),
+        );
+        let decision = engine.check(&requests()[0]).unwrap();
+        let extras = Extras {
+            lease: Some("l"),
+            reservation: Some("r"),
+            problem: None,
+        };
+        let bytes = encode(&DecisionBody::new(&decision, 2).with(extras));
+        let wire: WireDecision2 = decode(&bytes).unwrap();
+        assert_eq!(wire.lease.as_deref(), Some("l"));
+        assert_eq!(wire.reservation.as_deref(), Some("r"));
+        assert!(wire.limits.iter().all(|limit| !limit.shadow));
+        // Extras have no place in version 1: its bytes are the same.
+        let v1 = encode(&DecisionBody::new(&decision, 1).with(extras));
+        assert_eq!(v1, encode(&DecisionBody::new(&decision, 1)));
     }
 }

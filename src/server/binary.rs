@@ -12,6 +12,10 @@
 //! invalid check (unknown policy, say) gets an error reply and the
 //! connection stays open. Nothing a client sends can panic the server or
 //! disturb another connection.
+//!
+//! Each frame is answered in the protocol version it came in. Version 2
+//! hands out what the HTTP API does ([`Issued`]: leases, reservations) and
+//! serves Release and Settle through the same functions as its routes.
 
 use std::future::Future;
 use std::io;
@@ -24,13 +28,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
+use super::check::Issued;
+use super::error::ApiError;
 use super::listener::{Capped, ServeLimits};
 use super::metrics::SERVER;
-use crate::engine::{CheckError, CheckRequest, Engine};
+use super::{problem, App};
+use crate::engine::{CheckError, CheckRequest};
 use crate::protocol::stream::{FrameReader, ReadError};
 use crate::protocol::{
-    append_frame, decode, encode_into, BatchBody, DecisionBody, FrameRef, Hello, HelloReply, Opcode,
-    WireCheck, WireError, MAX_FRAME, VERSION,
+    append_frame, decode, encode_into, BatchBody, DecisionBody, Extras, FrameRef, Hello, HelloReply, Opcode,
+    WireCheck, WireCheck2, WireDecision2, WireError, WireRelease, WireSettle, WireSettled, MAX_FRAME,
+    MIN_VERSION, VERSION,
 };
 
 /// Limits of the binary server.
@@ -70,7 +78,7 @@ const KEEP_OUTPUT: usize = 8 * 1024;
 /// Never for a client's behaviour; accept errors are logged and retried.
 pub async fn run<L>(
     listener: L,
-    engine: Arc<Engine>,
+    app: Arc<App>,
     limits: BinaryLimits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
@@ -88,10 +96,10 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let engine = engine.clone();
+        let app = app.clone();
         let stopped = stopped.clone();
         connections.spawn(async move {
-            if let Err(err) = serve_connection(stream, &engine, limits, stopped).await {
+            if let Err(err) = serve_connection(stream, &app, limits, stopped).await {
                 debug!(?peer, error = %err, "binary connection ended");
             }
         });
@@ -111,7 +119,7 @@ where
 pub fn tls_required_reply() -> Vec<u8> {
     let mut out = Vec::new();
     let refusal = Refusal::fatal("tls_required", "this port speaks TLS: connect with TLS".into());
-    refusal.append(&mut out, 0);
+    refusal.append(&mut out, MIN_VERSION, 0);
     out
 }
 
@@ -125,7 +133,7 @@ pub fn tls_required_reply() -> Vec<u8> {
 /// write, and the server reads nothing more from it meanwhile.
 pub async fn serve_connection<S>(
     mut stream: S,
-    engine: &Engine,
+    app: &App,
     limits: BinaryLimits,
     mut stopped: watch::Receiver<bool>,
 ) -> io::Result<()>
@@ -151,14 +159,16 @@ where
             }
         };
         let fatal = match next {
-            Ok(Some(frame)) => answer(engine, &limits, frame, &mut out),
+            // A release may be handed to the node that granted the lease.
+            Ok(Some(frame)) if frame.opcode == Opcode::Release => release(app, frame, &mut out).await,
+            Ok(Some(frame)) => answer(app, &limits, frame, &mut out),
             Ok(None) => break,
             Err(ReadError::Io(err)) => {
                 debug!(error = %err, "binary read ended");
                 break;
             }
             Err(ReadError::Frame(request_id, err)) => {
-                Refusal::fatal(err.code(), err.to_string()).append(&mut out, request_id);
+                Refusal::fatal(err.code(), err.to_string()).append(&mut out, MIN_VERSION, request_id);
                 true
             }
         };
@@ -190,21 +200,56 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> 
 
 /// Answers one frame into `out`, timing checks; true when the connection
 /// closes after the reply.
-fn answer(engine: &Engine, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut Vec<u8>) -> bool {
+fn answer(app: &App, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut Vec<u8>) -> bool {
     let timed = !matches!(frame.opcode, Opcode::Ping | Opcode::Hello);
     let start = timed.then(quanta::Instant::now);
-    let fatal = match dispatch(engine, limits, frame, out) {
-        Ok(()) => false,
-        Err(refusal) => {
-            let fatal = refusal.fatal;
-            refusal.append(out, frame.request_id);
-            fatal
-        }
-    };
+    let fatal = refuse(dispatch(app, limits, frame, out), frame, out);
     if let Some(start) = start {
         SERVER.binary_check_seconds.observe(start.elapsed());
     }
     fatal
+}
+
+/// Appends the error reply of a refused frame; true when the connection
+/// closes after it.
+fn refuse(answered: Result<(), Refusal>, frame: FrameRef<'_>, out: &mut Vec<u8>) -> bool {
+    match answered {
+        Ok(()) => false,
+        Err(refusal) => {
+            let fatal = refusal.fatal;
+            refusal.append(out, frame.version, frame.request_id);
+            fatal
+        }
+    }
+}
+
+/// Answers a Release into `out`; true when the connection closes.
+async fn release(app: &App, frame: FrameRef<'_>, out: &mut Vec<u8>) -> bool {
+    let released = async {
+        only_from_version_2(frame)?;
+        let body: WireRelease = decode(frame.body).map_err(|e| Refusal::malformed(frame.opcode, e))?;
+        super::release::release_lease(app, &body.lease).await?;
+        append_frame(out, frame.version, Opcode::ReleaseReply, frame.request_id, |_| {});
+        Ok(())
+    };
+    let answered = released.await;
+    refuse(answered, frame, out)
+}
+
+/// Release and Settle are version 2's: a version 1 frame asking for them is
+/// refused, and the connection stays.
+fn only_from_version_2(frame: FrameRef<'_>) -> Result<(), Refusal> {
+    if frame.version >= 2 {
+        return Ok(());
+    }
+    Err(Refusal {
+        code: "unsupported_version",
+        message: format!(
+            "{} needs protocol version 2; this frame is version {}",
+            frame.opcode, frame.version
+        ),
+        fatal: false,
+    })
 }
 
 /// Why a frame got an error reply, and whether the connection closes.
@@ -229,13 +274,27 @@ impl Refusal {
         Self::fatal("malformed_body", format!("{opcode} body: {error}"))
     }
 
-    fn append(self, out: &mut Vec<u8>, request_id: u64) {
+    fn append(self, out: &mut Vec<u8>, version: u8, request_id: u64) {
         let body = WireError {
             code: self.code.into(),
             // Messages may quote the input: never much more than a few lines.
             message: super::error::capped(self.message),
         };
-        append_frame(out, Opcode::Error, request_id, |out| encode_into(&body, out));
+        append_frame(out, version, Opcode::Error, request_id, |out| {
+            encode_into(&body, out)
+        });
+    }
+}
+
+impl From<ApiError> for Refusal {
+    /// A request the HTTP API would refuse (an unknown lease, say): the
+    /// same code, and the connection stays.
+    fn from(error: ApiError) -> Self {
+        Self {
+            code: error.code(),
+            message: error.message().to_string(),
+            fatal: false,
+        }
     }
 }
 
@@ -251,29 +310,30 @@ impl From<CheckError> for Refusal {
 }
 
 /// Appends the reply to `frame`, or says why there is none.
-fn dispatch(
-    engine: &Engine,
-    limits: &BinaryLimits,
-    frame: FrameRef<'_>,
-    out: &mut Vec<u8>,
-) -> Result<(), Refusal> {
-    let (opcode, id, body) = (frame.opcode, frame.request_id, frame.body);
+fn dispatch(app: &App, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut Vec<u8>) -> Result<(), Refusal> {
+    let (version, opcode, id, body) = (frame.version, frame.opcode, frame.request_id, frame.body);
     let malformed = |error: String| Refusal::malformed(opcode, error);
+    let engine = &app.engine;
     match opcode {
         // A ping has no body; bytes there are trailing bytes.
         Opcode::Ping if !body.is_empty() => {
             let trailing = format!("{} bytes after the end of the body (a ping has none)", body.len());
             return Err(malformed(trailing));
         }
-        Opcode::Ping => append_frame(out, Opcode::Pong, id, |_| {}),
+        Opcode::Ping => append_frame(out, version, Opcode::Pong, id, |_| {}),
         Opcode::Hello => {
             let reply = hello(decode(body).map_err(malformed)?, limits)?;
-            append_frame(out, Opcode::HelloReply, id, |out| encode_into(&reply, out));
+            append_frame(out, version, Opcode::HelloReply, id, |out| {
+                encode_into(&reply, out)
+            });
         }
         Opcode::Check | Opcode::Peek => {
-            let mut request = request(body).map_err(malformed)??;
+            let check = check_body(version, body).map_err(malformed)?;
+            let (reserve, wants_problem) = (check.reserve, check.problem);
+            let mut request = CheckRequest::try_from(check.check)?;
             let reply = match opcode {
                 Opcode::Peek => {
+                    not_reserving(reserve)?;
                     request.cost = Some(0);
                     Opcode::PeekReply
                 }
@@ -282,23 +342,64 @@ fn dispatch(
             // Encoded straight from the engine's verdict, names borrowed.
             engine.check_with(&request, |verdict| {
                 let decision = verdict.view();
-                append_frame(out, reply, id, |out| encode_into(&DecisionBody(&decision), out));
+                // Version 1 has no place for a lease: its slots lapse.
+                let issued = match (reply, version) {
+                    (Opcode::Decision, 2..) => Issued::for_check(app, &request, &decision, reserve),
+                    _ => Issued::default(),
+                };
+                let problem = (wants_problem && !decision.allowed)
+                    .then(|| problem::text(&decision, &decision, &engine.config()));
+                let extras = Extras {
+                    lease: issued.lease.as_deref(),
+                    reservation: issued.reservation.as_deref(),
+                    problem: problem.as_deref(),
+                };
+                let body = DecisionBody::new(&decision, version).with(extras);
+                append_frame(out, version, reply, id, |out| encode_into(&body, out));
             })?;
         }
         Opcode::Refund => {
-            let decision = engine.refund(&request(body).map_err(malformed)??)?;
-            append_frame(out, Opcode::RefundReply, id, |out| {
-                encode_into(&DecisionBody(&decision), out)
+            let check = check_body(version, body).map_err(malformed)?;
+            not_reserving(check.reserve)?;
+            let decision = engine.refund(&CheckRequest::try_from(check.check)?)?;
+            append_frame(out, version, Opcode::RefundReply, id, |out| {
+                encode_into(&DecisionBody::new(&decision, version), out)
             });
         }
         Opcode::CheckMany => {
-            let checks: Vec<WireCheck> = decode(body).map_err(malformed)?;
-            let requests = checks
-                .into_iter()
-                .map(CheckRequest::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
+            let checks = check_bodies(version, body).map_err(malformed)?;
+            let wants_problem = checks.iter().any(|check| check.problem);
+            let mut requests = Vec::with_capacity(checks.len());
+            for check in checks {
+                not_reserving(check.reserve)?;
+                requests.push(CheckRequest::try_from(check.check)?);
+            }
             let batch = engine.check_batch(&requests)?;
-            append_frame(out, Opcode::Batch, id, |out| encode_into(&BatchBody(&batch), out));
+            let leases = match version {
+                2.. => Issued::batch_leases(app, &requests, &batch).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let problem = match batch.decisions.iter().find(|d| !d.allowed) {
+                Some(denied) if wants_problem => Some(problem::text(denied, &batch, &engine.config())),
+                _ => None,
+            };
+            let body = BatchBody::new(&batch, version).with(&leases, problem.as_deref());
+            append_frame(out, version, Opcode::Batch, id, |out| encode_into(&body, out));
+        }
+        Opcode::Settle => {
+            only_from_version_2(frame)?;
+            let settle: WireSettle = decode(body).map_err(malformed)?;
+            let settled = super::settle::settle_reservation(app, &settle.reservation, settle.cost)?;
+            let reply = WireSettled {
+                reserved: settled.reserved,
+                cost: settled.cost,
+                charged: settled.charged,
+                refunded: settled.refunded,
+                decision: WireDecision2::from(&settled.decision),
+            };
+            append_frame(out, version, Opcode::SettleReply, id, |out| {
+                encode_into(&reply, out)
+            });
         }
         other => {
             let message = format!("{other} is a reply, not a request");
@@ -308,26 +409,58 @@ fn dispatch(
     Ok(())
 }
 
-/// A check, peek or refund body as a request: an error when it does not
-/// decode, an invalid request when it decodes to nonsense.
-fn request(body: &[u8]) -> Result<Result<CheckRequest, CheckError>, String> {
-    decode::<WireCheck>(body).map(CheckRequest::try_from)
+/// A reservation is for single checks: a peek, refund or batch that asks
+/// for one is refused, as over HTTP.
+fn not_reserving(reserve: bool) -> Result<(), Refusal> {
+    match reserve {
+        false => Ok(()),
+        true => Err(Refusal {
+            code: "reserve_not_here",
+            message: "reserve applies to single checks (Check), not to peeks, refunds or batches".into(),
+            fatal: false,
+        }),
+    }
 }
 
-/// The answer to a hello: this server's version and limits, unless the
-/// client speaks only older versions.
+/// A check body in `version`, with version 2's flags (false in version 1).
+fn check_body(version: u8, body: &[u8]) -> Result<WireCheck2, String> {
+    match version {
+        2.. => decode(body),
+        _ => decode(body).map(version_1_check),
+    }
+}
+
+/// A CheckMany body in `version`.
+fn check_bodies(version: u8, body: &[u8]) -> Result<Vec<WireCheck2>, String> {
+    match version {
+        2.. => decode(body),
+        _ => decode::<Vec<WireCheck>>(body).map(|checks| checks.into_iter().map(version_1_check).collect()),
+    }
+}
+
+fn version_1_check(check: WireCheck) -> WireCheck2 {
+    WireCheck2 {
+        check,
+        reserve: false,
+        problem: false,
+    }
+}
+
+/// The answer to a hello: the newest version both sides speak, and this
+/// server's limits; an error for a client that speaks only versions older
+/// than any served.
 fn hello(hello: Hello, limits: &BinaryLimits) -> Result<HelloReply, Refusal> {
-    if hello.version < VERSION {
+    if hello.version < MIN_VERSION {
         return Err(Refusal::fatal(
             "unsupported_version",
             format!(
-                "client speaks up to version {}; this server speaks {VERSION}",
+                "client speaks up to version {}; this server speaks {MIN_VERSION} to {VERSION}",
                 hello.version
             ),
         ));
     }
     Ok(HelloReply {
-        version: VERSION,
+        version: hello.version.min(VERSION),
         server: format!("weir {}", env!("CARGO_PKG_VERSION")),
         max_frame: MAX_FRAME as u32,
         max_in_flight: limits.max_in_flight as u32,

@@ -16,7 +16,7 @@ use super::error::{ApiError, JsonBody};
 use super::headers::add_rate_limit_headers;
 use super::problem::{self, Problem, WantsProblem};
 use super::App;
-use crate::engine::{CheckRequest, Decision, RequestKey, Target};
+use crate::engine::{BatchDecision, CheckRequest, Decision, RequestKey, Target};
 use crate::policy::LimitSpec;
 
 /// A check as sent over HTTP: a policy, or a namespace with inline limits.
@@ -136,20 +136,61 @@ pub async fn check(
     // Encoded straight from the engine's verdict, names borrowed.
     let response = app.engine.check_with(&request, |verdict| {
         let decision = verdict.view();
-        let lease = super::release::needs_lease(&decision);
-        if !reserve && !lease {
+        let issued = Issued::for_check(&app, &request, &decision, reserve);
+        if issued.is_empty() {
             return respond(&app, decision.allowed, Some(&decision), &decision, problem);
         }
         let body = WithTickets {
             decision: &decision,
-            reservation: reserve
-                .then(|| super::settle::reserve(&app, &request, decision.allowed, decision.cost))
-                .flatten(),
-            lease: lease.then(|| super::release::lease(&app, &request, &decision)),
+            reservation: issued.reservation,
+            lease: issued.lease,
         };
         respond(&app, decision.allowed, Some(&decision), &body, problem)
     })?;
     Ok(response)
+}
+
+/// The ids an answered check hands out for later calls about it, the same
+/// over HTTP and the binary protocol.
+#[derive(Debug, Default)]
+pub(super) struct Issued {
+    /// Settles the actual cost: when the check reserved and was counted.
+    pub reservation: Option<String>,
+    /// Releases its concurrency slots: when it holds one.
+    pub lease: Option<String>,
+}
+
+impl Issued {
+    /// What a check of `request` that asked to `reserve` hands out.
+    pub fn for_check<S>(app: &App, request: &CheckRequest, decision: &Decision<S>, reserve: bool) -> Self {
+        Self {
+            reservation: reserve
+                .then(|| super::settle::reserve(app, request, decision.allowed, decision.cost))
+                .flatten(),
+            lease: super::release::needs_lease(decision)
+                .then(|| super::release::lease(app, request, decision)),
+        }
+    }
+
+    /// The leases of an allowed batch, one per decision in order (`None`
+    /// for one that holds no slot); `None` when no decision needs one.
+    pub fn batch_leases(
+        app: &App,
+        requests: &[CheckRequest],
+        batch: &BatchDecision,
+    ) -> Option<Vec<Option<String>>> {
+        if !batch.allowed || !batch.decisions.iter().any(super::release::needs_lease) {
+            return None;
+        }
+        let leases = batch.decisions.iter().zip(requests).map(|(decision, request)| {
+            super::release::needs_lease(decision).then(|| super::release::lease(app, request, decision))
+        });
+        Some(leases.collect())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reservation.is_none() && self.lease.is_none()
+    }
 }
 
 /// A decision with the ids of later calls about it: the reservation to
@@ -201,16 +242,15 @@ pub async fn check_batch(
     };
     // An allowed batch holds slots of its concurrency limits: a lease for
     // each decision that took one.
-    if batch.allowed && batch.decisions.iter().any(super::release::needs_lease) {
+    if let Some(leases) = Issued::batch_leases(&app, &requests, &batch) {
         let decisions = batch
             .decisions
             .iter()
-            .zip(&requests)
-            .map(|(decision, request)| WithTickets {
+            .zip(leases)
+            .map(|(decision, lease)| WithTickets {
                 decision,
                 reservation: None,
-                lease: super::release::needs_lease(decision)
-                    .then(|| super::release::lease(&app, request, decision)),
+                lease,
             })
             .collect();
         let leased = LeasedBatch {

@@ -52,6 +52,17 @@ impl ApiError {
         }
     }
 
+    /// The machine-readable code, which the binary protocol's error reply
+    /// carries too.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)

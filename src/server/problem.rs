@@ -96,3 +96,10 @@ impl<'a, T> Problem<'a, T> {
         }
     }
 }
+
+/// The problem details of `denied` carrying `body`, as JSON text: what
+/// the binary protocol's version 2 sends a client that asks.
+pub fn text<S: AsRef<str>, T: Serialize>(denied: &Decision<S>, body: &T, config: &Config) -> String {
+    // Serializing our own types into a String cannot fail.
+    serde_json::to_string(&Problem::of(denied, body, config)).unwrap_or_default()
+}

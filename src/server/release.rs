@@ -66,16 +66,38 @@ pub async fn release(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
+    match release_lease(&app, &body.lease).await? {
+        Release::HandedOn(answer) => {
+            let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+            Ok((json, answer).into_response())
+        }
+        Release::Here(decision) => Ok(Json(Released { decision: *decision }).into_response()),
+    }
+}
+
+/// Where a release was made.
+pub(super) enum Release {
+    /// By the node that granted the lease: its answer, a [`Released`] as
+    /// JSON.
+    HandedOn(Bytes),
+    /// Here: the key's state afterwards.
+    Here(Box<Decision>),
+}
+
+/// Releases `lease`: what both servers do.
+///
+/// # Errors
+/// An unknown, released or lapsed lease.
+pub(super) async fn release_lease(app: &App, lease: &str) -> Result<Release, ApiError> {
     let ticket = app
         .tickets
-        .redeem(&app, Kind::Lease, &body.lease, app.engine.now())
+        .redeem(app, Kind::Lease, lease, app.engine.now())
         .map_err(|refused| refused.error(Kind::Lease))?;
-    if let Some(answer) = hand_to_granter(&app, &ticket, &body.lease).await? {
-        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
-        return Ok((json, answer).into_response());
+    if let Some(answer) = hand_to_granter(app, &ticket, lease).await? {
+        return Ok(Release::HandedOn(answer));
     }
     let decision = app.engine.release(&ticket.request(1))?;
-    Ok(Json(Released { decision }).into_response())
+    Ok(Release::Here(Box::new(decision)))
 }
 
 /// How long the granting node may take to answer a handed-on release.

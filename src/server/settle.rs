@@ -61,27 +61,35 @@ pub async fn settle(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<SettleBody>,
 ) -> Result<Json<Settled>, ApiError> {
-    if body.cost > crate::policy::MAX_COST {
-        return Err(crate::engine::CheckError::CostTooLarge { cost: body.cost }.into());
+    settle_reservation(&app, &body.reservation, body.cost).map(Json)
+}
+
+/// Settles `reservation` at its actual `cost`: what both servers do.
+///
+/// # Errors
+/// A cost over the maximum; an unknown, settled or lapsed reservation.
+pub(super) fn settle_reservation(app: &App, reservation: &str, cost: u32) -> Result<Settled, ApiError> {
+    if cost > crate::policy::MAX_COST {
+        return Err(crate::engine::CheckError::CostTooLarge { cost }.into());
     }
     let reserved = app
         .tickets
-        .redeem(&app, Kind::Reservation, &body.reservation, app.engine.now())
+        .redeem(app, Kind::Reservation, reservation, app.engine.now())
         .map_err(|refused| refused.error(Kind::Reservation))?;
     let (charged, refunded) = (
-        body.cost.saturating_sub(reserved.cost),
-        reserved.cost.saturating_sub(body.cost),
+        cost.saturating_sub(reserved.cost),
+        reserved.cost.saturating_sub(cost),
     );
     let decision = match (charged, refunded) {
         (0, 0) => app.engine.explain(&reserved.request(0))?.decision,
         (0, refund) => app.engine.refund(&reserved.request(refund))?,
         (charge, _) => app.engine.charge(&reserved.request(charge))?,
     };
-    Ok(Json(Settled {
+    Ok(Settled {
         reserved: reserved.cost,
-        cost: body.cost,
+        cost,
         charged,
         refunded,
         decision,
-    }))
+    })
 }

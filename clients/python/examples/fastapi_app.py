@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 
 from weir import AsyncClient, Decision, Limit
-from weir.contrib.fastapi import RateLimit, RateLimitMiddleware, Rule, keys
+from weir.contrib.fastapi import RateLimit, RateLimited, RateLimitMiddleware, Rule, keys, rate_limited_handler
 
 
 @asynccontextmanager
@@ -30,6 +30,8 @@ async def lifespan(app: FastAPI):
 
 
 app = FastAPI(lifespan=lifespan)
+# A denial as weir's problem details, for a client that accepts them.
+app.add_exception_handler(RateLimited, rate_limited_handler)
 
 # App-wide: weir's built-in per_ip policy on everything under /.
 app.add_middleware(RateLimitMiddleware, rules=[Rule(policy="per_ip", key=keys.ip(trusted_proxies=[]))])

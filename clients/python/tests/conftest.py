@@ -45,6 +45,15 @@ default_tier = "free"
 [policies.running.tiers.free]
 limits = [{ name = "running", algorithm = "concurrency", max = 1, lease = "1h" }]
 
+[policies.trial]
+key = ["user"]
+default_tier = "free"
+[policies.trial.tiers.free]
+limits = [
+  { name = "hourly", algorithm = "sliding_window", rate = "100/h" },
+  { name = "strict", algorithm = "sliding_window", rate = "1/h", mode = "shadow" },
+]
+
 [policies.per_endpoint]
 key = ["endpoint"]
 default_tier = "free"

@@ -132,3 +132,33 @@ def test_failure_modes_when_weir_is_down_and_reconnection_when_it_is_back(weir_b
     assert {d.source for d in local_decisions} == {"local"}
     assert (open_decision.allowed, open_decision.source) == (True, "fail_open")
     assert reconnected.source == "weir"
+
+
+def test_leases_reservations_and_problem_details_over_version_2(weir_server):
+    async def scenario():
+        async with AsyncClient("127.0.0.1", weir_server.bin_port, timeout=1.0) as client:
+            token, user = uuid.uuid4().hex, uuid.uuid4().hex
+            running = Check.for_policy("running", {"token": token})
+            held = await client.check(running)
+            full = await client.check(running, problem=True)
+            released = await client.release(held.lease or "")
+            again = await client.release(held.lease or "")
+            after = await client.check(running)
+            reserved = await client.reserve(Check.for_policy("per_token", {"token": token}))
+            settled = await client.settle(reserved.reservation or "", 2)
+            with pytest.raises(WeirRequestError) as twice:
+                await client.settle(reserved.reservation or "", 2)
+            trial = [await client.check(Check.for_policy("trial", {"user": user})) for _ in range(2)]
+            return held, full, released, again, after, settled, twice.value, trial
+
+    held, full, released, again, after, settled, twice, trial = run(scenario())
+    assert held.allowed and held.lease
+    assert not full.allowed and full.problem is not None
+    assert full.problem["violated-policies"] == ["running"]
+    assert (released, again) == (True, False), "a lease is released once"
+    assert after.allowed
+    assert settled is not None and (settled.reserved, settled.charged, settled.refunded) == (1, 1, 0)
+    assert settled.decision.remaining == 0
+    assert twice.code == "already_settled"
+    assert [d.shadow_denied for d in trial] == [(), ("strict",)]
+    assert [r.mode for r in trial[0].limits] == ["enforce", "shadow"]

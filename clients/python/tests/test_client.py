@@ -133,7 +133,7 @@ def test_a_reserved_cost_is_settled_at_what_the_request_used(weir_server):
     reserved = client.reserve(check)
     assert reserved.allowed and reserved.reservation
     settled = client.settle(reserved.reservation, 2)
-    assert settled is not None and (settled["charged"], settled["refunded"]) == (1, 0)
+    assert settled is not None and (settled.charged, settled.refunded) == (1, 0)
     with pytest.raises(WeirRequestError) as error:
         client.settle(reserved.reservation, 2)
     assert error.value.code == "already_settled"

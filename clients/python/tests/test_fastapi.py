@@ -1,5 +1,6 @@
 """The FastAPI dependency and middleware, against a real weir."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -8,13 +9,22 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
 from tests.conftest import WeirServer
-from weir import AsyncClient, Decision, Limit
-from weir.contrib.fastapi import RateLimit, RateLimitMiddleware, Rule, keys
+from weir import AsyncClient, Check, Decision, Limit
+from weir.contrib.fastapi import (
+    RateLimit,
+    RateLimited,
+    RateLimitMiddleware,
+    Rule,
+    keys,
+    rate_limited_handler,
+)
 
 
 def make_app(port: int, failure_mode: str = "open") -> FastAPI:
@@ -25,6 +35,7 @@ def make_app(port: int, failure_mode: str = "open") -> FastAPI:
             yield
 
     app = FastAPI(lifespan=lifespan)
+    app.add_exception_handler(RateLimited, rate_limited_handler)
     namespace = f"mw-{uuid.uuid4().hex[:8]}"
     app.add_middleware(
         RateLimitMiddleware,
@@ -33,8 +44,9 @@ def make_app(port: int, failure_mode: str = "open") -> FastAPI:
                 namespace=namespace,
                 limits=[Limit.sliding_window("3/m", name="mw")],
                 key=keys.ip(trusted_proxies=["10.0.0.0/8"]),
-                path_prefix="/mw",
-            )
+                path_prefix="/mw/",
+            ),
+            Rule(policy="running", key=keys.token(), path_prefix="/mw-running"),
         ],
     )
     orders = RateLimit(
@@ -63,6 +75,38 @@ def make_app(port: int, failure_mode: str = "open") -> FastAPI:
     @app.get("/mw/items")
     async def items():
         return {"items": []}
+
+    @app.get("/mw-running")
+    async def mw_running():
+        return {"ok": True}
+
+    @app.get("/running", dependencies=[Depends(RateLimit("running", key=keys.token()))])
+    async def running(request: Request, fail: bool = False, stream: bool = False, hang: bool = False):
+        if fail:
+            raise RuntimeError("the view failed")
+        if hang:
+            await asyncio.Event().wait()
+        if not stream:
+            return {"ok": True}
+        token = keys.token()(request)
+        check = Check.for_policy("running", token or {})
+
+        async def body():
+            yield b"held:"
+            # Mid-stream, the request's slot is still taken.
+            yield str((await request.app.state.weir.peek(check)).remaining).encode()
+
+        return StreamingResponse(body())
+
+    @app.get("/trial")
+    async def trial(
+        request: Request,
+        decision: Annotated[
+            Decision, Depends(RateLimit("trial", key=keys.user(lambda r: r.headers.get("x-user"))))
+        ],
+    ):
+        seen = request.state.weir_decisions
+        return {"shadow_denied": list(decision.shadow_denied), "seen": len(seen)}
 
     @app.get("/free")
     async def free():
@@ -192,3 +236,112 @@ def test_the_example_app_runs_against_weir_with_its_built_in_config(weir_binary,
         weir.stop()
         sys.modules.pop("fastapi_app", None)
         os.environ.pop("WEIR_BIN_PORT", None)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_a_dependency_releases_its_slot_after_the_response_and_after_an_exception(weir_server, ip):
+    app = make_app(weir_server.bin_port)
+    with TestClient(app, client=(ip, 50000), raise_server_exceptions=False) as client:
+        token = uuid.uuid4().hex
+        # max = 1 with an hour's lease: each passes only because the one
+        # before released its slot.
+        for _ in range(3):
+            response = client.get("/running", headers=bearer(token))
+            assert response.status_code == 200
+            assert response.headers["ratelimit-policy"] == '"running";q=1;w=3600;qu="concurrent-requests"'
+        assert client.get("/running?fail=1", headers=bearer(token)).status_code == 500
+        assert client.get("/running", headers=bearer(token)).status_code == 200
+
+
+def test_a_streaming_response_holds_its_slot_until_its_body_ends(weir_server, ip):
+    with TestClient(make_app(weir_server.bin_port), client=(ip, 50000)) as client:
+        token = uuid.uuid4().hex
+        streamed = client.get("/running?stream=1", headers=bearer(token))
+        assert streamed.text == "held:0"
+        assert client.get("/running", headers=bearer(token)).status_code == 200
+
+
+def test_a_cancelled_request_releases_its_slot(weir_server):
+    """As a server cancels a request whose client went away: the app is
+    cancelled while the view waits."""
+    app = make_app(weir_server.bin_port)
+    token = uuid.uuid4().hex
+    check = Check.for_policy("running", {"token": token})
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/running",
+        "raw_path": b"/running",
+        "query_string": b"hang=1",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    async def scenario():
+        async with AsyncClient("127.0.0.1", weir_server.bin_port, timeout=1.0) as weir:
+            app.state.weir = weir
+            # A task group's cancellation, as Starlette cancels a request
+            # whose client disconnected: every await inside is cancelled.
+            async with anyio.create_task_group() as requests:
+                requests.start_soon(app, scope, receive, send)
+                for _ in range(200):
+                    await asyncio.sleep(0.01)
+                    if (await weir.peek(check)).remaining == 0:
+                        break
+                held = (await weir.peek(check)).remaining
+                requests.cancel_scope.cancel()
+            return held, (await weir.peek(check)).remaining
+
+    held, after = asyncio.run(scenario())
+    assert (held, after) == (0, 1)
+
+
+def test_the_middleware_releases_its_slots_after_the_response(client):
+    token = uuid.uuid4().hex
+    assert [client.get("/mw-running", headers=bearer(token)).status_code for _ in range(3)] == [200] * 3
+
+
+def test_a_client_that_accepts_problem_details_gets_weirs(client):
+    user = {"x-user": uuid.uuid4().hex}
+    accept = {"accept": "application/problem+json"}
+    for _ in range(2):
+        assert client.post("/orders", headers={**user, **accept}).status_code == 200
+    denied = client.post("/orders", headers={**user, **accept})
+    assert denied.status_code == 429
+    assert denied.headers["content-type"] == "application/problem+json"
+    problem = denied.json()
+    assert problem["type"] == "https://iana.org/assignments/http-problem-types#quota-exceeded"
+    assert problem["violated-policies"] == ["orders"]
+    assert problem["decision"]["allowed"] is False
+    assert denied.headers["retry-after"]
+    plain = client.post("/orders", headers=user)
+    assert plain.status_code == 429 and plain.json() == {"detail": "rate limit exceeded"}
+
+    for _ in range(3):
+        client.get("/mw/items")
+    from_middleware = client.get("/mw/items", headers=accept)
+    assert from_middleware.headers["content-type"] == "application/problem+json"
+    assert from_middleware.json()["violated-policies"] == ["mw"]
+
+
+def test_shadow_results_reach_the_route(client):
+    user = {"x-user": uuid.uuid4().hex}
+    first = client.get("/trial", headers=user).json()
+    second = client.get("/trial", headers=user).json()
+    assert first == {"shadow_denied": [], "seen": 1}
+    assert second == {"shadow_denied": ["strict"], "seen": 1}, "served: a shadow limit never denies"

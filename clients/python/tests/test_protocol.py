@@ -18,6 +18,10 @@ ENCODERS = {
     "Hello": protocol.encode_hello,
     "WireCheck": protocol.encode_check,
     "WireChecks": protocol.encode_checks,
+    "WireCheck2": lambda body: protocol.encode_check(body, 2),
+    "WireChecks2": lambda body: protocol.encode_checks(body, 2),
+    "WireRelease": protocol.encode_release,
+    "WireSettle": protocol.encode_settle,
 }
 DECODERS = {
     "empty": lambda body: None if body == b"" else pytest.fail("non-empty body"),
@@ -25,6 +29,9 @@ DECODERS = {
     "WireDecision": protocol.decode_decision,
     "WireBatch": protocol.decode_batch,
     "WireError": protocol.decode_error,
+    "WireDecision2": lambda body: protocol.decode_decision(body, 2),
+    "WireBatch2": lambda body: protocol.decode_batch(body, 2),
+    "WireSettled": protocol.decode_settled,
 }
 
 
@@ -38,13 +45,20 @@ def test_there_are_request_and_reply_vectors():
         "WireDecision",
         "WireBatch",
         "WireError",
+        "WireCheck2",
+        "WireDecision2",
+        "WireBatch2",
+        "WireRelease",
+        "WireSettle",
+        "WireSettled",
     } <= kinds
 
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if v["type"] in ENCODERS], ids=lambda v: v["name"])
 def test_requests_encode_to_the_vector_bytes(vector):
     body = ENCODERS[vector["type"]](vector["body"])
-    assert protocol.frame(vector["opcode"], vector["request_id"], body).hex() == vector["frame"]
+    version = vector.get("version", 1)
+    assert protocol.frame(vector["opcode"], vector["request_id"], body, version).hex() == vector["frame"]
 
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if v["type"] in DECODERS], ids=lambda v: v["name"])
@@ -63,3 +77,20 @@ def test_truncated_or_padded_bodies_are_refused():
         protocol.decode_decision(body[:-1])
     with pytest.raises(protocol.ProtocolError):
         protocol.decode_decision(body + b"\x00")
+
+
+def test_a_version_2_decision_reads_as_the_http_api_answers():
+    vector = next(v for v in VECTORS if v["type"] == "WireDecision2" and v["body"]["shadow_denied"])
+    body = protocol.parse_frame(bytes.fromhex(vector["frame"])[4:])[2]
+    decision = protocol.decision_from_wire(protocol.decode_decision(body, 2))
+    assert decision.reset_at == "2027-02-01T00:00:00Z"
+    assert decision.shadow_denied == ("strict",)
+    assert [(r.name, r.mode) for r in decision.limits] == [("monthly", "enforce"), ("strict", "shadow")]
+    assert decision.limits[0].reset_at == "2027-02-01T00:00:00Z"
+    assert decision.reservation is not None and decision.lease is None
+    # Shadow limits stay out of the headers, as weir's HTTP API leaves them.
+    assert '"strict"' not in decision.headers()["RateLimit-Policy"]
+    denied = next(v for v in VECTORS if v["type"] == "WireDecision2" and v["body"]["problem"])
+    body = protocol.parse_frame(bytes.fromhex(denied["frame"])[4:])[2]
+    decision = protocol.decision_from_wire(protocol.decode_decision(body, 2))
+    assert decision.problem is not None and decision.problem["violated-policies"] == ["running"]

@@ -12,7 +12,7 @@
 from weir.aio import AsyncClient
 from weir.checks import Check, Limit
 from weir.client import Client, FailureMode
-from weir.decision import BatchDecision, Decision, LimitReport
+from weir.decision import BatchDecision, Decision, LimitReport, Settled
 from weir.errors import ProtocolError, WeirError, WeirRequestError
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Limit",
     "LimitReport",
     "ProtocolError",
+    "Settled",
     "WeirError",
     "WeirRequestError",
 ]

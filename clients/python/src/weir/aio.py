@@ -12,6 +12,11 @@ back-off instead of one per request. Broken connections are re-opened in the
 background, 0.1 s doubling to at most 1 s apart, so decisions go through weir
 again within about a second of its return.
 
+Each connection speaks the newest protocol version both sides know (2, or 1
+with a weir from before version 2: then there are no leases, reservations,
+shadow results or problem details, and :meth:`AsyncClient.release` and
+:meth:`AsyncClient.settle` answer ``None``).
+
 Create it in a FastAPI ``lifespan`` (or any running loop) and close it there::
 
     async with AsyncClient("127.0.0.1", 7701) as weir:
@@ -25,11 +30,11 @@ import contextlib
 import itertools
 import logging
 import ssl as ssl_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from weir import protocol
 from weir.checks import Check
-from weir.decision import BatchDecision, Decision
+from weir.decision import BatchDecision, Decision, Settled
 from weir.errors import WeirRequestError
 from weir.fallback import FailureMode, Fallback
 
@@ -45,6 +50,8 @@ class _Connection:
         self.pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self.ids = itertools.count(1)
         self.alive = True
+        #: The protocol version agreed in the hello.
+        self.version = protocol.MIN_VERSION
         self.task = asyncio.create_task(self._read_replies())
 
     async def _read_replies(self) -> None:
@@ -86,7 +93,7 @@ class _Connection:
         request_id = next(self.ids)
         waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = waiter
-        self.writer.write(protocol.frame(op, request_id, body))
+        self.writer.write(protocol.frame(op, request_id, body, self.version))
         if self.writer.transport.get_write_buffer_size() > 64 * 1024:
             await self.writer.drain()
         try:
@@ -171,11 +178,15 @@ class AsyncClient:
             asyncio.open_connection(self.host, self.port, ssl=self._ssl), self._connect_timeout
         )
         connection = _Connection(reader, writer)
+        # The hello goes in a version 1 frame, which every weir reads; its
+        # body names the newest version this client speaks.
         hello = protocol.encode_hello({"version": protocol.VERSION, "client": "weir-python"})
         op, body = await asyncio.wait_for(connection.request(protocol.Op.HELLO, hello), self._connect_timeout)
-        if op != protocol.Op.HELLO_REPLY or protocol.decode_hello_reply(body)["version"] != protocol.VERSION:
+        agreed = protocol.decode_hello_reply(body)["version"] if op == protocol.Op.HELLO_REPLY else None
+        if agreed is None or not protocol.MIN_VERSION <= agreed <= protocol.VERSION:
             await connection.close()
-            raise protocol.ProtocolError(f"weir did not agree to protocol version {protocol.VERSION}")
+            raise protocol.ProtocolError(f"weir did not agree to a protocol version up to {protocol.VERSION}")
+        connection.version = agreed
         return connection
 
     def _reconnect(self, slot: int) -> None:
@@ -211,18 +222,25 @@ class AsyncClient:
             self._reconnect(slot)
         return None
 
-    async def _call(self, op: int, body: bytes) -> tuple[int, bytes] | None:
-        """The reply, or ``None`` when weir is unreachable, too slow, or
-        backed off from (see :mod:`weir.fallback`)."""
+    async def _call(
+        self, op: int, body: Callable[[int], bytes], since: int = protocol.MIN_VERSION
+    ) -> tuple[int, bytes, int] | None:
+        """The reply (opcode, body, and the version of both), or ``None``
+        when weir is unreachable, too slow, or backed off from (see
+        :mod:`weir.fallback`), or speaks no version ``since`` or later.
+        ``body`` writes the request in the connection's version."""
         if self._fallback.backing_off():
             return None
         connection = self._connection()
         if connection is None:
             return None
+        if connection.version < since:
+            log.debug("weir: %s needs protocol version %s; weir speaks %s", op, since, connection.version)
+            return None
         try:
             # asyncio.timeout, unlike wait_for, makes no task per call.
             async with asyncio.timeout(self.timeout):
-                reply = await connection.request(op, body)
+                reply = await connection.request(op, body(connection.version))
         except TimeoutError:
             self._fallback.failed("no answer within the timeout")
             return None
@@ -230,27 +248,39 @@ class AsyncClient:
             self._fallback.failed(type(error).__name__)
             return None
         self._fallback.answered()
-        return reply
+        return (*reply, connection.version)
 
     def _raise_if_error(self, op: int, body: bytes) -> None:
         if op == protocol.Op.ERROR:
             error = protocol.decode_error(body)
             raise WeirRequestError(400, error["code"], error["message"])
 
-    async def _decision(self, op: int, check: Check) -> Decision:
-        reply = await self._call(op, protocol.encode_check(protocol.check_to_wire(check)))
+    async def _decision(
+        self, op: int, check: Check, *, reserve: bool = False, problem: bool = False
+    ) -> Decision:
+        wire = protocol.check_to_wire(check, reserve=reserve, problem=problem)
+        reply = await self._call(op, lambda version: protocol.encode_check(wire, version))
         if reply is None:
             return self._fallback.answer_one(check)
-        self._raise_if_error(*reply)
-        return protocol.decision_from_wire(protocol.decode_decision(reply[1]))
+        op, body, version = reply
+        self._raise_if_error(op, body)
+        return protocol.decision_from_wire(protocol.decode_decision(body, version))
 
-    async def check(self, check: Check) -> Decision:
+    async def check(self, check: Check, *, problem: bool = False) -> Decision:
         """Checks one request and counts its cost if every limit has room.
+        With ``problem``, a denial carries weir's RFC 9457 problem details
+        (:attr:`Decision.problem`).
 
         Raises:
             WeirRequestError: weir found the check invalid.
         """
-        return await self._decision(protocol.Op.CHECK, check)
+        return await self._decision(protocol.Op.CHECK, check, problem=problem)
+
+    async def reserve(self, check: Check) -> Decision:
+        """Checks a request whose cost is known only afterwards, as
+        :meth:`weir.Client.reserve` does: when allowed, the decision's
+        ``reservation`` settles the actual cost (:meth:`settle`)."""
+        return await self._decision(protocol.Op.CHECK, check, reserve=True)
 
     async def peek(self, check: Check) -> Decision:
         """The key's state, counting nothing."""
@@ -258,24 +288,66 @@ class AsyncClient:
 
     async def refund(self, check: Check) -> Decision | None:
         """Gives ``check.cost`` units back; ``None`` when weir is unreachable."""
-        reply = await self._call(protocol.Op.REFUND, protocol.encode_check(protocol.check_to_wire(check)))
+        wire = protocol.check_to_wire(check)
+        reply = await self._call(protocol.Op.REFUND, lambda version: protocol.encode_check(wire, version))
         if reply is None:
             return None
-        self._raise_if_error(*reply)
-        return protocol.decision_from_wire(protocol.decode_decision(reply[1]))
+        op, body, version = reply
+        self._raise_if_error(op, body)
+        return protocol.decision_from_wire(protocol.decode_decision(body, version))
 
-    async def check_batch(self, checks: Sequence[Check]) -> BatchDecision:
-        """Checks several requests atomically: all counted, or none."""
-        body = protocol.encode_checks([protocol.check_to_wire(c) for c in checks])
-        reply = await self._call(protocol.Op.CHECK_MANY, body)
+    async def check_batch(self, checks: Sequence[Check], *, problem: bool = False) -> BatchDecision:
+        """Checks several requests atomically: all counted, or none. With
+        ``problem``, a denied batch carries weir's problem details."""
+        wires = [protocol.check_to_wire(c, problem=problem) for c in checks]
+        reply = await self._call(
+            protocol.Op.CHECK_MANY, lambda version: protocol.encode_checks(wires, version)
+        )
         if reply is None:
             return self._fallback.answer_batch(checks)
-        self._raise_if_error(*reply)
-        return protocol.batch_from_wire(protocol.decode_batch(reply[1]))
+        op, body, version = reply
+        self._raise_if_error(op, body)
+        return protocol.batch_from_wire(protocol.decode_batch(body, version))
+
+    async def release(self, lease: str) -> bool:
+        """Frees the slot a check's ``lease`` holds in its concurrency
+        limits, once its request is done. False when weir cannot be reached
+        or no longer knows the lease (released already, lapsed): either way
+        the slot is free or frees itself when the lease lapses."""
+        body = protocol.encode_release({"lease": lease})
+        reply = await self._call(protocol.Op.RELEASE, lambda _: body, since=2)
+        if reply is None:
+            return False
+        if reply[0] == protocol.Op.ERROR:
+            log.debug("weir: lease not released: %s", protocol.decode_error(reply[1])["code"])
+            return False
+        return reply[0] == protocol.Op.RELEASE_REPLY
+
+    async def settle(self, reservation: str, cost: int) -> Settled | None:
+        """Charges a reserved request's actual ``cost``, as
+        :meth:`weir.Client.settle` does; ``None`` when weir cannot be
+        reached.
+
+        Raises:
+            WeirRequestError: an unknown, settled or lapsed reservation.
+        """
+        body = protocol.encode_settle({"reservation": reservation, "cost": cost})
+        reply = await self._call(protocol.Op.SETTLE, lambda _: body, since=2)
+        if reply is None:
+            return None
+        self._raise_if_error(reply[0], reply[1])
+        settled = protocol.decode_settled(reply[1])
+        return Settled(
+            reserved=settled["reserved"],
+            cost=settled["cost"],
+            charged=settled["charged"],
+            refunded=settled["refunded"],
+            decision=protocol.decision_from_wire(settled["decision"]),
+        )
 
     async def ping(self) -> bool:
         """True if weir answered within the deadline."""
-        reply = await self._call(protocol.Op.PING, b"")
+        reply = await self._call(protocol.Op.PING, lambda _: b"")
         return reply is not None and reply[0] == protocol.Op.PONG
 
     async def close(self) -> None:

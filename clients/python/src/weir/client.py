@@ -23,7 +23,7 @@ from typing import Any
 import urllib3
 
 from weir.checks import Check
-from weir.decision import PROBLEM_JSON, BatchDecision, Decision
+from weir.decision import PROBLEM_JSON, BatchDecision, Decision, Settled
 from weir.errors import WeirRequestError
 from weir.fallback import FailureMode, Fallback
 
@@ -164,7 +164,7 @@ class Client:
         data = self._post("/v1/check", {**check.to_json(), "reserve": True})
         return Decision.from_json(data) if data is not None else self._fallback.answer_one(check)
 
-    def settle(self, reservation: str, cost: int) -> dict[str, Any] | None:
+    def settle(self, reservation: str, cost: int) -> Settled | None:
         """Charges a reserved request's actual ``cost``: over-use is counted
         whatever room is left, under-use given back. The answer says what was
         ``charged`` and ``refunded``; ``None`` when weir cannot be reached.
@@ -172,7 +172,8 @@ class Client:
         Raises:
             WeirRequestError: an unknown, settled or lapsed reservation.
         """
-        return self._post("/v1/settle", {"reservation": reservation, "cost": cost})
+        data = self._post("/v1/settle", {"reservation": reservation, "cost": cost})
+        return Settled.from_json(data) if data is not None else None
 
     def release(self, lease: str) -> Decision | None:
         """Frees the slot a check's ``lease`` holds in its concurrency

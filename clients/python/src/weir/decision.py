@@ -7,9 +7,12 @@ own responses whichever way the decision was reached.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+log = logging.getLogger("weir")
 
 HeaderStyle = Literal["both", "ietf", "x", "none"]
 
@@ -89,8 +92,8 @@ class Decision:
     cost: int = 0
     #: ``"weir"``, the failure mode that answered instead, or ``"skipped"``.
     source: Source = "weir"
-    #: Shadow limits that would have denied this request (over HTTP; the
-    #: binary protocol leaves shadow limits out).
+    #: Shadow limits that would have denied this request (over HTTP, and
+    #: the binary protocol from version 2).
     shadow_denied: tuple[str, ...] = ()
     #: When the limit reported is a calendar quota: its next reset, RFC 3339.
     reset_at: str | None = None
@@ -106,12 +109,12 @@ class Decision:
     problem: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Decision:
+    def from_json(cls, data: dict[str, Any], problem: dict[str, Any] | None = None) -> Decision:
         """A decision as weir's HTTP API answers it: the decision itself, or
-        a denial's problem details carrying it."""
-        problem = data if is_problem(data) else None
-        if problem is not None:
-            data = problem["decision"]
+        a denial's problem details carrying it (the binary protocol hands
+        those over apart, as ``problem``)."""
+        if is_problem(data):
+            problem, data = data, data["decision"]
         return cls(
             problem=problem,
             allowed=data["allowed"],
@@ -129,6 +132,16 @@ class Decision:
             lease=data.get("lease"),
             reservation=data.get("reservation"),
         )
+
+    def log_shadow_denied(self) -> None:
+        """Logs at debug level the shadow limits that would have denied,
+        naming the policy and never the key (a key may hold an API token):
+        what both adapters do with each decision."""
+        if self.shadow_denied:
+            names = ", ".join(self.shadow_denied)
+            log.debug(
+                "weir: shadow limits %s would have denied a check of %s", names, self.policy or self.namespace
+            )
 
     @property
     def retry_after(self) -> float | None:
@@ -160,6 +173,32 @@ class Decision:
         if not self.allowed and self.retry_after_ms is not None:
             headers["Retry-After"] = str(max(1, _seconds(self.retry_after_ms)))
         return headers
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What settling a reservation did (:meth:`weir.Client.settle`)."""
+
+    #: Units the check reserved.
+    reserved: int
+    #: The actual cost.
+    cost: int
+    #: Units charged beyond the reservation (whatever room the key had).
+    charged: int
+    #: Units given back.
+    refunded: int
+    #: The key's state afterwards, as a peek.
+    decision: Decision
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Settled:
+        return cls(
+            reserved=data["reserved"],
+            cost=data["cost"],
+            charged=data["charged"],
+            refunded=data["refunded"],
+            decision=Decision.from_json(data["decision"]),
+        )
 
 
 @dataclass(frozen=True)

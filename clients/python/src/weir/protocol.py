@@ -4,12 +4,19 @@ Bodies are built from and read into plain dicts shaped like the wire types
 (the same shapes docs/protocol-vectors.json uses), so the encoder and decoder
 can be checked against the shared test vectors; :func:`check_to_wire` and
 :func:`decision_from_wire` translate to and from this package's types.
+
+Version 2 appends fields to version 1's bodies (a check's ``reserve`` and
+``problem`` flags; a decision's shadow limits, quota reset, lease,
+reservation and problem details) and adds Release and Settle. Functions
+that read or write a body take the ``version`` it is in.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
@@ -18,7 +25,9 @@ from weir.decision import BatchDecision, Decision
 from weir.errors import ProtocolError
 
 MAGIC = b"WR"
-VERSION = 1
+#: The newest version this client speaks; :data:`MIN_VERSION` the oldest.
+VERSION = 2
+MIN_VERSION = 1
 MAX_FRAME = 64 * 1024
 #: length, magic, version, opcode, request id
 HEADER = struct.Struct("<I2sBBQ")
@@ -37,26 +46,31 @@ class Op(IntEnum):
     PEEK = 0x04
     REFUND = 0x05
     PING = 0x06
+    RELEASE = 0x07
+    SETTLE = 0x08
     HELLO_REPLY = 0x81
     DECISION = 0x82
     BATCH = 0x83
     PEEK_REPLY = 0x84
     REFUND_REPLY = 0x85
     PONG = 0x86
+    RELEASE_REPLY = 0x87
+    SETTLE_REPLY = 0x88
     ERROR = 0xFF
 
 
-def frame(op: int, request_id: int, body: bytes = b"") -> bytes:
+def frame(op: int, request_id: int, body: bytes = b"", version: int = VERSION) -> bytes:
     """A whole frame, length prefix included."""
-    return HEADER.pack(HEADER_LEN + len(body), MAGIC, VERSION, op, request_id) + body
+    return HEADER.pack(HEADER_LEN + len(body), MAGIC, version, op, request_id) + body
 
 
 def parse_frame(data: bytes) -> tuple[int, int, bytes]:
-    """``(opcode, request_id, body)`` from the bytes after the length prefix."""
+    """``(opcode, request_id, body)`` from the bytes after the length prefix.
+    A reply comes in the version of its request."""
     if len(data) < HEADER_LEN:
         raise ProtocolError("frame shorter than its header")
     magic, version, op, request_id = struct.unpack_from("<2sBBQ", data)
-    if magic != MAGIC or version != VERSION:
+    if magic != MAGIC or not MIN_VERSION <= version <= VERSION:
         raise ProtocolError(f"bad magic {magic!r} or version {version}")
     return op, request_id, data[HEADER_LEN:]
 
@@ -141,7 +155,7 @@ def encode_hello(body: dict[str, Any]) -> bytes:
     return bytes(writer.out)
 
 
-def _write_check(writer: _Writer, check: dict[str, Any]) -> None:
+def _write_check(writer: _Writer, check: dict[str, Any], version: int) -> None:
     target = check["target"]
     if "Policy" in target:
         writer.u32(0)
@@ -160,27 +174,43 @@ def _write_check(writer: _Writer, check: dict[str, Any]) -> None:
         writer.option(check["key"].get(attr), writer.string)
     writer.option(check["tier"], writer.string)
     writer.option(check["cost"], writer.u32)
+    if version >= 2:
+        writer.u8(bool(check.get("reserve")))
+        writer.u8(bool(check.get("problem")))
 
 
-def encode_check(check: dict[str, Any]) -> bytes:
+def encode_check(check: dict[str, Any], version: int = 1) -> bytes:
     writer = _Writer()
-    _write_check(writer, check)
+    _write_check(writer, check, version)
     return bytes(writer.out)
 
 
-def encode_checks(checks: list[dict[str, Any]]) -> bytes:
+def encode_checks(checks: list[dict[str, Any]], version: int = 1) -> bytes:
     writer = _Writer()
     writer.u64(len(checks))
     for check in checks:
-        _write_check(writer, check)
+        _write_check(writer, check, version)
+    return bytes(writer.out)
+
+
+def encode_release(body: dict[str, Any]) -> bytes:
+    writer = _Writer()
+    writer.string(body["lease"])
+    return bytes(writer.out)
+
+
+def encode_settle(body: dict[str, Any]) -> bytes:
+    writer = _Writer()
+    writer.string(body["reservation"])
+    writer.u32(body["cost"])
     return bytes(writer.out)
 
 
 # Replies, to wire-shaped dicts.
 
 
-def _read_report(reader: _Reader) -> dict[str, Any]:
-    return {
+def _read_report(reader: _Reader, version: int) -> dict[str, Any]:
+    report = {
         "name": reader.string(),
         "algorithm": reader.u8(),
         "limit": reader.u64(),
@@ -190,10 +220,14 @@ def _read_report(reader: _Reader) -> dict[str, Any]:
         "reset_after_ms": reader.u64(),
         "retry_after_ms": reader.option(reader.u64),
     }
+    if version >= 2:
+        report["shadow"] = reader.boolean()
+        report["reset_at_ms"] = reader.option(reader.u64)
+    return report
 
 
-def _read_decision(reader: _Reader) -> dict[str, Any]:
-    return {
+def _read_decision(reader: _Reader, version: int) -> dict[str, Any]:
+    decision = {
         "allowed": reader.boolean(),
         "policy": reader.option(reader.string),
         "namespace": reader.option(reader.string),
@@ -203,8 +237,15 @@ def _read_decision(reader: _Reader) -> dict[str, Any]:
         "remaining": reader.option(reader.u64),
         "reset_after_ms": reader.u64(),
         "retry_after_ms": reader.option(reader.u64),
-        "limits": reader.vec(lambda: _read_report(reader)),
+        "limits": reader.vec(lambda: _read_report(reader, version)),
     }
+    if version >= 2:
+        decision["reset_at_ms"] = reader.option(reader.u64)
+        decision["shadow_denied"] = reader.vec(reader.string)
+        decision["lease"] = reader.option(reader.string)
+        decision["reservation"] = reader.option(reader.string)
+        decision["problem"] = reader.option(reader.string)
+    return decision
 
 
 def _decode(body: bytes, read: Callable[[_Reader], Any]) -> Any:
@@ -221,12 +262,32 @@ def decode_hello_reply(body: bytes) -> dict[str, Any]:
     )
 
 
-def decode_decision(body: bytes) -> dict[str, Any]:
-    return _decode(body, _read_decision)
+def decode_decision(body: bytes, version: int = 1) -> dict[str, Any]:
+    return _decode(body, lambda r: _read_decision(r, version))
 
 
-def decode_batch(body: bytes) -> dict[str, Any]:
-    return _decode(body, lambda r: {"allowed": r.boolean(), "decisions": r.vec(lambda: _read_decision(r))})
+def _read_batch(reader: _Reader, version: int) -> dict[str, Any]:
+    batch = {"allowed": reader.boolean(), "decisions": reader.vec(lambda: _read_decision(reader, version))}
+    if version >= 2:
+        batch["problem"] = reader.option(reader.string)
+    return batch
+
+
+def decode_batch(body: bytes, version: int = 1) -> dict[str, Any]:
+    return _decode(body, lambda r: _read_batch(r, version))
+
+
+def decode_settled(body: bytes) -> dict[str, Any]:
+    return _decode(
+        body,
+        lambda r: {
+            "reserved": r.u32(),
+            "cost": r.u32(),
+            "charged": r.u32(),
+            "refunded": r.u32(),
+            "decision": _read_decision(r, 2),
+        },
+    )
 
 
 def decode_error(body: bytes) -> dict[str, Any]:
@@ -236,7 +297,9 @@ def decode_error(body: bytes) -> dict[str, Any]:
 # Translation to and from this package's types.
 
 
-def check_to_wire(check: Check) -> dict[str, Any]:
+def check_to_wire(check: Check, *, reserve: bool = False, problem: bool = False) -> dict[str, Any]:
+    """The wire shape of ``check``; ``reserve`` and ``problem`` are version
+    2's flags."""
     if check.policy is not None:
         target: dict[str, Any] = {"Policy": check.policy}
     else:
@@ -255,19 +318,46 @@ def check_to_wire(check: Check) -> dict[str, Any]:
         "key": {attr: check.key.get(attr) for attr in ("user", "ip", "token", "endpoint")},
         "tier": check.tier,
         "cost": check.cost,
+        "reserve": reserve,
+        "problem": problem,
+    }
+
+
+def _rfc3339(millis: int | None) -> str | None:
+    """Unix ms as weir's HTTP API writes an instant: whole seconds, UTC."""
+    if millis is None:
+        return None
+    return datetime.fromtimestamp(millis // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _report_from_wire(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **report,
+        "algorithm": ALGORITHM_NAMES.get(report["algorithm"], "unknown"),
+        "mode": "shadow" if report.get("shadow") else "enforce",
+        "reset_at": _rfc3339(report.get("reset_at_ms")),
     }
 
 
 def decision_from_wire(wire: dict[str, Any]) -> Decision:
-    """The same fields as the HTTP API's JSON, algorithms as codes."""
-    limits = [
-        {**report, "algorithm": ALGORITHM_NAMES.get(report["algorithm"], "unknown")}
-        for report in wire["limits"]
-    ]
-    return Decision.from_json({**wire, "limits": limits})
+    """The same fields as the HTTP API's JSON, algorithms as codes; a
+    version 2 denial's problem details as :attr:`Decision.problem`."""
+    problem = wire.get("problem")
+    return Decision.from_json(
+        {
+            **wire,
+            "limits": [_report_from_wire(report) for report in wire["limits"]],
+            "reset_at": _rfc3339(wire.get("reset_at_ms")),
+            "shadow_denied": wire.get("shadow_denied", ()),
+        },
+        problem=json.loads(problem) if problem else None,
+    )
 
 
 def batch_from_wire(wire: dict[str, Any]) -> BatchDecision:
+    problem = wire.get("problem")
     return BatchDecision(
-        allowed=wire["allowed"], decisions=tuple(decision_from_wire(d) for d in wire["decisions"])
+        allowed=wire["allowed"],
+        decisions=tuple(decision_from_wire(d) for d in wire["decisions"]),
+        problem=json.loads(problem) if problem else None,
     )

@@ -17,7 +17,17 @@ App-wide, as pure ASGI middleware: ``app.add_middleware(RateLimitMiddleware,
 rules=[Rule(policy="per_ip", key=keys.ip())])``.
 
 Denials are 429 with ``Retry-After`` and the rate-limit headers; allowed
-responses carry the headers too.
+responses carry the headers too. A client that sends ``Accept:
+application/problem+json`` gets weir's RFC 9457 problem details instead of
+``{"detail": ...}``: from the middleware as it is, from a dependency once
+the app routes :class:`RateLimited` to :func:`rate_limited_handler`
+(``app.add_exception_handler(RateLimited, rate_limited_handler)``).
+
+A request that holds a slot of a concurrency limit releases it when its
+response has been sent, also after an exception, once a streaming body
+ends, and when the request is cancelled (a lease that cannot be released
+lapses on its own). Shadow limits that would have denied are logged at debug
+level; the decision (``request.state.weir_decisions``) carries them.
 """
 
 from __future__ import annotations
@@ -25,17 +35,19 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from weir import endpoints, ip
 from weir.aio import AsyncClient
 from weir.checks import Check, Limit
-from weir.decision import BatchDecision, Decision, HeaderStyle
+from weir.decision import PROBLEM_JSON, BatchDecision, Decision, HeaderStyle, accepts_problem
 
 KeyFunction = Callable[[Request], dict[str, str] | Awaitable[dict[str, str] | None] | None]
 TierFunction = Callable[[Request], str | Awaitable[str | None] | None]
@@ -163,11 +175,58 @@ def _client(request: Request, attr: str) -> AsyncClient:
     return client
 
 
+def _wants_problem(request: Request) -> bool:
+    return accepts_problem(request.headers.get("accept", ""))
+
+
+def _seen(request: Request, decisions: Sequence[Decision]) -> None:
+    """Keeps the decisions on ``request.state.weir_decisions`` for the app,
+    and logs what shadow limits would have denied."""
+    for decision in decisions:
+        decision.log_shadow_denied()
+    seen = getattr(request.state, "weir_decisions", None) or []
+    request.state.weir_decisions = [*seen, *decisions]
+
+
+async def _release(client: AsyncClient, decisions: Sequence[Decision]) -> None:
+    """Releases the leases of ``decisions``, shielded so that a cancelled
+    request still frees its slots."""
+    leases = [decision.lease for decision in decisions if decision.lease]
+    if not leases:
+        return
+    with anyio.CancelScope(shield=True):
+        for lease in leases:
+            await client.release(lease)
+
+
+class RateLimited(HTTPException):
+    """The 429 a :class:`RateLimit` dependency raises: the decision's
+    headers, and the decision itself (with weir's problem details when the
+    client accepts them). FastAPI answers it as any ``HTTPException``
+    unless the app routes it to :func:`rate_limited_handler`."""
+
+    def __init__(self, decision: Decision, headers: dict[str, str]) -> None:
+        super().__init__(status_code=429, detail="rate limit exceeded", headers=headers)
+        self.decision = decision
+
+
+async def rate_limited_handler(request: Request, exc: Exception) -> Response:
+    """Answers a :class:`RateLimited` as weir's problem details for a
+    client that accepts them, else as FastAPI answers an ``HTTPException``."""
+    assert isinstance(exc, RateLimited)
+    problem = exc.decision.problem
+    if problem is not None and _wants_problem(request):
+        return JSONResponse(problem, status_code=429, headers=exc.headers, media_type=PROBLEM_JSON)
+    return JSONResponse({"detail": exc.detail}, status_code=429, headers=exc.headers)
+
+
 class RateLimit:
     """A FastAPI dependency that checks one rule and returns its
     :class:`~weir.Decision` (a pass-through decision when the key function
-    returns ``None``). Raises a 429 ``HTTPException`` with headers when
-    denied; sets the headers on the response when allowed.
+    returns ``None``). Raises :class:`RateLimited` (a 429 ``HTTPException``
+    with headers) when denied; sets the headers on the response when
+    allowed, and releases the request's concurrency slot once the response
+    is sent (FastAPI 0.118 or later runs that after the response).
 
     ``RateLimit("per_user", key=keys.user(), tier=plan_of)`` or
     ``RateLimit(namespace="search", limits=[Limit.sliding_window("10/s")],
@@ -190,23 +249,30 @@ class RateLimit:
         self.headers: HeaderStyle = headers
         self.client = client
 
-    async def __call__(self, request: Request, response: Response) -> Decision:
+    async def __call__(self, request: Request, response: Response) -> AsyncIterator[Decision]:
         check = await self.rule.check_for(request)
         if check is None:
-            return Decision(allowed=True, source="skipped")
-        decision = await _client(request, self.client).check(check)
+            yield Decision(allowed=True, source="skipped")
+            return
+        client = _client(request, self.client)
+        decision = await client.check(check, problem=_wants_problem(request))
+        _seen(request, [decision])
         headers = decision.headers(self.headers)
         if not decision.allowed:
-            raise HTTPException(status_code=429, detail="rate limit exceeded", headers=headers)
+            raise RateLimited(decision, headers)
         response.headers.update(headers)
-        return decision
+        try:
+            yield decision
+        finally:
+            await _release(client, [decision])
 
 
 class RateLimitMiddleware:
     """Pure ASGI middleware for app-wide rules. The rules matching a request
     are checked in one atomic batch: all counted, or none. A denial is
-    answered here with a JSON 429; otherwise the headers are added to the
-    app's response."""
+    answered here with a JSON 429 (problem details for a client that accepts
+    them); otherwise the headers are added to the app's response, and the
+    batch's concurrency slots are released once the response is sent."""
 
     def __init__(
         self, app: ASGIApp, *, rules: Sequence[Rule], headers: HeaderStyle = "both", client: str = "weir"
@@ -227,15 +293,14 @@ class RateLimitMiddleware:
         if not checks:
             await self.app(scope, receive, send)
             return
-        batch: BatchDecision = await _client(request, self.client).check_batch(checks)
+        client = _client(request, self.client)
+        wants_problem = _wants_problem(request)
+        batch: BatchDecision = await client.check_batch(checks, problem=wants_problem)
+        _seen(request, batch.decisions)
         headline = batch.headline()
         headers = headline.headers(self.headers) if headline else {}
         if not batch.allowed:
-            body = json.dumps({"detail": "rate limit exceeded"}).encode()
-            raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-            await send({"type": "http.response.start", "status": 429, "headers": raw})
-            await send({"type": "http.response.body", "body": body})
+            await _deny(send, headers, batch.problem if wants_problem else None)
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -251,7 +316,28 @@ class RateLimitMiddleware:
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            await _release(client, batch.decisions)
 
 
-__all__ = ["KeyFunction", "RateLimit", "RateLimitMiddleware", "Rule", "keys"]
+async def _deny(send: Send, headers: dict[str, str], problem: dict[str, Any] | None) -> None:
+    """Answers a 429: weir's problem details when given, else ``detail``."""
+    body = json.dumps(problem if problem is not None else {"detail": "rate limit exceeded"}).encode()
+    media_type = PROBLEM_JSON if problem is not None else "application/json"
+    raw = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": 429, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = [
+    "KeyFunction",
+    "RateLimit",
+    "RateLimitMiddleware",
+    "RateLimited",
+    "Rule",
+    "keys",
+    "rate_limited_handler",
+]

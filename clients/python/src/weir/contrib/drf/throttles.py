@@ -83,11 +83,7 @@ def view_decisions(request: Any, view: Any, conf: settings.WeirSettings) -> dict
         # A denial's problem details, for a client that accepts them.
         http_request._weir_problem = batch.problem
         for decision in decisions.values():
-            if decision.shadow_denied:
-                # The policy, never the key: a key may hold an API token.
-                names = ", ".join(decision.shadow_denied)
-                scope = decision.policy or decision.namespace
-                log.debug("weir: shadow limits %s would have denied a check of %s", names, scope)
+            decision.log_shadow_denied()
     http_request._weir_decisions = decisions
     return decisions
 
