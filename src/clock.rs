@@ -43,6 +43,12 @@ impl QuantaClock {
     /// Starts quanta's upkeep thread (once per process) and anchors the clock
     /// to the current wall time.
     pub fn new() -> Self {
+        Self::starting_at(unix_now())
+    }
+
+    /// A clock that reads `start` (Unix ns) now and runs on from there:
+    /// for tests that need a process to live at another date.
+    pub fn starting_at(start_unix: Nanos) -> Self {
         // Fails only when another upkeep thread already runs, which serves
         // `recent()` just as well.
         let upkeep = quanta::Upkeep::new(Duration::from_millis(1)).start().ok();
@@ -51,7 +57,7 @@ impl QuantaClock {
         Self {
             clock,
             start,
-            start_unix: unix_now(),
+            start_unix,
             _upkeep: upkeep,
         }
     }

@@ -105,8 +105,21 @@ struct ServeArgs {
     /// Log filter, as in RUST_LOG (e.g. "info" or "weir=debug").
     #[arg(long, env = "WEIR_LOG", default_value = "info")]
     log: String,
+    /// For tests: the clock starts at this instant (RFC 3339) rather than
+    /// now, and runs on from there, so a test sees a calendar quota's reset
+    /// without waiting for the month to end.
+    #[arg(long, hide = true, value_parser = parse_instant)]
+    clock_start: Option<u64>,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// An RFC 3339 instant as Unix nanoseconds.
+fn parse_instant(text: &str) -> Result<u64, String> {
+    let at: jiff::Timestamp = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not an RFC 3339 instant: {e}"))?;
+    u64::try_from(at.as_nanosecond()).map_err(|_| format!("{text:?} is before 1970"))
 }
 
 /// Snapshots: on when a snapshot URL is given.
@@ -388,7 +401,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = runtime.enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
-        let engine = Arc::new(Engine::new(config, Arc::new(QuantaClock::new())));
+        let clock = match args.clock_start {
+            Some(start) => QuantaClock::starting_at(start),
+            None => QuantaClock::new(),
+        };
+        let engine = Arc::new(Engine::new(config, Arc::new(clock)));
         if args.admin_token.is_none() {
             info!("no admin token: config and tier changes over HTTP are disabled");
         }

@@ -1,9 +1,9 @@
 //! Calendar quotas on real `weir serve` processes: the decision and headers
 //! a customer's client sees, usage that survives SIGKILL through a file
 //! snapshot, three nodes holding one quota together, and bad calendars
-//! refused with a clear error. (The period arithmetic, daylight saving
-//! included, is tested against an injected clock in the engine's and the
-//! limiter's unit tests: a process reads the real time.)
+//! refused with a clear error. A process whose clock starts just before a
+//! month ends (`--clock-start`, a hidden flag for tests) shows a quota
+//! reset at the right instant of a month with a daylight-saving change.
 
 mod support;
 
@@ -60,6 +60,46 @@ fn saves(node: &Node) -> u64 {
     node.get("/readyz").unwrap_or_default()["snapshot"]["saves"]
         .as_u64()
         .unwrap_or(0)
+}
+
+#[test]
+fn a_monthly_quota_in_new_york_resets_at_midnight_there_after_a_daylight_saving_month() {
+    let config = config_file(
+        "quota-dst",
+        r#"
+[policies.api]
+key = ["token"]
+default_tier = "free"
+[policies.api.tiers.free]
+limits = [
+  { name = "monthly", algorithm = "quota", limit = 2, period = "month", reset = { timezone = "America/New_York" } },
+]
+"#,
+    );
+    // March 2027 began in EST (UTC-5) and ends in EDT (UTC-4): its quota
+    // resets at midnight of April 1 in New York, 04:00 UTC, not 05:00.
+    let extra = ["--clock-start", "2027-04-01T03:59:52Z"];
+    let launch = Launch {
+        extra: &extra,
+        standalone: true,
+        ..Launch::default()
+    };
+    let node = Node::launch("quota-dst", &config, Addrs::loopback(), &launch);
+    let call = check("tok-dst");
+    assert!(node.check(&call) && node.check(&call), "two of two");
+    let denied = node.post("/v1/check", &call);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert_eq!(denied["reset_at"], "2027-04-01T04:00:00Z", "{denied}");
+    let wait = denied["retry_after_ms"].as_u64().unwrap();
+    assert!(wait <= 8_000, "the reset is seconds away: {denied}");
+
+    // The process's clock runs on: the month turns, and April's quota is
+    // whole again, resetting at midnight of May 1 in New York.
+    std::thread::sleep(Duration::from_millis(wait + 200));
+    let april = node.post("/v1/check", &call);
+    assert_eq!(april["allowed"], true, "{april}");
+    assert_eq!(april["remaining"], 1, "{april}");
+    assert_eq!(april["reset_at"], "2027-05-01T04:00:00Z", "{april}");
 }
 
 #[test]
