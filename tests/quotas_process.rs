@@ -335,8 +335,34 @@ fn a_customers_own_quota_set_at_runtime_reaches_every_node_and_keeps_its_token_s
     );
     assert_eq!(
         daily["own_quota"],
-        json!({ "subject": "token", "tier_quota": 300 })
+        json!({ "subject": "token", "tier_quota": 300, "quota": 1000, "credit": 0 })
     );
+    // A reset made on one node gives the 50 used back on every node, as a
+    // credit for today; so does a credit.
+    let reset = nodes[0].post_as(
+        "/v1/quotas/token/tok-team/reset",
+        "t0ken",
+        &json!({ "policy": "api" }),
+    );
+    assert_eq!(
+        reset["reset"],
+        json!([{ "limit": "daily", "used": 50, "credit": 50 }]),
+        "{reset}"
+    );
+    // A config change at a time (docs/consistency.md): the reset first
+    // reaches the node that gives the credit.
+    let version = reset["version"].as_u64();
+    nodes[1].wait_until(Duration::from_secs(10), "adopting the reset", |n| {
+        n.get_as("/v1/config", "t0ken").unwrap_or_default()["version"].as_u64() == version
+    });
+    let credit = json!({ "limit": "daily", "units": 25 });
+    let credited = nodes[1].post_as("/v1/quotas/token/tok-team/credit", "t0ken", &credit);
+    assert_eq!(credited["credit"], 75, "{credited}");
+    for node in &nodes {
+        node.wait_until(Duration::from_secs(10), "giving the usage back", |n| {
+            n.peek_remaining(&team) == Some(1025)
+        });
+    }
     assert_eq!(
         nodes[2].peek_remaining(&check("tok-other")),
         Some(1000),

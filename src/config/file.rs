@@ -183,8 +183,67 @@ pub struct AssignmentsSection {
     pub endpoints: BTreeMap<String, Spanned<String>>,
 }
 
-/// One subject's own quotas: limit name to units per period.
-pub type OwnQuotas = Spanned<BTreeMap<String, u32>>;
+/// One subject's own terms, by quota limit name.
+pub type OwnQuotas = Spanned<BTreeMap<String, OwnQuota>>;
+
+/// A subject's terms for one quota limit: a bare number is its own quota
+/// for good; a table gives a quota that lapses, a credit for one period,
+/// or both.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(
+    untagged,
+    expecting = "a quota (a number), or a table of quota, until, credit and granted"
+)]
+pub enum OwnQuota {
+    /// Units per period, for good.
+    Quota(u32),
+    /// Anything more.
+    Terms(OwnTerms),
+}
+
+/// `{ quota = 250000, until = "…", credit = 500, granted = "…" }`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnTerms {
+    /// Units per period, in place of the tier's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u32>,
+    /// When `quota` lapses, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Extra units for the one period that holds `granted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<u32>,
+    /// When the credit was given, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted: Option<String>,
+}
+
+impl OwnQuota {
+    /// The same terms as a table.
+    pub fn terms(&self) -> OwnTerms {
+        match self {
+            OwnQuota::Quota(quota) => OwnTerms {
+                quota: Some(*quota),
+                ..OwnTerms::default()
+            },
+            OwnQuota::Terms(terms) => terms.clone(),
+        }
+    }
+
+    /// `terms` written as simply as they can be.
+    pub fn from_terms(terms: OwnTerms) -> Self {
+        match terms {
+            OwnTerms {
+                quota: Some(quota),
+                until: None,
+                credit: None,
+                granted: None,
+            } => OwnQuota::Quota(quota),
+            terms => OwnQuota::Terms(terms),
+        }
+    }
+}
 
 /// `[quota_overrides]`: one customer's own quota for a limit of their
 /// tier, by token, user, IP or endpoint.

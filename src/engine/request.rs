@@ -43,6 +43,18 @@ impl RequestKey {
         }
     }
 
+    /// A key of `attr` alone.
+    pub fn only(attr: KeyAttr, value: String) -> Self {
+        let mut key = Self::default();
+        *match attr {
+            KeyAttr::User => &mut key.user,
+            KeyAttr::Ip => &mut key.ip,
+            KeyAttr::Token => &mut key.token,
+            KeyAttr::Endpoint => &mut key.endpoint,
+        } = Some(value);
+        key
+    }
+
     /// The values of the attributes in `set` that the request has.
     pub fn attrs(&self, set: KeySet) -> Attrs<'_> {
         let pick = |attr| self.get(attr).filter(|_| set.contains(attr));

@@ -159,7 +159,7 @@ fn resolve_policy<'c>(
         // A customer's own quota, where the config gives one.
         TierLimits::Limited(limits) => match config.quota_overrides.is_empty() {
             true => (Some(Cow::Borrowed(&limits[..])), None),
-            false => match config.quota_overrides.apply(limits, &request.key) {
+            false => match config.quota_overrides.apply(limits, &request.key, now) {
                 Some(own) => (Some(Cow::Owned(own)), None),
                 None => (Some(Cow::Borrowed(&limits[..])), None),
             },

@@ -1,5 +1,6 @@
 //! Runtime changes: the config (`GET`/`PUT /v1/config`) and tier
-//! assignments (`/v1/tiers`). Every change needs `Authorization: Bearer
+//! assignments (`/v1/tiers`); customers' own quotas are in
+//! [`own_quotas`](super::own_quotas). Every change needs `Authorization: Bearer
 //! <admin token>`; with no admin token configured, changes are disabled and
 //! say so.
 
@@ -35,7 +36,7 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks the bearer token of an admin request.
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = app.admin_token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -120,7 +121,7 @@ pub async fn put_config(
 
 /// Puts `text` in force as a runtime change of the config (replicated to a
 /// cluster and kept by snapshots like any other); returns its version.
-fn adopt(app: &App, text: &str) -> Result<u64, ApiError> {
+pub(super) fn adopt(app: &App, text: &str) -> Result<u64, ApiError> {
     if let Some(node) = app.cluster.get() {
         let size = crate::cluster::config_sync::gossiped_size(text, node.node_id());
         let most = crate::cluster::config_sync::MAX_GOSSIPED_CONFIG;
@@ -144,89 +145,6 @@ fn adopt(app: &App, text: &str) -> Result<u64, ApiError> {
     Ok(version)
 }
 
-/// `PUT /v1/quotas/{subject}/{id}` body: limit name to the subject's own
-/// quota for it.
-pub type OwnQuotasBody = std::collections::BTreeMap<String, u32>;
-
-/// `PUT /v1/quotas/{subject}/{id}`: gives a token, user, IP or endpoint its
-/// own quotas (replacing any it had) by editing `[quota_overrides]` of the
-/// config in force: a runtime config change, replicated and kept like
-/// `PUT /v1/config`. The config is written anew from its parsed form.
-pub async fn put_own_quotas(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path((kind, id)): Path<(String, String)>,
-    JsonBody(quotas): JsonBody<OwnQuotasBody>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
-    let subject = subject(&kind)?;
-    if quotas.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_quotas",
-            "name at least one quota limit and its quota, such as {\"monthly\": 250000}; DELETE removes them",
-        ));
-    }
-    let shown = json!(quotas);
-    let version = edit_overrides(&app, |overrides| {
-        own_quotas(overrides, subject).insert(id.clone(), toml::Spanned::new(0..0, quotas));
-    })?;
-    Ok(Json(
-        json!({ "subject": subject.name(), "quotas": shown, "version": version }),
-    ))
-}
-
-/// `DELETE /v1/quotas/{subject}/{id}`: the subject's quotas are its tier's
-/// again.
-pub async fn delete_own_quotas(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path((kind, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers)?;
-    let subject = subject(&kind)?;
-    if !own_quotas(&mut app.engine.config().file.quota_overrides.clone(), subject).contains_key(&id) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_own_quotas",
-            format!("this {} has no quotas of its own", subject.name()),
-        ));
-    }
-    let version = edit_overrides(&app, |overrides| {
-        own_quotas(overrides, subject).remove(&id);
-    })?;
-    Ok(Json(json!({ "subject": subject.name(), "version": version })))
-}
-
-fn own_quotas(
-    overrides: &mut crate::config::file::QuotaOverridesSection,
-    subject: Subject,
-) -> &mut std::collections::BTreeMap<String, crate::config::file::OwnQuotas> {
-    match subject {
-        Subject::Token => &mut overrides.tokens,
-        Subject::User => &mut overrides.users,
-        Subject::Ip => &mut overrides.ips,
-        Subject::Endpoint => &mut overrides.endpoints,
-    }
-}
-
-/// The config in force with `edit` made to its `[quota_overrides]`, put in
-/// force; its version.
-fn edit_overrides(
-    app: &App,
-    edit: impl FnOnce(&mut crate::config::file::QuotaOverridesSection),
-) -> Result<u64, ApiError> {
-    let mut file = app.engine.config().file.clone();
-    edit(&mut file.quota_overrides);
-    let text = toml::to_string(&file).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!("writing the config: {e}"),
-        )
-    })?;
-    adopt(app, &text)
-}
-
 /// `PUT /v1/tiers/{subject}/{id}` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,7 +155,7 @@ pub struct AssignBody {
     lasting: Option<String>,
 }
 
-fn subject(kind: &str) -> Result<Subject, ApiError> {
+pub(super) fn subject(kind: &str) -> Result<Subject, ApiError> {
     Subject::parse(kind).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -4,6 +4,7 @@
 //!
 //! - [`check`]: the decision endpoints.
 //! - [`admin`]: config and tier assignment endpoints (bearer token).
+//! - [`own_quotas`]: customers' own quotas, credits and resets (bearer token).
 //! - [`ops`]: health, readiness, the member list, the OpenAPI document.
 //! - [`metrics`]: Prometheus metrics; [`process`] reads the process's own.
 //! - [`usage`]: the usage API, merged across the cluster.
@@ -25,6 +26,7 @@ pub mod latency;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
+pub mod own_quotas;
 pub mod problem;
 pub mod process;
 pub mod quota;
@@ -124,8 +126,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/v1/quotas/{subject}/{id}",
-            put(admin::put_own_quotas).delete(admin::delete_own_quotas),
+            put(own_quotas::put_own_quotas).delete(own_quotas::delete_own_quotas),
         )
+        .route("/v1/quotas/{subject}/{id}/credit", post(own_quotas::post_credit))
+        .route("/v1/quotas/{subject}/{id}/reset", post(own_quotas::post_reset))
         .route(crate::alerts::FORWARD_PATH, post(alerts::forwarded))
         .route(crate::alerts::COOLDOWN_PATH, post(alerts::cooldown))
         .layer(DefaultBodyLimit::max(MAX_BODY));

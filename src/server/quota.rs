@@ -59,13 +59,20 @@ pub struct QuotaUse {
     pub own_quota: Option<OwnQuota>,
 }
 
-/// A customer's own quota, as `GET /v1/quota` shows it.
+/// A customer's own terms, as `GET /v1/quota` shows them.
 #[derive(Debug, Serialize)]
 pub struct OwnQuota {
     /// `token`, `user`, `ip` or `endpoint`.
     pub subject: &'static str,
-    /// The tier's quota, which it replaces.
+    /// The tier's quota.
     pub tier_quota: u32,
+    /// Their own quota in its place, while in force.
+    pub quota: Option<u32>,
+    /// When their own quota lapses; absent when it lasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<ResetAt>,
+    /// Extra units for this period (a credit or a reset).
+    pub credit: u32,
 }
 
 /// `GET /v1/quota` answer.
@@ -105,6 +112,8 @@ pub async fn get_quota(
         },
     );
     request.tier = query.tier;
+    // When the terms are judged: as the check is, give or take the moment.
+    let now = app.engine.now();
     let explained = app.engine.explain(&request)?;
     let decision = explained.decision;
     let config = app.engine.config();
@@ -138,6 +147,14 @@ pub async fn get_quota(
                 .map(|own| OwnQuota {
                     subject: own.subject.name(),
                     tier_quota: quota.limit(),
+                    quota: own.terms.own_quota_at(now),
+                    until: own
+                        .terms
+                        .quota
+                        .and_then(|(_, until)| until)
+                        .filter(|_| own.terms.own_quota_at(now).is_some())
+                        .map(ResetAt),
+                    credit: own.terms.credit_at(quota, now),
                 });
             Some(QuotaUse {
                 own_quota,

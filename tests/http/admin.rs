@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Harness, ADMIN, CONFIG};
-
-const BEARER: &str = "Bearer s3cret-admin";
+use crate::harness::{Harness, ADMIN, BEARER, CONFIG};
 
 async fn put_config(h: &Harness, text: &str, auth: Option<&str>) -> crate::harness::Reply {
     let headers: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();

@@ -63,6 +63,8 @@ limits = [{ algorithm = "sliding_window", rate = "5/m" }]
 pub const T0: u64 = 1_800_000_000 * SECOND - (1_800_000_000 * SECOND) % (86_400 * SECOND);
 
 pub const ADMIN: &str = "s3cret-admin";
+/// `Authorization` with the admin token.
+pub const BEARER: &str = "Bearer s3cret-admin";
 
 pub struct Harness {
     router: Router,

@@ -5,6 +5,7 @@
 mod admin;
 mod checks;
 mod concurrency;
+mod credits;
 mod errors;
 mod harness;
 mod openapi;

@@ -200,6 +200,19 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// `POST path` with a JSON body and the bearer token `token`: the
+    /// JSON reply (null if unreachable or not JSON).
+    pub fn post_as(&self, path: &str, token: &str, body: &Value) -> Value {
+        let request = self.agent.post(format!("{}{path}", self.base));
+        let reply = request
+            .header("authorization", &format!("Bearer {token}"))
+            .send_json(body);
+        reply
+            .ok()
+            .and_then(|mut reply| reply.body_mut().read_json().ok())
+            .unwrap_or_default()
+    }
+
     /// `POST /v1/check`: whether it was allowed.
     pub fn check(&self, body: &Value) -> bool {
         let reply = self
