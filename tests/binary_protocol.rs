@@ -787,9 +787,15 @@ mod version_2 {
             "already_settled"
         );
 
-        // Reserving is for single checks.
+        // A peek counts nothing to reserve.
         let reply = ask2(&mut stream, Opcode::Peek, 4, encode(&reserving)).await;
         assert_eq!(error(&reply).code, "reserve_not_here");
+        // A batch reserves for each check that asks.
+        let mut other = check2("p", "b");
+        other.reserve = true;
+        let checks = encode(&vec![other, check2("p", "c")]);
+        let batch: WireBatch2 = decode(&ask2(&mut stream, Opcode::CheckMany, 5, checks).await.body).unwrap();
+        assert!(batch.decisions[0].reservation.is_some() && batch.decisions[1].reservation.is_none());
     }
 
     #[tokio::test]

@@ -531,26 +531,26 @@ impl<S: AsRef<str>> Encode for DecisionBody<'_, S> {
 pub struct BatchBody<'d> {
     batch: &'d BatchDecision,
     version: u8,
-    leases: &'d [Option<String>],
+    extras: &'d [Extras<'d>],
     problem: Option<&'d str>,
 }
 
 impl<'d> BatchBody<'d> {
-    /// `batch` in protocol `version`, with no leases or problem details.
+    /// `batch` in protocol `version`, with no extras or problem details.
     pub fn new(batch: &'d BatchDecision, version: u8) -> Self {
         Self {
             batch,
             version,
-            leases: &[],
+            extras: &[],
             problem: None,
         }
     }
 
-    /// With each decision's lease (in order; version 2 only) and the
+    /// With each decision's extras (in order; version 2 only) and the
     /// batch's problem details.
-    pub fn with(self, leases: &'d [Option<String>], problem: Option<&'d str>) -> Self {
+    pub fn with(self, extras: &'d [Extras<'d>], problem: Option<&'d str>) -> Self {
         Self {
-            leases,
+            extras,
             problem,
             ..self
         }
@@ -562,10 +562,7 @@ impl Encode for BatchBody<'_> {
         self.batch.allowed.encode(e)?;
         (self.batch.decisions.len() as u64).encode(e)?;
         for (i, decision) in self.batch.decisions.iter().enumerate() {
-            let extras = Extras {
-                lease: self.leases.get(i).and_then(Option::as_deref),
-                ..Extras::default()
-            };
+            let extras = self.extras.get(i).copied().unwrap_or_default();
             DecisionBody::new(decision, self.version).with(extras).encode(e)?;
         }
         if self.version >= 2 {
@@ -649,14 +646,17 @@ requestable = true
             decisions: batch.decisions.iter().map(WireDecision::from).collect(),
         };
         assert_eq!(encode(&BatchBody::new(&batch, 1)), encode(&owned));
-        let leases = [Some("a lease".to_string()), None];
+        let extras = [Extras {
+            lease: Some("a lease"),
+            ..Extras::default()
+        }];
         let mut owned = WireBatch2 {
             allowed: batch.allowed,
             decisions: batch.decisions.iter().map(WireDecision2::from).collect(),
             problem: Some("{}".into()),
         };
-        owned.decisions[0].lease = leases[0].clone();
-        let body = BatchBody::new(&batch, 2).with(&leases, Some("{}"));
+        owned.decisions[0].lease = Some("a lease".into());
+        let body = BatchBody::new(&batch, 2).with(&extras, Some("{}"));
         assert_eq!(encode(&body), encode(&owned));
     }
 

@@ -350,9 +350,8 @@ fn dispatch(app: &App, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut Vec
                 let problem = (wants_problem && !decision.allowed)
                     .then(|| problem::text(&decision, &decision, &engine.config()));
                 let extras = Extras {
-                    lease: issued.lease.as_deref(),
-                    reservation: issued.reservation.as_deref(),
                     problem: problem.as_deref(),
+                    ..issued.extras()
                 };
                 let body = DecisionBody::new(&decision, version).with(extras);
                 append_frame(out, version, reply, id, |out| encode_into(&body, out));
@@ -369,21 +368,23 @@ fn dispatch(app: &App, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut Vec
         Opcode::CheckMany => {
             let checks = check_bodies(version, body).map_err(malformed)?;
             let wants_problem = checks.iter().any(|check| check.problem);
-            let mut requests = Vec::with_capacity(checks.len());
-            for check in checks {
-                not_reserving(check.reserve)?;
-                requests.push(CheckRequest::try_from(check.check)?);
-            }
+            let reserves: Vec<bool> = checks.iter().map(|check| check.reserve).collect();
+            let requests = checks
+                .into_iter()
+                .map(|check| CheckRequest::try_from(check.check))
+                .collect::<Result<Vec<_>, _>>()?;
             let batch = engine.check_batch(&requests)?;
-            let leases = match version {
-                2.. => Issued::batch_leases(app, &requests, &batch).unwrap_or_default(),
+            // Version 1 has no place for what a batch hands out.
+            let issued = match version {
+                2.. => Issued::for_batch(app, &requests, &reserves, &batch).unwrap_or_default(),
                 _ => Vec::new(),
             };
+            let extras: Vec<Extras<'_>> = issued.iter().map(Issued::extras).collect();
             let problem = match batch.decisions.iter().find(|d| !d.allowed) {
                 Some(denied) if wants_problem => Some(problem::text(denied, &batch, &engine.config())),
                 _ => None,
             };
-            let body = BatchBody::new(&batch, version).with(&leases, problem.as_deref());
+            let body = BatchBody::new(&batch, version).with(&extras, problem.as_deref());
             append_frame(out, version, Opcode::Batch, id, |out| encode_into(&body, out));
         }
         Opcode::Settle => {
@@ -409,14 +410,14 @@ fn dispatch(app: &App, limits: &BinaryLimits, frame: FrameRef<'_>, out: &mut Vec
     Ok(())
 }
 
-/// A reservation is for single checks: a peek, refund or batch that asks
-/// for one is refused, as over HTTP.
+/// A reservation is for checks: a peek or refund that asks for one is
+/// refused, as over HTTP.
 fn not_reserving(reserve: bool) -> Result<(), Refusal> {
     match reserve {
         false => Ok(()),
         true => Err(Refusal {
             code: "reserve_not_here",
-            message: "reserve applies to single checks (Check), not to peeks, refunds or batches".into(),
+            message: "reserve applies to checks (Check, CheckMany), not to peeks or refunds".into(),
             fatal: false,
         }),
     }

@@ -31,7 +31,7 @@ pub struct CheckBody {
     tier: Option<String>,
     cost: Option<u32>,
     /// Reserve `cost` now, to settle the actual cost later
-    /// (`POST /v1/settle`): single checks only.
+    /// (`POST /v1/settle`): checks and batches, not refunds.
     #[serde(default)]
     reserve: bool,
 }
@@ -43,7 +43,7 @@ impl TryFrom<CheckBody> for CheckRequest {
         if body.reserve {
             return Err(ApiError::bad_request(
                 "reserve_not_here",
-                "reserve applies to single checks (POST /v1/check), not to batches or refunds",
+                "reserve applies to checks (POST /v1/check and /v1/check/batch), not to refunds",
             ));
         }
         let target = match (body.policy, body.namespace, body.limits) {
@@ -172,20 +172,35 @@ impl Issued {
         }
     }
 
-    /// The leases of an allowed batch, one per decision in order (`None`
-    /// for one that holds no slot); `None` when no decision needs one.
-    pub fn batch_leases(
+    /// What each decision of an allowed batch hands out, in order (checks
+    /// that asked to `reserve` get reservations); `None` when nothing is.
+    pub fn for_batch(
         app: &App,
         requests: &[CheckRequest],
+        reserves: &[bool],
         batch: &BatchDecision,
-    ) -> Option<Vec<Option<String>>> {
-        if !batch.allowed || !batch.decisions.iter().any(super::release::needs_lease) {
+    ) -> Option<Vec<Issued>> {
+        let issues = |(i, decision): (usize, &Decision)| {
+            reserves.get(i).copied().unwrap_or(false) || super::release::needs_lease(decision)
+        };
+        if !batch.allowed || !batch.decisions.iter().enumerate().any(issues) {
             return None;
         }
-        let leases = batch.decisions.iter().zip(requests).map(|(decision, request)| {
-            super::release::needs_lease(decision).then(|| super::release::lease(app, request, decision))
-        });
-        Some(leases.collect())
+        let issued = batch.decisions.iter().zip(requests).zip(reserves);
+        Some(
+            issued
+                .map(|((decision, request), reserve)| Self::for_check(app, request, decision, *reserve))
+                .collect(),
+        )
+    }
+
+    /// The ids as the binary protocol's version 2 carries them.
+    pub fn extras(&self) -> crate::protocol::Extras<'_> {
+        crate::protocol::Extras {
+            lease: self.lease.as_deref(),
+            reservation: self.reservation.as_deref(),
+            problem: None,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -205,9 +220,9 @@ struct WithTickets<'a, T> {
     lease: Option<String>,
 }
 
-/// An allowed batch whose decisions carry their leases.
+/// An allowed batch whose decisions carry their reservations and leases.
 #[derive(Serialize)]
-struct LeasedBatch<'a> {
+struct IssuedBatch<'a> {
     allowed: bool,
     decisions: Vec<WithTickets<'a, Decision>>,
 }
@@ -224,8 +239,13 @@ pub struct BatchBody {
 pub async fn check_batch(
     State(app): State<Arc<App>>,
     problem: WantsProblem,
-    JsonBody(body): JsonBody<BatchBody>,
+    JsonBody(mut body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
+    let reserves: Vec<bool> = body
+        .checks
+        .iter_mut()
+        .map(|check| std::mem::take(&mut check.reserve))
+        .collect();
     let requests = body
         .checks
         .into_iter()
@@ -240,24 +260,24 @@ pub async fn check_batch(
             .filter(|d| d.remaining.is_some())
             .min_by_key(|d| d.remaining),
     };
-    // An allowed batch holds slots of its concurrency limits: a lease for
-    // each decision that took one.
-    if let Some(leases) = Issued::batch_leases(&app, &requests, &batch) {
+    // An allowed batch hands out a reservation for each check that asked,
+    // and a lease for each that holds a slot of a concurrency limit.
+    if let Some(issued) = Issued::for_batch(&app, &requests, &reserves, &batch) {
         let decisions = batch
             .decisions
             .iter()
-            .zip(leases)
-            .map(|(decision, lease)| WithTickets {
+            .zip(issued)
+            .map(|(decision, issued)| WithTickets {
                 decision,
-                reservation: None,
-                lease,
+                reservation: issued.reservation,
+                lease: issued.lease,
             })
             .collect();
-        let leased = LeasedBatch {
+        let issued = IssuedBatch {
             allowed: true,
             decisions,
         };
-        return Ok(respond(&app, true, headline, &leased, problem));
+        return Ok(respond(&app, true, headline, &issued, problem));
     }
     Ok(respond(&app, batch.allowed, headline, &batch, problem))
 }

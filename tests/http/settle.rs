@@ -105,11 +105,9 @@ async fn forged_and_malformed_settles_are_refused_clearly() {
         "{}",
         negative.body
     );
-    let batch = h
-        .post("/v1/check/batch", json!({ "checks": [reserving("dan", 1)] }))
-        .await;
+    let refund = h.post("/v1/refund", reserving("dan", 1)).await;
     assert_eq!(
-        (batch.status, batch.body["code"].as_str()),
+        (refund.status, refund.body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("reserve_not_here"))
     );
     // The refused attempts did not use the reservation up.
@@ -134,5 +132,43 @@ async fn a_reservation_holds_what_the_endpoint_rule_charged() {
             settled["refunded"].as_u64()
         ),
         (Some(2), Some(0), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_hands_out_a_reservation_for_each_check_that_asked() {
+    let h = Harness::new();
+    let plain = json!({ "policy": "api", "key": { "user": "fay" } });
+    let batch = h
+        .post(
+            "/v1/check/batch",
+            json!({ "checks": [reserving("gus", 2), plain] }),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.body);
+    let id = batch.body["decisions"][0]["reservation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(batch.body["decisions"][1].get("reservation").is_none());
+    let (status, settled) = settle(&h, &id, 1).await;
+    assert_eq!((status, settled["refunded"].as_u64()), (StatusCode::OK, Some(1)));
+
+    // A denied batch counts nothing, and reserves nothing.
+    for _ in 0..3 {
+        h.check(json!({ "policy": "api", "key": { "user": "hal" } }))
+            .await;
+    }
+    let denied = h
+        .post(
+            "/v1/check/batch",
+            json!({ "checks": [reserving("ida", 1), { "policy": "api", "key": { "user": "hal" } }] }),
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        denied.body["decisions"][0].get("reservation").is_none(),
+        "{}",
+        denied.body
     );
 }

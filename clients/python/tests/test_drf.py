@@ -259,3 +259,13 @@ def test_a_client_that_accepts_problem_details_gets_weirs(ip):
     assert denied["Retry-After"]
     plain = get(client, "/ping", ip)
     assert plain.status_code == 429 and plain["Content-Type"] == "application/json"
+
+
+def test_a_view_settles_what_a_reserving_throttle_reserved(weir_server):
+    client, token = APIClient(), uuid.uuid4().hex
+    auth = {"Authorization": f"Bearer {token}"}
+    first = client.post("/generate?used=2", REMOTE_ADDR="198.51.100.9", headers=auth)
+    assert first.status_code == 200
+    # One unit reserved, two used: one more charged, and only once.
+    assert first.json() == {"charged": [1], "again": 0}
+    assert client.post("/generate", REMOTE_ADDR="198.51.100.9", headers=auth).status_code == 429

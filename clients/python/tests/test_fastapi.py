@@ -24,6 +24,7 @@ from weir.contrib.fastapi import (
     Rule,
     keys,
     rate_limited_handler,
+    settle,
 )
 
 
@@ -97,6 +98,12 @@ def make_app(port: int, failure_mode: str = "open") -> FastAPI:
             yield str((await request.app.state.weir.peek(check)).remaining).encode()
 
         return StreamingResponse(body())
+
+    @app.post("/generate", dependencies=[Depends(RateLimit("per_token", key=keys.token(), reserve=True))])
+    async def generate(request: Request, used: int = 1):
+        settled = await settle(request, used)
+        again = await settle(request, used)
+        return {"charged": [s.charged for s in settled], "again": len(again)}
 
     @app.get("/trial")
     async def trial(
@@ -345,3 +352,12 @@ def test_shadow_results_reach_the_route(client):
     second = client.get("/trial", headers=user).json()
     assert first == {"shadow_denied": [], "seen": 1}
     assert second == {"shadow_denied": ["strict"], "seen": 1}, "served: a shadow limit never denies"
+
+
+def test_a_route_settles_what_its_dependency_reserved(client):
+    token = uuid.uuid4().hex
+    first = client.post("/generate?used=2", headers=bearer(token))
+    assert first.status_code == 200
+    # One unit reserved, two used: one more charged, and only once.
+    assert first.json() == {"charged": [1], "again": 0}
+    assert client.post("/generate", headers=bearer(token)).status_code == 429

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import ssl as ssl_module
@@ -255,10 +256,8 @@ class AsyncClient:
             error = protocol.decode_error(body)
             raise WeirRequestError(400, error["code"], error["message"])
 
-    async def _decision(
-        self, op: int, check: Check, *, reserve: bool = False, problem: bool = False
-    ) -> Decision:
-        wire = protocol.check_to_wire(check, reserve=reserve, problem=problem)
+    async def _decision(self, op: int, check: Check, *, problem: bool = False) -> Decision:
+        wire = protocol.check_to_wire(check, problem=problem)
         reply = await self._call(op, lambda version: protocol.encode_check(wire, version))
         if reply is None:
             return self._fallback.answer_one(check)
@@ -280,7 +279,7 @@ class AsyncClient:
         """Checks a request whose cost is known only afterwards, as
         :meth:`weir.Client.reserve` does: when allowed, the decision's
         ``reservation`` settles the actual cost (:meth:`settle`)."""
-        return await self._decision(protocol.Op.CHECK, check, reserve=True)
+        return await self._decision(protocol.Op.CHECK, dataclasses.replace(check, reserve=True))
 
     async def peek(self, check: Check) -> Decision:
         """The key's state, counting nothing."""

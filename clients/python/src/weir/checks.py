@@ -45,13 +45,22 @@ class Check:
     limits: tuple[Limit, ...] = field(default_factory=tuple)
     tier: str | None = None
     cost: int | None = None
+    #: Reserve ``cost`` (an estimate) to settle the actual cost later: an
+    #: allowed decision carries a ``reservation``.
+    reserve: bool = False
 
     @classmethod
     def for_policy(
-        cls, policy: str, key: dict[str, str], tier: str | None = None, cost: int | None = None
+        cls,
+        policy: str,
+        key: dict[str, str],
+        tier: str | None = None,
+        cost: int | None = None,
+        *,
+        reserve: bool = False,
     ) -> Check:
         """A check against a policy from weir's config."""
-        return cls(key=dict(key), policy=policy, tier=tier, cost=cost)
+        return cls(key=dict(key), policy=policy, tier=tier, cost=cost, reserve=reserve)
 
     @classmethod
     def inline(
@@ -60,9 +69,11 @@ class Check:
         key: dict[str, str],
         limits: list[Limit] | tuple[Limit, ...],
         cost: int | None = None,
+        *,
+        reserve: bool = False,
     ) -> Check:
         """A check carrying its own limits, counted under ``namespace``."""
-        return cls(key=dict(key), namespace=namespace, limits=tuple(limits), cost=cost)
+        return cls(key=dict(key), namespace=namespace, limits=tuple(limits), cost=cost, reserve=reserve)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"key": self.key}
@@ -75,6 +86,8 @@ class Check:
             body["tier"] = self.tier
         if self.cost is not None:
             body["cost"] = self.cost
+        if self.reserve:
+            body["reserve"] = True
         return body
 
     @property

@@ -13,6 +13,7 @@ request.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -161,7 +162,7 @@ class Client:
         the actual cost (:meth:`settle`) within the hour; unsettled, the
         estimate stands. Without weir, the failure mode answers (and there
         is nothing to settle)."""
-        data = self._post("/v1/check", {**check.to_json(), "reserve": True})
+        data = self._post("/v1/check", dataclasses.replace(check, reserve=True).to_json())
         return Decision.from_json(data) if data is not None else self._fallback.answer_one(check)
 
     def settle(self, reservation: str, cost: int) -> Settled | None:

@@ -297,9 +297,9 @@ def decode_error(body: bytes) -> dict[str, Any]:
 # Translation to and from this package's types.
 
 
-def check_to_wire(check: Check, *, reserve: bool = False, problem: bool = False) -> dict[str, Any]:
-    """The wire shape of ``check``; ``reserve`` and ``problem`` are version
-    2's flags."""
+def check_to_wire(check: Check, *, problem: bool = False) -> dict[str, Any]:
+    """The wire shape of ``check``; its ``reserve`` and ``problem`` are
+    version 2's flags."""
     if check.policy is not None:
         target: dict[str, Any] = {"Policy": check.policy}
     else:
@@ -318,7 +318,7 @@ def check_to_wire(check: Check, *, reserve: bool = False, problem: bool = False)
         "key": {attr: check.key.get(attr) for attr in ("user", "ip", "token", "endpoint")},
         "tier": check.tier,
         "cost": check.cost,
-        "reserve": reserve,
+        "reserve": check.reserve,
         "problem": problem,
     }
 

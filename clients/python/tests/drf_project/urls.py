@@ -12,4 +12,5 @@ urlpatterns = [
     path("reports", views.Reports.as_view()),
     path("search/<str:term>", views.Search.as_view()),
     path("running", views.Running.as_view()),
+    path("generate", views.Generate.as_view()),
 ]

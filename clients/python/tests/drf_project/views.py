@@ -11,6 +11,7 @@ from weir.contrib.drf import (
     TokenRateThrottle,
     UserRateThrottle,
     decisions,
+    settle,
 )
 
 
@@ -89,6 +90,20 @@ class Running(APIView):
         if request.query_params.get("stream"):
             return StreamingHttpResponse(iter([b"a", b"b"]))
         return Response({"ok": True})
+
+
+class Generate(APIView):
+    """Reserves one unit per token, then charges what it really used."""
+
+    throttle_classes = [TokenRateThrottle]
+    weir_policy = "per_token"
+    weir_reserve = True
+
+    def post(self, request):
+        used = int(request.query_params.get("used", "1"))
+        settled = settle(request, used)
+        again = settle(request, used)
+        return Response({"charged": [s.charged for s in settled], "again": len(again)})
 
 
 class Search(APIView):

@@ -28,6 +28,10 @@ response has been sent, also after an exception, once a streaming body
 ends, and when the request is cancelled (a lease that cannot be released
 lapses on its own). Shadow limits that would have denied are logged at debug
 level; the decision (``request.state.weir_decisions``) carries them.
+
+A rule with ``reserve=True`` reserves its cost as an estimate; the route
+then charges what the request really cost with ``await settle(request,
+cost)`` (tokens of an LLM reply, say). Unsettled, the estimate stands.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from weir import endpoints, ip
 from weir.aio import AsyncClient
 from weir.checks import Check, Limit
-from weir.decision import PROBLEM_JSON, BatchDecision, Decision, HeaderStyle, accepts_problem
+from weir.decision import PROBLEM_JSON, BatchDecision, Decision, HeaderStyle, Settled, accepts_problem
 
 KeyFunction = Callable[[Request], dict[str, str] | Awaitable[dict[str, str] | None] | None]
 TierFunction = Callable[[Request], str | Awaitable[str | None] | None]
@@ -133,8 +137,9 @@ class keys:
 @dataclass
 class Rule:
     """What to check: a weir ``policy`` (or ``namespace`` with inline
-    ``limits``), keyed by ``key``, with an optional tier and cost. For the
-    middleware, ``path_prefix`` and ``methods`` say which requests."""
+    ``limits``), keyed by ``key``, with an optional tier and cost (with
+    ``reserve``, an estimate to :func:`settle` later). For the middleware,
+    ``path_prefix`` and ``methods`` say which requests."""
 
     key: KeyFunction
     policy: str | None = None
@@ -144,6 +149,7 @@ class Rule:
     cost: int | None = None
     path_prefix: str = "/"
     methods: Sequence[str] | None = None
+    reserve: bool = False
 
     def __post_init__(self) -> None:
         if (self.policy is None) == (self.namespace is None or not self.limits):
@@ -161,11 +167,12 @@ class Rule:
             logger.debug("weir: %s skipped: its key function found no key", self.policy or self.namespace)
             return None
         if self.policy is None:
-            return Check.inline(self.namespace or "", key, list(self.limits), cost=self.cost)
+            limits = list(self.limits)
+            return Check.inline(self.namespace or "", key, limits, cost=self.cost, reserve=self.reserve)
         tier = await _maybe_await(self.tier(request)) if self.tier else None
         # The endpoint picks the policy's endpoint rule (cost, limits).
         key = {"endpoint": _endpoint(request), **key}
-        return Check.for_policy(self.policy, key, tier=tier, cost=self.cost)
+        return Check.for_policy(self.policy, key, tier=tier, cost=self.cost, reserve=self.reserve)
 
 
 def _client(request: Request, attr: str) -> AsyncClient:
@@ -242,10 +249,13 @@ class RateLimit:
         limits: Sequence[Limit] = (),
         tier: TierFunction | None = None,
         cost: int | None = None,
+        reserve: bool = False,
         headers: HeaderStyle = "both",
         client: str = "weir",
     ) -> None:
-        self.rule = Rule(key=key, policy=policy, namespace=namespace, limits=limits, tier=tier, cost=cost)
+        self.rule = Rule(
+            key=key, policy=policy, namespace=namespace, limits=limits, tier=tier, cost=cost, reserve=reserve
+        )
         self.headers: HeaderStyle = headers
         self.client = client
 
@@ -265,6 +275,29 @@ class RateLimit:
             yield decision
         finally:
             await _release(client, [decision])
+
+
+async def settle(request: Request, cost: int, *, client: str = "weir") -> list[Settled]:
+    """Charges the actual ``cost`` of ``request`` to each check that reserved
+    for it (a :class:`RateLimit` or :class:`Rule` with ``reserve=True``):
+    over-use is counted, under-use given back. Each reservation is settled
+    once; a second call settles nothing. Without weir, nothing is settled.
+
+    Raises:
+        WeirRequestError: weir refused a reservation (lapsed, say).
+    """
+    weir = _client(request, client)
+    settled = []
+    for decision in getattr(request.state, "weir_decisions", None) or []:
+        reservation = decision.reservation
+        done = getattr(request.state, "weir_settled", None) or set()
+        if reservation is None or reservation in done:
+            continue
+        request.state.weir_settled = done | {reservation}
+        answer = await weir.settle(reservation, cost)
+        if answer is not None:
+            settled.append(answer)
+    return settled
 
 
 class RateLimitMiddleware:
@@ -340,4 +373,5 @@ __all__ = [
     "Rule",
     "keys",
     "rate_limited_handler",
+    "settle",
 ]

@@ -28,6 +28,7 @@ from .throttles import (
     WeirThrottle,
     decisions,
     reset_clients,
+    settle,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "WeirThrottle",
     "decisions",
     "reset_clients",
+    "settle",
 ]

@@ -19,7 +19,7 @@ from rest_framework.throttling import BaseThrottle
 
 from weir.checks import Check, Limit
 from weir.client import Client
-from weir.decision import Decision
+from weir.decision import Decision, Settled
 
 from . import settings
 from .ident import api_token, client_ip, endpoint
@@ -86,6 +86,30 @@ def view_decisions(request: Any, view: Any, conf: settings.WeirSettings) -> dict
             decision.log_shadow_denied()
     http_request._weir_decisions = decisions
     return decisions
+
+
+def settle(request: Any, cost: int) -> list[Settled]:
+    """Charges the actual ``cost`` of ``request`` (a DRF or Django request)
+    to each throttle's check that reserved for it (``reserve`` on a
+    :class:`PolicyThrottle`, or ``weir_reserve`` on the view): over-use is
+    counted, under-use given back. Each reservation is settled once; a
+    second call settles nothing. Without weir, nothing is settled.
+
+    Raises:
+        WeirRequestError: weir refused a reservation (lapsed, say).
+    """
+    http_request = _http_request(request)
+    done: set[str] = getattr(http_request, "_weir_settled", set())
+    http_request._weir_settled = done
+    settled = []
+    for decision in (getattr(http_request, "_weir_decisions", None) or {}).values():
+        if decision.reservation is None or decision.reservation in done:
+            continue
+        done.add(decision.reservation)
+        answer = client_for(settings.load()).settle(decision.reservation, cost)
+        if answer is not None:
+            settled.append(answer)
+    return settled
 
 
 def decisions(request: Any) -> dict[str, Decision]:
@@ -258,13 +282,15 @@ class PolicyThrottle(WeirThrottle):
     token, an anonymous user) is not throttled by this throttle. With
     ``tiered``, the tier comes from ``WEIR['TIER_FUNCTION']``. The cost is
     the view's ``weir_cost``, else the throttle's ``cost``, else the
-    policy's.
+    policy's. With ``reserve`` (or the view's ``weir_reserve``), the cost is
+    an estimate: the view charges the actual cost with :func:`settle`.
     """
 
     policy: str | None = None
     key_attrs: tuple[str, ...] = ("user",)
     tiered: bool = False
     cost: int | None = None
+    reserve: bool = False
 
     def check_for(self, request: Any, view: Any, conf: settings.WeirSettings) -> Check | None:
         policy = getattr(view, "weir_policy", None) or self.policy or conf.policy
@@ -283,9 +309,10 @@ class PolicyThrottle(WeirThrottle):
         if self.tiered and conf.tier_function is not None:
             tier = conf.tier_function(request)
         cost = getattr(view, "weir_cost", None) or self.cost
+        reserve = bool(getattr(view, "weir_reserve", self.reserve))
         # The endpoint picks the policy's endpoint rule (cost, limits).
         key = {"endpoint": endpoint(_http_request(request)), **key}
-        return Check.for_policy(policy, key, tier=tier, cost=cost)
+        return Check.for_policy(policy, key, tier=tier, cost=cost, reserve=reserve)
 
 
 class TokenRateThrottle(PolicyThrottle):
