@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use axum::serve::ListenerExt;
 use weir::alerts::Alerts;
 use weir::clock::QuantaClock;
-use weir::cluster::{ClusterNode, Settings};
+use weir::cluster::{ClusterNode, KeyringSource, Settings};
 use weir::config::source::{ConfigSource, Reloaded};
 use weir::config::{Config, DEFAULT_CONFIG};
 use weir::engine::Engine;
@@ -164,9 +164,15 @@ struct ClusterArgs {
     #[arg(long, env = "WEIR_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Vec<String>,
     /// A file of cluster secrets, one per line (blank lines and lines
-    /// starting with # ignored), after any --cluster-secret.
+    /// starting with # ignored), after any --cluster-secret. Re-read on
+    /// SIGHUP or POST /v1/cluster/keyring.
     #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// How long a secret that a keyring reload drops is still accepted (it
+    /// no longer seals), so that nodes not yet reloaded are heard: as 5m,
+    /// 30s, or 0 to refuse it at once.
+    #[arg(long, env = "WEIR_CLUSTER_SECRET_GRACE", default_value = "5m", value_parser = parse_duration)]
+    cluster_secret_grace: Duration,
     /// Only nodes with the same cluster id form a cluster.
     #[arg(long, env = "WEIR_CLUSTER_ID", default_value = "weir")]
     cluster_id: String,
@@ -212,30 +218,22 @@ impl ClusterArgs {
             .unwrap_or_else(|| format!("weir-{}", self.gossip_addr.port()))
     }
 
-    /// The keyring: the flags' secrets, then the file's.
-    fn secrets(&self) -> anyhow::Result<Vec<Vec<u8>>> {
-        let mut secrets: Vec<Vec<u8>> = self
-            .cluster_secret
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
-        if let Some(path) = &self.cluster_secret_file {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let lines = text.lines().map(str::trim);
-            secrets.extend(
-                lines
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| l.as_bytes().to_vec()),
-            );
-            anyhow::ensure!(!secrets.is_empty(), "{} holds no secret", path.display());
+    /// Where the keyring comes from: the flags' secrets, then the file's.
+    fn keyring(&self) -> KeyringSource {
+        KeyringSource {
+            given: self
+                .cluster_secret
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            file: self.cluster_secret_file.clone(),
         }
-        Ok(secrets)
     }
 
     /// The cluster settings, or `None` for a standalone node.
     fn settings(&self, http_addr: SocketAddr, http_tls: bool) -> anyhow::Result<Option<Settings>> {
-        let secrets = self.secrets()?;
+        let keyring = self.keyring();
+        let secrets = keyring.read().map_err(anyhow::Error::msg)?;
         if secrets.is_empty() {
             if !self.seeds.is_empty() {
                 anyhow::bail!(
@@ -257,7 +255,8 @@ impl ClusterArgs {
         let settings = Settings {
             node_id: self.node_id(),
             cluster_id: self.cluster_id.clone(),
-            secrets,
+            keyring,
+            secret_grace: self.cluster_secret_grace,
             gossip_addr: self.gossip_addr,
             advertise_addr,
             sync_addr: self.sync_addr,
@@ -459,11 +458,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config: config_source,
             snapshots: snapshots.clone(),
             tls: tls.clone(),
-            keyring: app
-                .cluster
-                .get()
-                .filter(|_| args.cluster.cluster_secret_file.is_some())
-                .map(|node| (args.cluster.clone(), node.clone())),
+            keyring: app.cluster.get().filter(|node| node.keyring_reloads()).cloned(),
         };
         let reloader = tokio::spawn(reload_on_hangup(engine.clone(), reloads));
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -550,9 +545,8 @@ struct Reloads {
     snapshots: Option<Arc<Snapshots>>,
     /// The TLS certificate and key, if any.
     tls: Option<Arc<TlsFiles>>,
-    /// Where the cluster's keyring comes from (`--cluster-secret-file`),
-    /// and the node it keys.
-    keyring: Option<(ClusterArgs, Arc<ClusterNode>)>,
+    /// The node whose keyring has a file (`--cluster-secret-file`).
+    keyring: Option<Arc<ClusterNode>>,
 }
 
 /// Reloads the config file, the TLS certificate and the cluster's keyring
@@ -573,17 +567,9 @@ async fn reload_on_hangup(engine: Arc<Engine>, reloads: Reloads) {
         if let Some(tls) = &tls {
             tls.reload();
         }
-        if let Some((args, node)) = &keyring {
-            // The secrets themselves are never logged: their count only.
-            match args.secrets().map_err(|e| format!("{e:#}")).and_then(|secrets| {
-                node.rekey(&secrets).map_err(|e| e.to_string())?;
-                Ok(secrets.len())
-            }) {
-                Ok(count) => info!(secrets = count, "cluster keyring reloaded"),
-                Err(problem) => {
-                    error!(%problem, "cluster keyring reload failed; keeping the running keyring")
-                }
-            }
+        if let Some(node) = &keyring {
+            // Logged there, either way.
+            let _ = node.reload_keyring();
         }
         match config.reload(engine.now() / weir::clock::MILLI) {
             Reloaded::NoFile => info!("SIGHUP: no config file to reload; keeping the built-in config"),

@@ -13,6 +13,7 @@
 //! on the path) is refused as [`FrameError::OldVersion`].
 
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use bincode::{Decode, Encode};
 use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
@@ -210,6 +211,11 @@ struct Keys {
     sync: ChaCha20Poly1305,
     gossip: ChaCha20Poly1305,
     mac: HmacSha256,
+    /// Tells secrets apart without keeping them: another derived key.
+    id: [u8; 32],
+    /// A secret dropped from the keyring still opens and verifies until
+    /// then (never seals); `None` while it is in the keyring.
+    retires: Option<Instant>,
 }
 
 impl Keys {
@@ -226,8 +232,34 @@ impl Keys {
             gossip: ChaCha20Poly1305::new(&key(b"gossip").into()),
             // HMAC takes a key of any length; this cannot fail.
             mac: <HmacSha256 as Mac>::new_from_slice(&key(b"sign")).expect("HMAC accepts any key length"),
+            id: key(b"id"),
+            retires: None,
         }
     }
+
+    /// Still accepted at `now`.
+    fn live(&self, now: Option<Instant>) -> bool {
+        match (self.retires, now) {
+            (Some(retires), Some(now)) => now < retires,
+            _ => true,
+        }
+    }
+}
+
+/// Most secrets kept after they left the keyring: each is tried on every
+/// datagram while it lasts.
+const MAX_RETIRING: usize = 4;
+
+/// What a keyring holds: its secrets, and those dropped from it that are
+/// still accepted for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingStatus {
+    /// Secrets in the keyring.
+    pub keys: usize,
+    /// Secrets dropped from it and still accepted.
+    pub retiring: usize,
+    /// Until the last of them is refused.
+    pub retiring_for: Duration,
 }
 
 /// Seals and opens datagrams for one cluster, and signs small values, under
@@ -275,19 +307,61 @@ impl Sealer {
         self.ring.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// How many secrets the keyring in force holds.
+    /// The keys that open and verify now: the keyring's, and those dropped
+    /// from it whose grace has not run out. The clock is read only while a
+    /// dropped key is kept.
+    fn accepted(ring: &[Keys]) -> impl Iterator<Item = &Keys> {
+        let now = ring.iter().any(|k| k.retires.is_some()).then(Instant::now);
+        ring.iter().filter(move |keys| keys.live(now))
+    }
+
+    /// How many secrets the keyring in force holds (not counting dropped
+    /// ones still accepted).
     pub fn keys(&self) -> usize {
-        self.ring().len()
+        self.status().keys
+    }
+
+    /// The keyring's secrets, and those dropped from it still accepted.
+    pub fn status(&self) -> RingStatus {
+        let ring = self.ring();
+        let now = Instant::now();
+        let retiring: Vec<Duration> = ring
+            .iter()
+            .filter_map(|keys| keys.retires)
+            .filter(|retires| now < *retires)
+            .map(|retires| retires - now)
+            .collect();
+        RingStatus {
+            keys: ring.iter().filter(|keys| keys.retires.is_none()).count(),
+            retiring: retiring.len(),
+            retiring_for: retiring.into_iter().max().unwrap_or_default(),
+        }
     }
 
     /// Puts a new keyring in force, the sealing secret first, for this
     /// sealer and every clone of it: how a running node rotates its secret.
+    /// A secret the new keyring drops still opens and verifies for `grace`
+    /// (never seals), so that nodes which have not rotated yet are heard
+    /// meanwhile; then it is refused. One already retiring keeps its time.
     ///
     /// # Panics
     /// With no secret at all: callers validate that there is one.
-    pub fn rekey<S: AsRef<[u8]>>(&self, secrets: &[S]) {
+    pub fn rekey<S: AsRef<[u8]>>(&self, secrets: &[S], grace: Duration) {
         assert!(!secrets.is_empty(), "a keyring needs a secret");
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Self::derive(secrets);
+        let mut ring = self.ring.write().unwrap_or_else(PoisonError::into_inner);
+        let mut keys: Vec<Keys> = Self::derive(secrets).to_vec();
+        let now = Instant::now();
+        let kept: Vec<Keys> = Self::accepted(&ring)
+            .filter(|old| !keys.iter().any(|new| new.id == old.id))
+            .map(|old| Keys {
+                retires: Some(old.retires.unwrap_or(now + grace).min(now + grace)),
+                ..old.clone()
+            })
+            .filter(|old| old.live(Some(now)))
+            .take(MAX_RETIRING)
+            .collect();
+        keys.extend(kept);
+        *ring = keys.into();
     }
 
     fn aad(&self, header: &[u8]) -> Vec<u8> {
@@ -325,7 +399,7 @@ impl Sealer {
         let aad = self.aad(header);
         let (nonce, tag) = (Nonce::from_slice(nonce), Tag::from_slice(tag));
         let mut plain = body.to_vec();
-        for keys in self.ring().iter() {
+        for keys in Self::accepted(&self.ring()) {
             if cipher(keys)
                 .decrypt_in_place_detached(nonce, &aad, &mut plain, tag)
                 .is_ok()
@@ -380,9 +454,7 @@ impl Sealer {
     /// Whether `tag` is [`sign`](Self::sign) of `parts` under any key of
     /// the ring, compared in constant time.
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        self.ring()
-            .iter()
-            .any(|keys| self.mac_of(keys, parts).verify_slice(tag).is_ok())
+        Self::accepted(&self.ring()).any(|keys| self.mac_of(keys, parts).verify_slice(tag).is_ok())
     }
 
     /// [`sign`](Self::sign) as lower-case hex, for values gossiped as text.
@@ -518,6 +590,33 @@ mod tests {
         let mut again = Vec::new();
         sealer().seal(&batch, &mut again).unwrap();
         assert_ne!(bytes, again);
+    }
+
+    #[test]
+    fn a_secret_dropped_from_the_keyring_opens_for_its_grace_then_not() {
+        const NEW: &[u8] = b"fedcba9876543210";
+        let old = sealer();
+        let rotated = sealer();
+        rotated.rekey(&[NEW], Duration::from_millis(300));
+        let mut bytes = Vec::new();
+        old.seal(&batch(1), &mut bytes).unwrap();
+        assert!(rotated.open(&bytes).is_ok(), "within its grace");
+        let status = rotated.status();
+        assert_eq!((status.keys, status.retiring), (1, 1));
+        assert!(status.retiring_for <= Duration::from_millis(300));
+        // The new secret seals: the old keyring cannot open it.
+        rotated.seal(&batch(1), &mut bytes).unwrap();
+        assert_eq!(old.open(&bytes), Err(FrameError::Auth));
+        // A reload within the grace keeps its time; back in the keyring, a
+        // secret is whole again.
+        rotated.rekey(&[NEW], Duration::from_secs(3600));
+        assert!(rotated.status().retiring_for <= Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(350));
+        old.seal(&batch(1), &mut bytes).unwrap();
+        assert_eq!(rotated.open(&bytes), Err(FrameError::Auth), "after its grace");
+        assert_eq!(rotated.status().retiring, 0);
+        rotated.rekey(&[NEW, SECRET], Duration::ZERO);
+        assert!(rotated.open(&bytes).is_ok());
     }
 
     #[test]

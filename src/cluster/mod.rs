@@ -8,6 +8,7 @@
 //! - [`sync`]: counters out and in.
 //! - [`config_sync`]: the newest config wins everywhere.
 //! - [`tier_sync`]: so does the newest change to each tier assignment.
+//! - [`keyring`]: the cluster secrets, and their reload on a running node.
 //! - [`status`]: the member list and sync statistics.
 //!
 //! The accuracy rules that use the cluster's shape live with the engine
@@ -15,6 +16,7 @@
 
 pub mod config_sync;
 pub mod join_watch;
+pub mod keyring;
 pub mod peer_http;
 pub mod status;
 pub mod sync;
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tracing::{error, info};
-use weir_cluster::frame::{FrameError, Sealer, MIN_SECRET_BYTES};
+use weir_cluster::frame::{FrameError, RingStatus, Sealer, MIN_SECRET_BYTES};
 use weir_cluster::gossip::{GossipStats, SealedGossip};
 use weir_cluster::membership::{keys, ClusterShape, Member, Membership, MembershipConfig};
 use weir_cluster::transport::Datagram;
@@ -36,6 +38,7 @@ use crate::clock::{Nanos, MILLI};
 use crate::engine::Engine;
 use config_sync::ConfigSync;
 use join_watch::{JoinWatch, Round, Trouble};
+pub use keyring::KeyringSource;
 pub use status::SyncStats;
 use tier_sync::TierSync;
 
@@ -51,7 +54,11 @@ pub struct Settings {
     pub cluster_id: String,
     /// The keyring: every secret opens datagrams and verifies signatures,
     /// the first seals and signs (see [`weir_cluster::frame::Sealer`]).
-    pub secrets: Vec<Vec<u8>>,
+    /// Read at start, and again on a reload.
+    pub keyring: KeyringSource,
+    /// How long a secret dropped from the keyring by a reload is still
+    /// accepted.
+    pub secret_grace: Duration,
     /// Where the gossip socket (UDP) binds.
     pub gossip_addr: SocketAddr,
     /// Where peers reach this node's gossip socket; the counter-sync
@@ -94,6 +101,9 @@ pub enum SettingsError {
     /// No secret, a secret too short to protect anything, or too many.
     #[error("give 1 to {MAX_SECRETS} cluster secrets of at least {MIN_SECRET_BYTES} bytes each")]
     ShortSecret,
+    /// The keyring's file could not be read, or holds no secret.
+    #[error("cluster keyring: {0}")]
+    Keyring(String),
     /// An empty or oversized node or cluster id.
     #[error("{0} must be 1 to 128 characters")]
     BadId(&'static str),
@@ -121,7 +131,7 @@ impl Settings {
     /// # Errors
     /// The first [`SettingsError`] found.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        check_keyring(&self.secrets)?;
+        check_keyring(&self.keyring.read().map_err(SettingsError::Keyring)?)?;
         for (name, id) in [("node id", &self.node_id), ("cluster id", &self.cluster_id)] {
             if id.is_empty() || id.len() > 128 {
                 return Err(SettingsError::BadId(name));
@@ -348,7 +358,8 @@ impl ClusterNode {
         sync_socket: D,
     ) -> Result<Self, StartError> {
         settings.validate()?;
-        let sealer = Sealer::new(&settings.secrets, &settings.cluster_id);
+        let secrets = settings.keyring.read().map_err(SettingsError::Keyring)?;
+        let sealer = Sealer::new(&secrets, &settings.cluster_id);
         let gossip_stats = Arc::<GossipStats>::default();
         let clock = engine.clone();
         let gossip = SealedGossip::new(
@@ -478,17 +489,45 @@ impl ClusterNode {
         peer_http::sign(&self.shared.sealer, request, unix_secs, &nonce)
     }
 
-    /// Puts a new keyring in force, the sealing secret first, for gossip,
-    /// the counter sync and peer requests alike: a secret rotated on a
-    /// running node (SIGHUP with `--cluster-secret-file`).
+    /// Reads the keyring again and puts it in force, the sealing secret
+    /// first, for gossip, the counter sync and peer requests alike: a
+    /// secret rotated on a running node (SIGHUP or `POST
+    /// /v1/cluster/keyring`, with `--cluster-secret-file`). Secrets it drops
+    /// are accepted for the grace period still.
     ///
     /// # Errors
-    /// [`SettingsError::ShortSecret`] for a keyring that cannot work; the
-    /// one in force stays.
-    pub fn rekey(&self, secrets: &[Vec<u8>]) -> Result<(), SettingsError> {
-        check_keyring(secrets)?;
-        self.shared.sealer.rekey(secrets);
-        Ok(())
+    /// A keyring that cannot be read or cannot work; the one in force
+    /// stays.
+    pub fn reload_keyring(&self) -> Result<RingStatus, SettingsError> {
+        let reloaded = self
+            .shared
+            .settings
+            .keyring
+            .read()
+            .map_err(SettingsError::Keyring)
+            .and_then(|secrets| {
+                check_keyring(&secrets)?;
+                self.shared
+                    .sealer
+                    .rekey(&secrets, self.shared.settings.secret_grace);
+                Ok(self.shared.sealer.status())
+            });
+        // The secrets themselves are never logged: their count only.
+        match &reloaded {
+            Ok(ring) => info!(
+                secrets = ring.keys,
+                retiring = ring.retiring,
+                retiring_secs = ring.retiring_for.as_secs(),
+                "cluster keyring reloaded"
+            ),
+            Err(problem) => error!(%problem, "cluster keyring reload failed; keeping the running keyring"),
+        }
+        reloaded
+    }
+
+    /// Whether the keyring has a file to reload from.
+    pub fn keyring_reloads(&self) -> bool {
+        self.shared.settings.keyring.file.is_some()
     }
 
     /// This cluster's signature of `parts`, as hex: what any node of the

@@ -127,6 +127,7 @@ pub fn describe(shared: &Shared) -> Value {
         })
         .collect();
     let (counters, rejected) = shared.stats.snapshot();
+    let ring = shared.sealer.status();
     let shape = view.shape;
     json!({
         "mode": "cluster",
@@ -142,7 +143,9 @@ pub fn describe(shared: &Shared) -> Value {
         "rejected": to_object(rejected),
         "gossip": to_object(shared.gossip_stats.counts()),
         "gossip_rejected": to_object(shared.gossip_stats.rejected.snapshot()),
-        "keys": shared.sealer.keys(),
+        "keys": ring.keys,
+        "keys_retiring": ring.retiring,
+        "keys_retiring_ms": ring.retiring_for.as_millis() as u64,
     })
 }
 

@@ -145,6 +145,36 @@ pub(super) fn adopt(app: &App, text: &str) -> Result<u64, ApiError> {
     Ok(version)
 }
 
+/// `POST /v1/cluster/keyring`: reads the cluster keyring's file again and
+/// puts it in force, as SIGHUP does; what the keyring holds afterwards.
+pub async fn reload_keyring(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let conflict = |code, message: String| ApiError::new(StatusCode::CONFLICT, code, message);
+    let Some(node) = app.cluster.get() else {
+        return Err(conflict(
+            "not_clustered",
+            "this node is not part of a cluster".into(),
+        ));
+    };
+    if !node.keyring_reloads() {
+        return Err(conflict(
+            "no_keyring_file",
+            "this node's keyring has no file to reload: start it with --cluster-secret-file".into(),
+        ));
+    }
+    let ring = node
+        .reload_keyring()
+        .map_err(|problem| conflict("invalid_keyring", format!("{problem}; the running keyring stays")))?;
+    Ok(Json(json!({
+        "keys": ring.keys,
+        "retiring": ring.retiring,
+        "retiring_ms": ring.retiring_for.as_millis() as u64,
+    })))
+}
+
 /// `PUT /v1/tiers/{subject}/{id}` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

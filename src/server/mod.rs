@@ -141,6 +141,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/config", config)
         .route("/v1/tiers", get(admin::list_tiers))
         .route("/v1/cluster", get(ops::cluster))
+        .route("/v1/cluster/keyring", post(admin::reload_keyring))
         .route("/v1/usage", get(usage::get_usage))
         .route("/v1/usage/key", get(usage::get_key))
         .route("/v1/quota", get(quota::get_quota))

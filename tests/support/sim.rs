@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use weir::alerts::Alerts;
 use weir::clock::TokioClock;
-use weir::cluster::{ClusterNode, Settings};
+use weir::cluster::{ClusterNode, KeyringSource, Settings};
 use weir::config::Config;
 use weir::engine::Engine;
 use weir::server::{self, App, ServeLimits};
@@ -177,7 +177,8 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
     let settings = Settings {
         node_id: spec.name.to_string(),
         cluster_id: "sim".into(),
-        secrets: vec![b"simulated-cluster-secret".to_vec()],
+        keyring: KeyringSource::given(vec![b"simulated-cluster-secret".to_vec()]),
+        secret_grace: Duration::ZERO,
         gossip_addr: wildcard(GOSSIP_PORT),
         advertise_addr: SocketAddr::new(ip, GOSSIP_PORT),
         sync_addr: wildcard(SYNC_PORT),
