@@ -168,6 +168,10 @@ struct ClusterArgs {
     /// SIGHUP or POST /v1/cluster/keyring.
     #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// A cluster CA (PEM) that peers' TLS certificates must chain to, for
+    /// nodes serving TLS (--tls-cert); unchecked without it.
+    #[arg(long, env = "WEIR_PEER_CA", requires = "tls_cert")]
+    peer_ca: Option<PathBuf>,
     /// How long a secret that a keyring reload drops is still accepted (it
     /// no longer seals), so that nodes not yet reloaded are heard: as 5m,
     /// 30s, or 0 to refuse it at once.
@@ -267,6 +271,7 @@ impl ClusterArgs {
             dead_node_grace: Duration::from_secs(self.dead_node_grace_secs),
             http_addr: Some(http_addr),
             http_tls,
+            peer_ca: self.peer_ca.clone(),
         };
         settings.validate()?;
         Ok(Some(settings))

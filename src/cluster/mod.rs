@@ -82,6 +82,9 @@ pub struct Settings {
     /// Whether the nodes serve HTTP over TLS (`--tls-cert`): peers then
     /// speak TLS to each other's HTTP port.
     pub http_tls: bool,
+    /// The cluster CA (a PEM file) that peers' TLS certificates must chain
+    /// to (`--peer-ca`); unchecked without it.
+    pub peer_ca: Option<std::path::PathBuf>,
 }
 
 /// Why a node could not join its cluster.
@@ -110,6 +113,9 @@ pub enum SettingsError {
     /// An interval out of range.
     #[error("{0} must be between {1:?} and {2:?}")]
     Interval(&'static str, Duration, Duration),
+    /// The cluster CA cannot be used.
+    #[error("{0}")]
+    PeerCa(String),
 }
 
 /// Checks a keyring: 1 to [`MAX_SECRETS`] secrets of at least
@@ -181,6 +187,8 @@ pub struct Shared {
     join: Mutex<JoinWatch>,
     /// Peer request signatures taken, against replays.
     seen_signatures: Mutex<peer_http::SeenSignatures>,
+    /// The TLS client for peers' HTTP ports, when they serve TLS.
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The latest membership round, as the other loops read it.
@@ -358,6 +366,10 @@ impl ClusterNode {
         sync_socket: D,
     ) -> Result<Self, StartError> {
         settings.validate()?;
+        let peer_tls = match settings.http_tls {
+            true => Some(peer_http::client_tls(settings.peer_ca.as_deref()).map_err(SettingsError::PeerCa)?),
+            false => None,
+        };
         let secrets = settings.keyring.read().map_err(SettingsError::Keyring)?;
         let sealer = Sealer::new(&secrets, &settings.cluster_id);
         let gossip_stats = Arc::<GossipStats>::default();
@@ -407,6 +419,7 @@ impl ClusterNode {
             stats: SyncStats::default(),
             join: Mutex::new(JoinWatch::new(engine.now(), !settings.seeds.is_empty())),
             seen_signatures: Mutex::default(),
+            peer_tls,
             view: Mutex::default(),
             resend_now: Default::default(),
             engine,
@@ -458,6 +471,16 @@ impl ClusterNode {
     /// Whether peers' HTTP ports speak TLS.
     pub fn http_tls(&self) -> bool {
         self.shared.settings.http_tls
+    }
+
+    /// The TLS client for peers' HTTP ports, when they serve TLS.
+    pub fn peer_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.shared.peer_tls.clone()
+    }
+
+    /// Whether peers' certificates are checked against a cluster CA.
+    pub fn peer_ca_checked(&self) -> bool {
+        self.shared.settings.peer_ca.is_some()
     }
 
     /// Peers still in the member list and not leaving: id, the HTTP

@@ -193,6 +193,7 @@ async fn run_node(spec: NodeSpec) -> turmoil::Result {
         dead_node_grace: Duration::from_secs(30),
         http_addr: Some(SocketAddr::new(ip, HTTP_PORT)),
         http_tls: false,
+        peer_ca: None,
     };
     let sync = SimSync {
         socket: turmoil::net::UdpSocket::bind(wildcard(SYNC_PORT)).await?,

@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -140,9 +141,10 @@ def test_sighup_reloads_the_certificate(tls_weir: WeirServer, pki: Pki, user: st
     assert not stale.check_policy("orders", {"user": f"{user}-other"}).allowed
 
 
-def test_a_tls_cluster_still_merges_its_peers_usage(weir_binary: Path, weir_config: Path, pki: Pki) -> None:
-    """Peers ask each other's HTTP API (the usage API merges their answers):
-    with TLS on, they speak TLS to each other."""
+def tls_cluster(
+    weir_binary: Path, weir_config: Path, pki: Pki, extra: tuple[str, ...] = ()
+) -> list[WeirServer]:
+    """Two TLS nodes with ``extra`` flags; the caller stops them."""
     gossip = [free_udp_port(), free_udp_port()]
     common = (
         "--tls-cert",
@@ -151,8 +153,9 @@ def test_a_tls_cluster_still_merges_its_peers_usage(weir_binary: Path, weir_conf
         str(pki.key),
         "--cluster-secret",
         "python-tls-secret-0123456789",
+        *extra,
     )
-    servers = []
+    servers: list[WeirServer] = []
     try:
         for i in range(2):
             node = (
@@ -167,14 +170,53 @@ def test_a_tls_cluster_still_merges_its_peers_usage(weir_binary: Path, weir_conf
             servers.append(
                 WeirServer(weir_binary, weir_config, extra=common + node + seed, ca_bundle=str(pki.bundle))
             )
-        http = urllib3.PoolManager(ca_certs=str(pki.bundle), timeout=2.0, retries=False)
-        deadline = time.monotonic() + 20
-        while True:
-            report = http.request("GET", servers[0].url + "/v1/usage?range=5m").json()
-            if sorted(report["nodes"]) == ["tls-0", "tls-1"] and not report["missing"]:
-                break
-            assert time.monotonic() < deadline, report
-            time.sleep(0.2)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+def usage_of_both(servers: list[WeirServer], pki: Pki, until: Callable[[dict], bool]) -> dict:
+    """The usage report of the first node, once ``until`` holds for it."""
+    http = urllib3.PoolManager(ca_certs=str(pki.bundle), timeout=2.0, retries=False)
+    deadline = time.monotonic() + 20
+    while True:
+        report = http.request("GET", servers[0].url + "/v1/usage?range=5m").json()
+        if until(report):
+            return report
+        assert time.monotonic() < deadline, report
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("peer_ca", [False, True], ids=["unchecked", "peer-ca"])
+def test_a_tls_cluster_still_merges_its_peers_usage(
+    weir_binary: Path, weir_config: Path, pki: Pki, peer_ca: bool
+) -> None:
+    """Peers ask each other's HTTP API (the usage API merges their answers):
+    with TLS on, they speak TLS to each other, and with --peer-ca each
+    checks that the other's certificate is the cluster CA's."""
+    extra = ("--peer-ca", str(pki.bundle)) if peer_ca else ()
+    servers = tls_cluster(weir_binary, weir_config, pki, extra)
+    try:
+        usage_of_both(servers, pki, lambda r: sorted(r["nodes"]) == ["tls-0", "tls-1"] and not r["missing"])
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_peer_whose_certificate_another_ca_signed_is_not_asked(
+    weir_binary: Path, weir_config: Path, pki: Pki, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    servers = tls_cluster(weir_binary, weir_config, pki, ("--peer-ca", str(other)))
+    try:
+        # Once the second node has joined, asking it fails on its certificate.
+        report = usage_of_both(servers, pki, lambda r: "TLS" in str(r["missing"]))
+        assert report["nodes"] == ["tls-0"]
+        error = report["missing"][0]["error"]
+        assert "--peer-ca" in error and "UnknownIssuer" in error, error
     finally:
         for server in servers:
             server.stop()
