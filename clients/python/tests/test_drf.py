@@ -245,6 +245,16 @@ def test_a_streaming_response_holds_its_slot_until_its_body_ends(weir_server):
     assert running(client, token).status_code == 200
 
 
+def test_a_streaming_response_closed_unread_releases_its_slot(weir_server):
+    """As a server closes the response of a client that went away before
+    the body was sent."""
+    client, token = APIClient(), uuid.uuid4().hex
+    streaming = running(client, token, "?stream=1")
+    assert running(client, token).status_code == 429, "still held"
+    streaming.close()
+    assert running(client, token).status_code == 200
+
+
 def test_a_client_that_accepts_problem_details_gets_weirs(ip):
     client = APIClient()
     for _ in range(3):

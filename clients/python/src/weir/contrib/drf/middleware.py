@@ -5,7 +5,7 @@ done."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -30,13 +30,33 @@ def release_leases(request: HttpRequest) -> None:
         client.release(lease)
 
 
-def _release_after(content: Iterator[Any], request: HttpRequest) -> Iterator[Any]:
+class _ReleasingBody:
     """A streaming body that releases the request's leases when it ends,
-    is closed early, or fails."""
-    try:
-        yield from content
-    finally:
-        release_leases(request)
+    fails, or is closed, read or not (the server closes a response whose
+    client went away): a generator closed before its first item would never
+    run its cleanup."""
+
+    def __init__(self, content: Iterable[Any], request: HttpRequest) -> None:
+        self._content = iter(content)
+        self._request = request
+
+    def __iter__(self) -> _ReleasingBody:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._content)
+        except BaseException:
+            release_leases(self._request)
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._content, "close", None)
+            if close is not None:
+                close()
+        finally:
+            release_leases(self._request)
 
 
 def _as_problem(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -75,7 +95,7 @@ class RateLimitHeadersMiddleware:
             release_leases(request)
             raise
         if getattr(response, "streaming", False):
-            response.streaming_content = _release_after(response.streaming_content, request)  # type: ignore[attr-defined]
+            response.streaming_content = _ReleasingBody(response.streaming_content, request)  # type: ignore[attr-defined]
         else:
             release_leases(request)
         decisions = getattr(request, "_weir_decisions", None)
