@@ -49,6 +49,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 #[derive(Debug, Default)]
 pub struct GossipStats {
     sent: AtomicU64,
+    bytes_sent: AtomicU64,
     received: AtomicU64,
     /// Datagrams dropped, by reason.
     pub rejected: Rejections,
@@ -66,10 +67,11 @@ impl GossipStats {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Datagrams sent and messages received.
+    /// Datagrams and bytes sent, and messages received.
     pub fn counts(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("datagrams_sent", self.sent.load(Ordering::Relaxed)),
+            ("bytes_sent", self.bytes_sent.load(Ordering::Relaxed)),
             ("messages_received", self.received.load(Ordering::Relaxed)),
         ]
     }
@@ -340,6 +342,9 @@ impl<D: Datagram> Socket for SealedSocket<D> {
             self.sealer.seal_gossip(&plain, &mut self.sealed);
             self.socket.send_to(&self.sealed, to).await?;
             self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .bytes_sent
+                .fetch_add(self.sealed.len() as u64, Ordering::Relaxed);
         }
         Ok(())
     }

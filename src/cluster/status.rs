@@ -34,6 +34,7 @@ pub type Counts = Vec<(&'static str, u64)>;
 pub struct SyncStats {
     frames_sent: AtomicU64,
     entries_sent: AtomicU64,
+    bytes_sent: AtomicU64,
     send_failures: AtomicU64,
     frames_received: AtomicU64,
     entries_merged: AtomicU64,
@@ -43,9 +44,10 @@ pub struct SyncStats {
 }
 
 impl SyncStats {
-    pub(super) fn sent(&self, entries: usize) {
+    pub(super) fn sent(&self, entries: usize, bytes: usize) {
         self.frames_sent.fetch_add(1, Ordering::Relaxed);
         self.entries_sent.fetch_add(entries as u64, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(super) fn send_failed(&self) {
@@ -75,6 +77,7 @@ impl SyncStats {
         let counters = vec![
             ("frames_sent", load(&self.frames_sent)),
             ("entries_sent", load(&self.entries_sent)),
+            ("bytes_sent", load(&self.bytes_sent)),
             ("send_failures", load(&self.send_failures)),
             ("frames_received", load(&self.frames_received)),
             ("entries_merged", load(&self.entries_merged)),

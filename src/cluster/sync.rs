@@ -198,7 +198,7 @@ pub async fn send_loop<D: Datagram>(shared: Arc<Shared>, socket: Arc<D>) {
 
 async fn send<D: Datagram>(shared: &Shared, socket: &D, datagram: &[u8], to: SocketAddr, entries: usize) {
     match socket.send_to(datagram, to).await {
-        Ok(_) => shared.stats.sent(entries),
+        Ok(_) => shared.stats.sent(entries, datagram.len()),
         Err(error) => {
             shared.stats.send_failed();
             debug!(%error, %to, "sync datagram not sent");

@@ -140,14 +140,10 @@ impl QuotaOverrides {
     }
 }
 
-/// Checks `[quota_overrides]` against the compiled policies: every limit
-/// named must be a quota limit of some tier, every quota at least 1.
-pub(super) fn compile(
-    section: &QuotaOverridesSection,
-    policies: &[Policy],
-    problems: &mut Problems<'_>,
-) -> QuotaOverrides {
-    let quota_names: Vec<&str> = policies
+/// Every quota limit of `policies`' tiers (endpoint rules' included), in
+/// config order: its name and the quota.
+pub fn quota_limits(policies: &[Policy]) -> impl Iterator<Item = (&str, &Quota)> {
+    policies
         .iter()
         .flat_map(|policy| {
             policy
@@ -160,9 +156,20 @@ pub(super) fn compile(
             _ => None,
         })
         .flatten()
-        .filter(|limit| matches!(limit.limit, Limit::Quota(_)))
-        .map(|limit| limit.name.as_str())
-        .collect();
+        .filter_map(|limit| match &limit.limit {
+            Limit::Quota(quota) => Some((limit.name.as_str(), quota)),
+            _ => None,
+        })
+}
+
+/// Checks `[quota_overrides]` against the compiled policies: every limit
+/// named must be a quota limit of some tier, every quota at least 1.
+pub(super) fn compile(
+    section: &QuotaOverridesSection,
+    policies: &[Policy],
+    problems: &mut Problems<'_>,
+) -> QuotaOverrides {
+    let quota_names: Vec<&str> = quota_limits(policies).map(|(name, _)| name).collect();
     let mut table = |name: &str, entries: &BTreeMap<String, OwnQuotas>| -> Table {
         let mut checked = Table::new();
         for (id, own) in entries {

@@ -20,10 +20,10 @@ use super::error::{ApiError, JsonBody};
 use super::App;
 use crate::clock::Nanos;
 use crate::config::file::{OwnQuota, OwnTerms, QuotaOverridesSection};
-use crate::config::overrides::compile_terms;
+use crate::config::overrides::{compile_terms, quota_limits};
 use crate::engine::{CheckRequest, RequestKey, ResetAt, Subject};
-use crate::limiter::{Limit, Quota};
-use crate::policy::{AlgorithmName, TierLimits};
+use crate::limiter::Quota;
+use crate::policy::AlgorithmName;
 
 /// `PUT /v1/quotas/{subject}/{id}` body: limit name to the subject's own
 /// quota for it: a number, or `{"quota": 250000, "until": "<RFC 3339>"}`.
@@ -225,30 +225,13 @@ fn grant(terms: &mut OwnTerms, credit: u32, now: Nanos) {
 /// which period a credit falls in.
 fn quota_named(app: &App, limit: &str) -> Result<Quota, ApiError> {
     let config = app.engine.config();
-    config
-        .policies
-        .iter()
-        .flat_map(|policy| {
-            policy
-                .tiers
-                .iter()
-                .chain(policy.endpoints.values().flat_map(|e| &e.tiers))
-        })
-        .filter_map(|tier| match &tier.limits {
-            TierLimits::Limited(limits) => Some(limits.iter()),
-            _ => None,
-        })
-        .flatten()
-        .find_map(|named| match &named.limit {
-            Limit::Quota(quota) if named.name == limit => Some(quota.clone()),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "unknown_quota",
-                format!("no tier has a quota limit named {limit:?}"),
-            )
-        })
+    let found = quota_limits(&config.policies).find(|(name, _)| *name == limit);
+    found.map(|(_, quota)| quota.clone()).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_quota",
+            format!("no tier has a quota limit named {limit:?}"),
+        )
+    })
 }
 
 fn table(

@@ -283,6 +283,11 @@ impl Node {
         reply.status().as_u16()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends the signal called `name` (`HUP`, `TERM`) to the process.
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
