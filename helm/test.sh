@@ -55,7 +55,7 @@ check "an existing Secret is used" has "$existing" "name: mine"
 check "and none is created" lacks "$existing" "kind: Secret"
 
 check "one replica is not a cluster" lacks "$default" "--seed="
-check "and needs no cluster secret" lacks "$default" "WEIR_CLUSTER_SECRET"
+check "and needs no cluster secret" lacks "$default" "cluster-secret"
 check "more replicas without a secret are refused" bash -c "! '$HELM' template t helm/weir --set replicaCount=3"
 check "with a reason" bash -c "'$HELM' template t helm/weir --set replicaCount=3 2>&1 | grep -q 'needs a shared secret'"
 check "a short secret is refused" bash -c "! '$HELM' template t helm/weir --set replicaCount=3 --set cluster.secret.value=short"
@@ -67,10 +67,12 @@ check "advertising the pod IP" has "$cluster" '--advertise-addr=$(POD_IP):7702'
 check "the gossip port (UDP)" has "$cluster" "containerPort: 7702"
 check "the sync port (UDP)" has "$cluster" "containerPort: 7703"
 check "a cluster Secret" has "$cluster" "cluster-secret: \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM=\""
-check "reaching weir's environment" has "$cluster" "name: WEIR_CLUSTER_SECRET"
+check "mounted as weir's keyring file" has "$cluster" "--cluster-secret-file=/etc/weir/cluster/cluster-secret"
+check "from the Secret" has "$cluster" "mountPath: /etc/weir/cluster"
+check "with a grace for rotations" has "$cluster" "--cluster-secret-grace=5m"
 check "a headless Service that lists starting pods" has "$cluster" "publishNotReadyAddresses: true"
 existing_cluster=$(render --set replicaCount=2 --set cluster.secret.existingSecret=ours)
-check "an existing cluster Secret is used" has "$existing_cluster" "name: ours"
+check "an existing cluster Secret is used" has "$existing_cluster" "secretName: ours"
 
 check "the image built by make image by default" has "$default" "image: \"weir:0.1.0\""
 check "values of the wrong type are refused" bash -c "'$HELM' template t helm/weir --set replicaCount=three 2>&1 | grep -q 'want integer'"
@@ -97,6 +99,9 @@ tls=$(render --set tls.existingSecret=weir-tls --set-file config=src/config/defa
 check "a TLS Secret is mounted" has "$tls" "secretName: weir-tls"
 check "and given to weir" has "$tls" "--tls-cert=/etc/weir/tls/tls.crt"
 check "with its key" has "$tls" "--tls-key=/etc/weir/tls/tls.key"
+check "peers unchecked by default" lacks "$tls" "--peer-ca"
+verified=$(render --set tls.existingSecret=weir-tls --set tls.verifyPeers=true)
+check "or checked against the Secret's CA" has "$verified" "--peer-ca=/etc/weir/tls/ca.crt"
 check "probes use HTTPS" has "$tls" "scheme: HTTPS"
 check "beside the config" has "$tls" "mountPath: /etc/weir/config"
 
@@ -120,10 +125,13 @@ check "the chart's snapshot flags are flags weir accepts" bash -c "
 
 # The flags the chart passes are flags weir accepts: run them (with local
 # addresses) and ask the node for its cluster view.
+keyring=$(mktemp -d)
+echo 0123456789abcdef0123 >"$keyring/cluster-secret"
 flags=$(render --set replicaCount=3 --set cluster.secret.value=0123456789abcdef0123 \
-    | sed -n 's/^ *- \(--\(sync-interval-ms\|dead-node-grace-secs\|cluster-id\)=.*\)$/\1/p' | tr '\n' ' ')
+    | sed -n 's/^ *- \(--\(sync-interval-ms\|dead-node-grace-secs\|cluster-id\|cluster-secret-grace\|cluster-secret-file\)=.*\)$/\1/p' \
+    | sed "s#/etc/weir/cluster#$keyring#" | tr '\n' ' ')
 check "weir accepts the chart's cluster flags" bash -c "
-    WEIR_CLUSTER_SECRET=0123456789abcdef0123 '$WEIR' serve $flags --http-addr 127.0.0.1:17990 \
+    '$WEIR' serve $flags --http-addr 127.0.0.1:17990 \
         --bin-addr 127.0.0.1:17991 --gossip-addr 127.0.0.1:17992 --sync-addr 127.0.0.1:17993 --log error &
     pid=\$!; trap 'kill \$pid' EXIT
     for _ in \$(seq 1 100); do
