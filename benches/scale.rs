@@ -23,19 +23,8 @@ use load::{one_node_admits, run, Spread};
 use nodes::Node;
 use serde_json::{json, Value};
 
-const CONFIG: &str = r#"
-[policies.hot]
-key = ["user"]
-default_tier = "t"
-[policies.hot.tiers.t]
-limits = [{ algorithm = "token_bucket", rate = "20/s", burst = 20 }]
-
-[policies.cold]
-key = ["user"]
-default_tier = "t"
-[policies.cold.tiers.t]
-limits = [{ algorithm = "sliding_window", rate = "1000/m" }]
-"#;
+/// The hot and the cold policies, shared with the other scale bench.
+const CONFIG: &str = include_str!("scale.toml");
 
 /// What a node has spent so far: sync bytes and datagrams, gossip bytes,
 /// CPU seconds.

@@ -22,19 +22,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sim::{add_cluster, all_see_each_other, cluster, http, offer, simulation};
 
-const CONFIG: &str = r#"
-[policies.hot]
-key = ["user"]
-default_tier = "t"
-[policies.hot.tiers.t]
-limits = [{ algorithm = "token_bucket", rate = "20/s", burst = 20 }]
-
-[policies.cold]
-key = ["user"]
-default_tier = "t"
-[policies.cold.tiers.t]
-limits = [{ algorithm = "sliding_window", rate = "1000/m" }]
-"#;
+/// The hot and the cold policies, shared with the other scale bench.
+const CONFIG: &str = include_str!("scale.toml");
 
 /// Sync bytes, sync datagrams and gossip bytes each node has sent.
 async fn sent(hosts: &[&'static str]) -> Vec<[f64; 3]> {

@@ -336,13 +336,7 @@ class AsyncClient:
             return None
         self._raise_if_error(reply[0], reply[1])
         settled = protocol.decode_settled(reply[1])
-        return Settled(
-            reserved=settled["reserved"],
-            cost=settled["cost"],
-            charged=settled["charged"],
-            refunded=settled["refunded"],
-            decision=protocol.decision_from_wire(settled["decision"]),
-        )
+        return Settled.from_json(settled, protocol.decision_from_wire(settled["decision"]))
 
     async def ping(self) -> bool:
         """True if weir answered within the deadline."""

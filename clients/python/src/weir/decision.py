@@ -191,13 +191,15 @@ class Settled:
     decision: Decision
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Settled:
+    def from_json(cls, data: dict[str, Any], decision: Decision | None = None) -> Settled:
+        """As weir's HTTP API answers; the binary protocol's reply gives its
+        ``decision`` read apart."""
         return cls(
             reserved=data["reserved"],
             cost=data["cost"],
             charged=data["charged"],
             refunded=data["refunded"],
-            decision=Decision.from_json(data["decision"]),
+            decision=decision if decision is not None else Decision.from_json(data["decision"]),
         )
 
 
