@@ -39,20 +39,20 @@ impl KeyringSource {
     /// The keyring now: the given secrets, then the file's.
     ///
     /// # Errors
-    /// A file that cannot be read, or holds no secret.
+    /// A file that cannot be read, or a file that leaves the keyring
+    /// without any secret.
     pub fn read(&self) -> Result<Vec<Vec<u8>>, String> {
         let mut secrets = self.given.clone();
         if let Some(path) = &self.file {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
             let lines = text.lines().map(str::trim);
-            let before = secrets.len();
             secrets.extend(
                 lines
                     .filter(|line| !line.is_empty() && !line.starts_with('#'))
                     .map(|line| line.as_bytes().to_vec()),
             );
-            if secrets.len() == before && secrets.is_empty() {
+            if secrets.is_empty() {
                 return Err(format!("{} holds no secret", path.display()));
             }
         }
