@@ -315,12 +315,6 @@ impl Sealer {
         ring.iter().filter(move |keys| keys.live(now))
     }
 
-    /// How many secrets the keyring in force holds (not counting dropped
-    /// ones still accepted).
-    pub fn keys(&self) -> usize {
-        self.status().keys
-    }
-
     /// The keyring's secrets, and those dropped from it still accepted.
     pub fn status(&self) -> RingStatus {
         let ring = self.ring();

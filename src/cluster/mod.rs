@@ -468,11 +468,6 @@ impl ClusterNode {
         &self.shared.settings.node_id
     }
 
-    /// Whether peers' HTTP ports speak TLS.
-    pub fn http_tls(&self) -> bool {
-        self.shared.settings.http_tls
-    }
-
     /// The TLS client for peers' HTTP ports, when they serve TLS.
     pub fn peer_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
         self.shared.peer_tls.clone()

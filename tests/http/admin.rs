@@ -475,27 +475,20 @@ async fn a_customers_own_quota_is_set_and_removed_at_runtime() {
     let bad_kind = h.send(Method::PUT, "/v1/quotas/team/x", own(), &json).await;
     assert_eq!(bad_kind.status, StatusCode::NOT_FOUND);
 
-    let removed = h
-        .send(
+    let remove = || {
+        h.send(
             Method::DELETE,
             "/v1/quotas/token/tok-acme",
             Body::empty(),
             &json[1..],
         )
-        .await;
+    };
+    let removed = remove().await;
     assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
     assert_eq!(
         h.check(acme.clone()).await.body["remaining"],
         7,
         "the plan's 10, 3 used"
     );
-    let again = h
-        .send(
-            Method::DELETE,
-            "/v1/quotas/token/tok-acme",
-            Body::empty(),
-            &json[1..],
-        )
-        .await;
-    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(remove().await.status, StatusCode::NOT_FOUND);
 }
